@@ -1,0 +1,107 @@
+//! `pwrotd-sim`: serves the simulated PolarDB and RDS OpenAPI on a local address.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use pwrotd::config::Config;
+use pwrotd::sim::{FaultRates, Sim, SimServer};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// A faithful local stand-in for the PolarDB and RDS OpenAPI.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to serve on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:9861")]
+    listen: SocketAddr,
+    /// A pwrotd config: its clusters, instances, accounts and granted databases are registered.
+    #[arg(long)]
+    config: PathBuf,
+    /// The AccessKey id requests must be signed with.
+    #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_ID", hide_env_values = true)]
+    access_key_id: String,
+    /// The AccessKey secret. Prefer the environment variable: argv is visible to other users.
+    #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_SECRET", hide_env_values = true)]
+    access_key_secret: String,
+    /// Probability that a request is throttled (`Throttling.User`).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    throttle: f64,
+    /// Probability of an HTTP 503 `ServiceUnavailable`.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    server_error: f64,
+    /// Probability of a `LockTimeout`.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    lock_timeout: f64,
+    /// Probability that a change is applied and the connection closed without a reply.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    drop_after_apply: f64,
+    /// Probability that a change is applied and the reply is not JSON.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    garbage: f64,
+    /// Delay before every reply, after the change is applied, like "200ms".
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    latency: Duration,
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pwrotd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sim = Sim::new(args.access_key_id.clone(), args.access_key_secret.clone());
+    sim.register_config(&config);
+    sim.set_fault_rates(FaultRates {
+        throttle: args.throttle,
+        server_error: args.server_error,
+        lock_timeout: args.lock_timeout,
+        drop_after_apply: args.drop_after_apply,
+        garbage: args.garbage,
+        latency: args.latency,
+    });
+    let server = match SimServer::start(sim, args.listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pwrotd-sim: cannot listen on {}: {e}", args.listen);
+            return ExitCode::from(1);
+        }
+    };
+    println!("pwrotd-sim listening on {}", server.url());
+    tracing::info!(accounts = config.accounts.len(), "serving");
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            eprintln!("pwrotd-sim: cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    server.stop().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,575 @@
+//! The OpenAPI client: signs each attempt afresh, sends its parameters as a form body, reads
+//! and classifies the reply, and retries transient failures with full-jitter backoff.
+//!
+//! It never retries an ambiguous failure: the caller decides what to do with a password that
+//! may be live. It never logs a parameter value.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use reqwest::Url;
+use reqwest::header::{CONTENT_TYPE, HOST};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::credentials::{CredentialSource, Credentials};
+use super::error::{ApiError, Class, CloudError, ErrorKind, scrub};
+use super::ops::{Operation, Service};
+use super::sign::{self, V3Input};
+use crate::random;
+
+/// The largest reply body read; a larger one is a malformed reply.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Which signature scheme requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureVersion {
+    /// HMAC-SHA1 over the canonical query (`SignatureVersion=1.0`).
+    #[default]
+    V1,
+    /// `ACS3-HMAC-SHA256` in the `Authorization` header.
+    V3,
+}
+
+/// Where each service is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub polardb: Url,
+    pub rds: Url,
+}
+
+impl Default for Endpoints {
+    fn default() -> Endpoints {
+        let parse = |s: Service| Url::parse(s.default_endpoint()).expect("default endpoints parse");
+        Endpoints {
+            polardb: parse(Service::PolarDb),
+            rds: parse(Service::Rds),
+        }
+    }
+}
+
+impl Endpoints {
+    /// Both services at one address, as the simulator serves them.
+    pub fn both(url: Url) -> Endpoints {
+        Endpoints {
+            polardb: url.clone(),
+            rds: url,
+        }
+    }
+
+    pub fn get(&self, service: Service) -> &Url {
+        match service {
+            Service::PolarDb => &self.polardb,
+            Service::Rds => &self.rds,
+        }
+    }
+}
+
+/// Parses an endpoint, accepting `http://` only for loopback addresses.
+pub fn parse_endpoint(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => return Err(format!("{s:?} has no host")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(format!(
+                "{s:?} uses plain http to a non-loopback host; passwords would cross the network \
+                 unencrypted: use https"
+            ));
+        }
+        other => return Err(format!("{s:?} has scheme {other:?}; use https")),
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!("{s:?} must be a bare scheme://host[:port]"));
+    }
+    Ok(url)
+}
+
+/// Everything the client needs besides credentials.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub region_id: String,
+    pub signature: SignatureVersion,
+    pub endpoints: Endpoints,
+    /// The whole of one attempt: connect, send, and read the reply.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Attempts per call, counting the first, for transient failures.
+    pub max_attempts: u32,
+    /// Client-side limit on requests per second, for each service separately.
+    pub requests_per_second: f64,
+    /// The first retry waits up to this long; each further one up to twice as long.
+    pub backoff_base: Duration,
+    /// The longest wait between retries.
+    pub backoff_cap: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
+            region_id: "cn-hangzhou".into(),
+            signature: SignatureVersion::V1,
+            endpoints: Endpoints::default(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_attempts: 5,
+            requests_per_second: 10.0,
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A successful call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub request_id: String,
+    /// Attempts made, counting the one that succeeded.
+    pub attempts: u32,
+}
+
+/// The OpenAPI client. Cheap to share behind an `Arc`; calls may run concurrently.
+pub struct Client {
+    http: reqwest::Client,
+    config: ClientConfig,
+    credentials: CredentialSource,
+    polardb_limit: RateLimiter,
+    rds_limit: RateLimiter,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig, credentials: CredentialSource) -> Result<Client, String> {
+        for service in Service::ALL {
+            parse_endpoint(config.endpoints.get(service).as_str())?;
+        }
+        if !(config.requests_per_second > 0.0 && config.requests_per_second.is_finite()) {
+            return Err(format!(
+                "requests_per_second must be a positive number, not {}",
+                config.requests_per_second
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("pwrotd/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .https_only(false)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let interval = Duration::from_secs_f64(1.0 / config.requests_per_second);
+        Ok(Client {
+            http,
+            polardb_limit: RateLimiter::new(interval),
+            rds_limit: RateLimiter::new(interval),
+            config,
+            credentials,
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Calls `op`, retrying transient failures up to `max_attempts` with full-jitter backoff.
+    /// Every attempt is a new request with a fresh nonce and timestamp.
+    pub async fn call(&self, op: &dyn Operation) -> Result<Reply, CloudError> {
+        let max_attempts = self.config.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.limiter(op.service()).acquire().await;
+            let result = match self.credentials.load() {
+                Ok(credentials) => self.attempt(op, &credentials).await,
+                Err(e) => Err(CloudError::new(
+                    op.action(),
+                    Class::Permanent,
+                    ErrorKind::Credentials(e.to_string()),
+                )),
+            };
+            match result {
+                Ok(request_id) => {
+                    tracing::debug!(action = op.action(), attempt, %request_id, "call succeeded");
+                    return Ok(Reply {
+                        request_id,
+                        attempts: attempt,
+                    });
+                }
+                Err(mut error) => {
+                    error.attempts = attempt;
+                    if error.class() != Class::Transient || attempt >= max_attempts {
+                        return Err(error);
+                    }
+                    let ceiling = self
+                        .config
+                        .backoff_base
+                        .saturating_mul(1 << (attempt - 1).min(16))
+                        .min(self.config.backoff_cap);
+                    let delay = random::jitter(ceiling);
+                    tracing::warn!(
+                        action = op.action(),
+                        attempt,
+                        code = error.code(),
+                        ?delay,
+                        "transient failure, retrying: {error}"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    fn limiter(&self, service: Service) -> &RateLimiter {
+        match service {
+            Service::PolarDb => &self.polardb_limit,
+            Service::Rds => &self.rds_limit,
+        }
+    }
+
+    /// One signed request; returns the `RequestId` of a success.
+    async fn attempt(
+        &self,
+        op: &dyn Operation,
+        credentials: &Credentials,
+    ) -> Result<String, CloudError> {
+        let action = op.action();
+        let service = op.service();
+        let url = self.config.endpoints.get(service);
+        let failed = |class, kind| CloudError::new(action, class, kind);
+        let nonce = random::hex_token::<16>().map_err(|e| {
+            failed(
+                Class::Transient,
+                ErrorKind::Request(format!("random source failed: {e}")),
+            )
+        })?;
+        let timestamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+
+        let mut params = op.params();
+        params.push(("RegionId", &self.config.region_id));
+        let request = self.http.post(url.clone()).header(CONTENT_TYPE, FORM);
+        let request = match self.config.signature {
+            SignatureVersion::V1 => {
+                params.extend([
+                    ("Action", action),
+                    ("Version", service.version()),
+                    ("Format", "JSON"),
+                    ("AccessKeyId", credentials.access_key_id.as_str()),
+                    ("SignatureMethod", "HMAC-SHA1"),
+                    ("SignatureVersion", "1.0"),
+                    ("SignatureNonce", nonce.as_str()),
+                    ("Timestamp", timestamp.as_str()),
+                ]);
+                if let Some(token) = credentials.token() {
+                    params.push(("SecurityToken", token));
+                }
+                let signature =
+                    sign::v1_signature(credentials.secret(), "POST", params.iter().copied());
+                params.push(("Signature", &signature));
+                let body = sign::canonical_query(params.iter().copied());
+                request.body(body.as_bytes().to_vec())
+            }
+            SignatureVersion::V3 => {
+                let body = sign::canonical_query(params.iter().copied());
+                let payload_hash = sign::sha256_hex(body.as_bytes());
+                let host = match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                    None => url.host_str().unwrap_or_default().to_owned(),
+                };
+                let mut headers = vec![
+                    ("host", host.as_str()),
+                    ("x-acs-action", action),
+                    ("x-acs-version", service.version()),
+                    ("x-acs-date", timestamp.as_str()),
+                    ("x-acs-signature-nonce", nonce.as_str()),
+                    ("x-acs-content-sha256", payload_hash.as_str()),
+                    ("content-type", FORM),
+                ];
+                if let Some(token) = credentials.token() {
+                    headers.push(("x-acs-security-token", token));
+                }
+                let signature = sign::v3_signature(
+                    credentials.secret(),
+                    &V3Input {
+                        method: "POST",
+                        path: "/",
+                        query: &[],
+                        headers: &headers,
+                        payload_hash: &payload_hash,
+                    },
+                );
+                let mut request = request.header(
+                    "authorization",
+                    signature.authorization(&credentials.access_key_id),
+                );
+                for (name, value) in &headers {
+                    if *name == "host" {
+                        request = request.header(HOST, *value);
+                    } else if *name != "content-type" {
+                        request = request.header(*name, *value);
+                    }
+                }
+                request.body(body.as_bytes().to_vec())
+            }
+        };
+
+        let secrets: Vec<&str> = op
+            .password()
+            .map(|p| p.expose())
+            .into_iter()
+            .chain(Some(credentials.secret()))
+            .chain(credentials.token())
+            .collect();
+        // After the request may have reached the API, a failure is ambiguous when it carried a
+        // password, and merely transient when repeating it is harmless.
+        let unsure = if op.password().is_some() {
+            Class::Ambiguous
+        } else {
+            Class::Transient
+        };
+
+        tracing::trace!(action, %nonce, endpoint = %url, "sending request");
+        let response = request.send().await.map_err(|e| {
+            let detail = scrub(&describe(&e), &secrets);
+            if e.is_connect() {
+                failed(
+                    Class::Transient,
+                    ErrorKind::Connect {
+                        endpoint: url.to_string(),
+                        detail,
+                    },
+                )
+            } else if e.is_timeout() {
+                failed(unsure, ErrorKind::Timeout(self.config.timeout))
+            } else {
+                failed(unsure, ErrorKind::Interrupted(detail))
+            }
+        })?;
+        let status = response.status().as_u16();
+        let body = read_capped(response).await.map_err(|e| match e {
+            ReadError::TooLarge => failed(
+                unsure,
+                ErrorKind::MalformedReply {
+                    status,
+                    detail: format!("the reply exceeds {MAX_REPLY_BYTES} bytes"),
+                },
+            ),
+            ReadError::Http(e) if e.is_timeout() => {
+                failed(unsure, ErrorKind::Timeout(self.config.timeout))
+            }
+            ReadError::Http(e) => failed(
+                unsure,
+                ErrorKind::Interrupted(scrub(&describe(&e), &secrets)),
+            ),
+        })?;
+        parse_reply(status, &body, &secrets).map_err(|(class, kind)| {
+            let class = if class == Class::Ambiguous {
+                unsure
+            } else {
+                class
+            };
+            failed(class, kind)
+        })
+    }
+}
+
+/// Classifies a complete reply. A 2xx needs a `RequestId`; anything else needs the documented
+/// error shape. What is neither is returned as ambiguous, for the caller to soften when the
+/// request carried no password.
+fn parse_reply(status: u16, body: &[u8], secrets: &[&str]) -> Result<String, (Class, ErrorKind)> {
+    let malformed = |detail: String| {
+        (
+            Class::Ambiguous,
+            ErrorKind::MalformedReply { status, detail },
+        )
+    };
+    if (200..300).contains(&status) {
+        #[derive(Deserialize)]
+        struct Success {
+            #[serde(rename = "RequestId")]
+            request_id: String,
+        }
+        return match serde_json::from_slice::<Success>(body) {
+            Ok(s) if !s.request_id.is_empty() => Ok(s.request_id),
+            Ok(_) => Err(malformed("the reply's RequestId is empty".into())),
+            Err(e) => Err(malformed(format!(
+                "not a JSON object with a RequestId ({e}): {}",
+                snippet(body, secrets)
+            ))),
+        };
+    }
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(mut error) if !error.code.is_empty() => {
+            error.http_status = status;
+            error.message = scrub(&error.message, secrets);
+            error.recommend = scrub(&error.recommend, secrets);
+            Err((error.class(), ErrorKind::Api(Box::new(error))))
+        }
+        _ => Err(malformed(format!(
+            "not an API error reply: {}",
+            snippet(body, secrets)
+        ))),
+    }
+}
+
+/// The start of a body, printable and scrubbed, for an error message.
+fn snippet(body: &[u8], secrets: &[&str]) -> String {
+    if body.is_empty() {
+        return "empty body".into();
+    }
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(120)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{} bytes, starting {:?}", body.len(), scrub(&text, secrets))
+}
+
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reqwest error with its causes, which say what actually failed.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Spaces requests at least `interval` apart (a token bucket holding one token).
+struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl RateLimiter {
+    fn new(interval: Duration) -> RateLimiter {
+        RateLimiter {
+            interval,
+            next: Mutex::new(None),
+        }
+    }
+
+    async fn acquire(&self) {
+        let slot = {
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = Instant::now();
+            let slot = next.map_or(now, |n| n.max(now));
+            *next = Some(slot + self.interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_refuse_plain_http_off_loopback() {
+        assert!(parse_endpoint("https://polardb.aliyuncs.com").is_ok());
+        assert!(parse_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(parse_endpoint("http://127.8.9.10").is_ok());
+        assert!(parse_endpoint("http://[::1]:9").is_ok());
+        assert!(parse_endpoint("http://localhost:9").is_ok());
+        for bad in [
+            "http://polardb.aliyuncs.com",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "ftp://x",
+            "polardb.aliyuncs.com",
+            "https://x/path",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn replies_are_classified() {
+        assert_eq!(
+            parse_reply(200, br#"{"RequestId":"R-1"}"#, &[]).ok(),
+            Some("R-1".into())
+        );
+        for (status, body) in [
+            (200, &b""[..]),
+            (200, b"<html>ok</html>"),
+            (200, br#"{"Foo":1}"#),
+            (200, br#"{"RequestId":""}"#),
+            (502, b"<html>bad gateway</html>"),
+            (400, br#"{"RequestId":"x"}"#),
+        ] {
+            let (class, kind) = parse_reply(status, body, &[]).unwrap_err();
+            assert_eq!(class, Class::Ambiguous, "{status} {body:?}");
+            assert!(matches!(kind, ErrorKind::MalformedReply { .. }));
+        }
+        let (class, kind) = parse_reply(
+            400,
+            br#"{"RequestId":"R","Code":"InvalidAccountPassword.Malformed","Message":"bad Pw1!Pw1!x"}"#,
+            &["Pw1!Pw1!x"],
+        )
+        .unwrap_err();
+        assert_eq!(class, Class::Permanent);
+        assert!(!kind.to_string().contains("Pw1!Pw1!x"), "{kind}");
+        let (class, _) = parse_reply(
+            400,
+            br#"{"Code":"Throttling.User","Message":"slow down"}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(class, Class::Transient);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_spaces_requests() {
+        let limiter = RateLimiter::new(Duration::from_millis(100));
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let again = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(
+            again.elapsed(),
+            Duration::ZERO,
+            "an idle limiter does not bank delay"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The Alibaba Cloud OpenAPI: signing, credentials, the five operations, the client that sends
+//! them, and the classification of failures.
+//!
+//! Every byte pwrotd sends to the cloud leaves through [`Client::call`].
+
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod ops;
+pub mod sign;
+
+pub use client::{Client, ClientConfig, Endpoints, Reply, SignatureVersion};
+pub use credentials::{CredentialSource, Credentials, CredentialsConfig};
+pub use error::{ApiError, Class, CloudError, ErrorKind};
+pub use ops::{Api, Grant, GrantAccountPrivilege, Operation, Privilege, Service, SetPassword};

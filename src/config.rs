@@ -1,0 +1,1030 @@
+//! The config file (PRODUCT.md §5): TOML, unknown keys rejected.
+//!
+//! Parsing has two stages. The file-facing `Raw*` structs take values loosely, with their
+//! positions; validation then checks every key and collects every problem, each with its line
+//! and key, before it reports. Only a fully valid [`Config`] leaves this module.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::cloud::client::{Endpoints, parse_endpoint};
+use crate::cloud::{
+    Api, ClientConfig, CredentialsConfig, Grant, Privilege, Service, SignatureVersion,
+};
+use crate::password::{self, Class, Policy};
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub daemon: Daemon,
+    pub cloud: Cloud,
+    pub accounts: Vec<Account>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    /// Where `/metrics` and `/healthz` are served; `None` when set to `""`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Rotations in flight at once.
+    pub max_concurrent: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[cloud]`.
+#[derive(Debug, Clone)]
+pub struct Cloud {
+    pub client: ClientConfig,
+    pub credentials: CredentialsConfig,
+}
+
+/// When an account is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// A fixed period, counted from the last success recorded in the sink.
+    Every(Duration),
+    /// A cron expression, seconds field first.
+    Cron(String),
+}
+
+/// One `[[account]]`, with `[defaults]` applied.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Unique; the sink file name and the metrics label.
+    pub name: String,
+    pub api: Api,
+    /// `cluster_id` for the PolarDB APIs, `instance_id` for `ResetAccountPassword`.
+    pub resource_id: String,
+    /// The database user whose password rotates.
+    pub account_name: String,
+    pub password_type: Option<String>,
+    pub grants: Vec<Grant>,
+    pub schedule: Schedule,
+    pub jitter: Duration,
+    pub retry_after_failure: Duration,
+    pub keep_versions: usize,
+    pub policy: Policy,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based; 0 when the problem has no single place.
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}:", self.path.display())?;
+            if p.line > 0 {
+                write!(f, "{}:", p.line)?;
+            }
+            if p.key.is_empty() {
+                write!(f, " {}", p.message)?;
+            } else {
+                write!(f, " {}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawFile {
+    daemon: RawDaemon,
+    cloud: RawCloud,
+    defaults: RawSchedule,
+    #[serde(rename = "account")]
+    accounts: Vec<Spanned<RawAccount>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawDaemon {
+    state_dir: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
+    max_concurrent: Option<Spanned<i64>>,
+    shutdown_grace: Option<Spanned<String>>,
+    log_format: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawCloud {
+    region_id: Option<Spanned<String>>,
+    signature: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<i64>>,
+    requests_per_second: Option<Spanned<f64>>,
+    endpoints: RawEndpoints,
+    credentials: RawCredentials,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawEndpoints {
+    polardb: Option<Spanned<String>>,
+    rds: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawCredentials {
+    access_key_id: Option<String>,
+    access_key_secret: Option<Spanned<String>>,
+    security_token: Option<Spanned<String>>,
+    access_key_id_file: Option<PathBuf>,
+    access_key_secret_file: Option<PathBuf>,
+    security_token_file: Option<PathBuf>,
+}
+
+/// The keys `[defaults]` and `[[account]]` share.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct RawSchedule {
+    every: Option<Spanned<String>>,
+    cron: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    retry_after_failure: Option<Spanned<String>>,
+    keep_versions: Option<Spanned<i64>>,
+    password: RawPolicy,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    length: Option<Spanned<i64>>,
+    require: Option<Spanned<Vec<String>>>,
+    special: Option<Spanned<String>>,
+    exclude: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: Option<Spanned<String>>,
+    api: Option<Spanned<String>>,
+    cluster_id: Option<Spanned<String>>,
+    instance_id: Option<Spanned<String>>,
+    account_name: Option<Spanned<String>>,
+    password_type: Option<Spanned<String>>,
+    #[serde(default)]
+    grants: Vec<Spanned<RawGrant>>,
+    // The `[defaults]` keys, spelled out: serde's `flatten` would lose their positions.
+    every: Option<Spanned<String>>,
+    cron: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    retry_after_failure: Option<Spanned<String>>,
+    keep_versions: Option<Spanned<i64>>,
+    #[serde(default)]
+    password: RawPolicy,
+}
+
+impl RawAccount {
+    fn schedule(&self) -> RawSchedule {
+        RawSchedule {
+            every: self.every.clone(),
+            cron: self.cron.clone(),
+            jitter: self.jitter.clone(),
+            retry_after_failure: self.retry_after_failure.clone(),
+            keep_versions: self.keep_versions.clone(),
+            password: self.password.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    db: String,
+    privilege: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+/// Collects problems while validating.
+struct Check<'a> {
+    src: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Check<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.src[..offset.min(self.src.len())].matches('\n').count() + 1
+    }
+
+    fn at<T>(&mut self, value: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        let line = self.line(value.span().start);
+        self.push(line, key, message);
+    }
+
+    fn push(&mut self, line: usize, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = value else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.at(
+                    v,
+                    key,
+                    format!(
+                        "{:?} is not a duration like \"30s\", \"10m\", \"30d\": {e}",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn count(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        default: i64,
+    ) -> i64 {
+        let Some(v) = value else { return default };
+        if range.contains(v.get_ref()) {
+            *v.get_ref()
+        } else {
+            self.at(
+                v,
+                key,
+                format!(
+                    "{} is out of range {}..={}",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            );
+            default
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. A file holding a secret inline is refused
+    /// when group or others can read it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            path: path.to_owned(),
+            problems: vec![Problem {
+                line: 0,
+                key: String::new(),
+                message,
+            }],
+        };
+        let src = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let config = Config::parse(&src, path)?;
+        if config.cloud.credentials.has_inline_secret() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| fail(format!("cannot stat: {e}")))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(fail(format!(
+                    "cloud.credentials: the file holds a secret inline but its mode is {:04o}, \
+                     readable beyond its owner; run chmod 600 on it, or use access_key_secret_file",
+                    mode & 0o7777
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text. `path` only labels the problems.
+    pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.to_owned(),
+            problems,
+        };
+        let mut check = Check {
+            src,
+            problems: Vec::new(),
+        };
+        let raw: RawFile = match toml::from_str(src) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let line = e.span().map_or(0, |s| check.line(s.start));
+                check.push(line, "", e.message().trim().to_owned());
+                return Err(fail(check.problems));
+            }
+        };
+        let daemon = validate_daemon(&mut check, &raw.daemon);
+        let cloud = validate_cloud(&mut check, &raw.cloud);
+        let defaults = &raw.defaults;
+        if let Some(cron) = &defaults.cron
+            && defaults.every.is_some()
+        {
+            check.at(cron, "defaults.cron", "give `every` or `cron`, not both");
+        }
+        let mut accounts = Vec::new();
+        let mut names = HashSet::new();
+        let mut targets = HashSet::new();
+        for (i, account) in raw.accounts.iter().enumerate() {
+            if let Some(a) = validate_account(&mut check, i, account, defaults) {
+                if !names.insert(a.name.clone()) {
+                    let line = check.line(account.span().start);
+                    check.push(
+                        line,
+                        format!("account \"{}\".name", a.name),
+                        "is not unique",
+                    );
+                }
+                if !targets.insert((
+                    a.api.service(),
+                    a.resource_id.clone(),
+                    a.account_name.clone(),
+                )) {
+                    let line = check.line(account.span().start);
+                    check.push(
+                        line,
+                        format!("account \"{}\".account_name", a.name),
+                        format!(
+                            "{} on {} is already rotated by another account entry",
+                            a.account_name, a.resource_id
+                        ),
+                    );
+                }
+                accounts.push(a);
+            }
+        }
+        if !check.problems.is_empty() {
+            return Err(fail(check.problems));
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            daemon,
+            cloud,
+            accounts,
+        })
+    }
+
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+fn validate_daemon(check: &mut Check<'_>, raw: &RawDaemon) -> Daemon {
+    let state_dir = match &raw.state_dir {
+        Some(dir) if !Path::new(dir.get_ref()).is_absolute() => {
+            check.at(
+                dir,
+                "daemon.state_dir",
+                format!("{:?} must be an absolute path", dir.get_ref()),
+            );
+            PathBuf::new()
+        }
+        Some(dir) => PathBuf::from(dir.get_ref()),
+        None => PathBuf::from("/var/lib/pwrotd"),
+    };
+    let metrics_listen = match &raw.metrics_listen {
+        Some(addr) if addr.get_ref().is_empty() => None,
+        Some(addr) => match addr.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                check.at(
+                    addr,
+                    "daemon.metrics_listen",
+                    format!(
+                        "{:?} is not an address like \"127.0.0.1:9860\"",
+                        addr.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9860))),
+    };
+    let max_concurrent =
+        check.count(&raw.max_concurrent, "daemon.max_concurrent", 1..=1024, 4) as usize;
+    let shutdown_grace = check.duration(
+        &raw.shutdown_grace,
+        "daemon.shutdown_grace",
+        Duration::from_secs(30),
+    );
+    let log_format = match raw.log_format.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "text")) => LogFormat::Text,
+        Some((_, "json")) => LogFormat::Json,
+        Some((f, other)) => {
+            check.at(
+                f,
+                "daemon.log_format",
+                format!("{other:?} is neither \"text\" nor \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    Daemon {
+        state_dir,
+        metrics_listen,
+        max_concurrent,
+        shutdown_grace,
+        log_format,
+    }
+}
+
+fn validate_cloud(check: &mut Check<'_>, raw: &RawCloud) -> Cloud {
+    let mut client = ClientConfig::default();
+    match &raw.region_id {
+        Some(r) if !r.get_ref().is_empty() => client.region_id = r.get_ref().clone(),
+        Some(r) => check.at(r, "cloud.region_id", "must not be empty"),
+        None => check.push(
+            0,
+            "cloud.region_id",
+            "is required, for example \"cn-hangzhou\"",
+        ),
+    }
+    client.signature = match raw.signature.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "v1")) => SignatureVersion::V1,
+        Some((_, "v3")) => SignatureVersion::V3,
+        Some((s, other)) => {
+            check.at(
+                s,
+                "cloud.signature",
+                format!("{other:?} is neither \"v1\" nor \"v3\""),
+            );
+            SignatureVersion::V1
+        }
+    };
+    client.timeout = check.duration(&raw.timeout, "cloud.timeout", client.timeout);
+    if client.timeout.is_zero() {
+        check.push(0, "cloud.timeout", "must be longer than zero");
+    }
+    client.connect_timeout = client.connect_timeout.min(client.timeout);
+    client.max_attempts = check.count(&raw.max_attempts, "cloud.max_attempts", 1..=100, 5) as u32;
+    if let Some(rps) = &raw.requests_per_second {
+        if *rps.get_ref() > 0.0 && rps.get_ref().is_finite() {
+            client.requests_per_second = *rps.get_ref();
+        } else {
+            check.at(
+                rps,
+                "cloud.requests_per_second",
+                "must be a positive number",
+            );
+        }
+    }
+    let mut endpoints = Endpoints::default();
+    for (service, value) in [
+        (Service::PolarDb, &raw.endpoints.polardb),
+        (Service::Rds, &raw.endpoints.rds),
+    ] {
+        let Some(value) = value else { continue };
+        match parse_endpoint(value.get_ref()) {
+            Ok(url) => match service {
+                Service::PolarDb => endpoints.polardb = url,
+                Service::Rds => endpoints.rds = url,
+            },
+            Err(e) => check.at(value, format!("cloud.endpoints.{}", service.name()), e),
+        }
+    }
+    client.endpoints = endpoints;
+    let c = &raw.credentials;
+    for (inline, file, key) in [
+        (
+            c.access_key_secret.as_ref(),
+            &c.access_key_secret_file,
+            "access_key_secret",
+        ),
+        (
+            c.security_token.as_ref(),
+            &c.security_token_file,
+            "security_token",
+        ),
+    ] {
+        if let (Some(inline), Some(_)) = (inline, file) {
+            check.at(
+                inline,
+                format!("cloud.credentials.{key}"),
+                format!("give {key} or {key}_file, not both"),
+            );
+        }
+    }
+    let credentials = CredentialsConfig {
+        access_key_id: c.access_key_id.clone(),
+        access_key_secret: c
+            .access_key_secret
+            .as_ref()
+            .map(|s| SecretString::from(s.get_ref().clone())),
+        security_token: c
+            .security_token
+            .as_ref()
+            .map(|s| SecretString::from(s.get_ref().clone())),
+        access_key_id_file: c.access_key_id_file.clone(),
+        access_key_secret_file: c.access_key_secret_file.clone(),
+        security_token_file: c.security_token_file.clone(),
+    };
+    Cloud {
+        client,
+        credentials,
+    }
+}
+
+/// Whether a name is safe as a file name and a metrics label.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn validate_account(
+    check: &mut Check<'_>,
+    index: usize,
+    raw: &Spanned<RawAccount>,
+    defaults: &RawSchedule,
+) -> Option<Account> {
+    let before = check.problems.len();
+    let start = check.line(raw.span().start);
+    let a = raw.get_ref();
+    let label = match &a.name {
+        Some(n) => format!("account \"{}\"", n.get_ref()),
+        None => format!("account[{index}]"),
+    };
+    let key = |k: &str| format!("{label}.{k}");
+
+    let name = match &a.name {
+        Some(n) if valid_name(n.get_ref()) => n.get_ref().clone(),
+        Some(n) => {
+            check.at(n, key("name"), "use 1 to 128 of A-Z a-z 0-9 - _ . (not starting with a dot): it names the sink file");
+            String::new()
+        }
+        None => {
+            check.push(start, key("name"), "is required");
+            String::new()
+        }
+    };
+    let api = match &a.api {
+        Some(s) => match s.get_ref().parse::<Api>() {
+            Ok(api) => Some(api),
+            Err(_) => {
+                let allowed: Vec<&str> = Api::ALL.iter().map(|a| a.as_str()).collect();
+                check.at(
+                    s,
+                    key("api"),
+                    format!("{:?} is not one of {}", s.get_ref(), allowed.join(", ")),
+                );
+                None
+            }
+        },
+        None => {
+            check.push(start, key("api"), "is required");
+            None
+        }
+    };
+    let resource_id = match api.map(Api::service) {
+        Some(Service::PolarDb) => {
+            if let Some(i) = &a.instance_id {
+                check.at(
+                    i,
+                    key("instance_id"),
+                    "belongs to ResetAccountPassword (RDS); PolarDB APIs take cluster_id",
+                );
+            }
+            required(check, &a.cluster_id, &key("cluster_id"), start)
+        }
+        Some(Service::Rds) => {
+            if let Some(c) = &a.cluster_id {
+                check.at(
+                    c,
+                    key("cluster_id"),
+                    "belongs to the PolarDB APIs; ResetAccountPassword takes instance_id",
+                );
+            }
+            required(check, &a.instance_id, &key("instance_id"), start)
+        }
+        None => String::new(),
+    };
+    let account_name = required(check, &a.account_name, &key("account_name"), start);
+    if let (Some(t), Some(Api::ResetAccount | Api::ResetAccountPassword)) = (&a.password_type, api)
+    {
+        check.at(
+            t,
+            key("password_type"),
+            "only ModifyAccountPassword and ModifyAccountPasswordZonal accept it",
+        );
+    }
+    let mut grants = Vec::new();
+    for g in &a.grants {
+        if api.is_some_and(|api| api.service() != Service::PolarDb) {
+            check.at(
+                g,
+                key("grants"),
+                "GrantAccountPrivilege is a PolarDB API; RDS accounts cannot have grants",
+            );
+            break;
+        }
+        let raw_grant = g.get_ref();
+        if raw_grant.db.is_empty() || raw_grant.db.contains(',') {
+            check.at(
+                g,
+                key("grants.db"),
+                format!("{:?} is not a database name", raw_grant.db),
+            );
+        }
+        match raw_grant.privilege.parse::<Privilege>() {
+            Ok(privilege) => grants.push(Grant {
+                db: raw_grant.db.clone(),
+                privilege,
+            }),
+            Err(_) => {
+                let allowed: Vec<&str> = Privilege::ALL.iter().map(|p| p.as_str()).collect();
+                check.at(
+                    g,
+                    key("grants.privilege"),
+                    format!(
+                        "{:?} is not one of {}",
+                        raw_grant.privilege,
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    // Schedule: an account's `every` or `cron` replaces the default schedule whole.
+    let s = &a.schedule();
+    if let (Some(_), Some(cron)) = (&s.every, &s.cron) {
+        check.at(cron, key("cron"), "give `every` or `cron`, not both");
+    }
+    let schedule = if s.every.is_some() || s.cron.is_some() {
+        schedule(check, s, &key(""))
+    } else {
+        schedule(check, defaults, "defaults.")
+    };
+    let pick = |own: &Option<Spanned<String>>, default: &Option<Spanned<String>>| {
+        own.clone().or_else(|| default.clone())
+    };
+    let jitter = check.duration(
+        &pick(&s.jitter, &defaults.jitter),
+        &key("jitter"),
+        Duration::from_secs(600),
+    );
+    let retry_after_failure = check.duration(
+        &pick(&s.retry_after_failure, &defaults.retry_after_failure),
+        &key("retry_after_failure"),
+        Duration::from_secs(300),
+    );
+    if retry_after_failure.is_zero() {
+        check.push(
+            start,
+            key("retry_after_failure"),
+            "must be longer than zero",
+        );
+    }
+    let keep_versions = check.count(
+        &s.keep_versions
+            .clone()
+            .or_else(|| defaults.keep_versions.clone()),
+        &key("keep_versions"),
+        0..=100,
+        5,
+    ) as usize;
+    let policy = policy(
+        check,
+        &s.password,
+        &defaults.password,
+        &key("password"),
+        start,
+    );
+
+    if check.problems.len() > before {
+        return None;
+    }
+    Some(Account {
+        name,
+        api: api?,
+        resource_id,
+        account_name,
+        password_type: a.password_type.as_ref().map(|t| t.get_ref().clone()),
+        grants,
+        schedule,
+        jitter,
+        retry_after_failure,
+        keep_versions,
+        policy: policy?,
+    })
+}
+
+fn required(
+    check: &mut Check<'_>,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    line: usize,
+) -> String {
+    match value {
+        Some(v) if !v.get_ref().trim().is_empty() => v.get_ref().clone(),
+        Some(v) => {
+            check.at(v, key, "must not be empty");
+            String::new()
+        }
+        None => {
+            check.push(line, key, "is required");
+            String::new()
+        }
+    }
+}
+
+fn schedule(check: &mut Check<'_>, s: &RawSchedule, prefix: &str) -> Schedule {
+    if let Some(cron) = &s.cron {
+        let fields = cron.get_ref().split_whitespace().count();
+        if !(6..=7).contains(&fields) {
+            check.at(
+                cron,
+                format!("{prefix}cron"),
+                format!(
+                    "{:?} has {fields} fields; write seconds first, like \"0 0 3 * * Sun\"",
+                    cron.get_ref()
+                ),
+            );
+        }
+        return Schedule::Cron(cron.get_ref().clone());
+    }
+    let every = check.duration(
+        &s.every,
+        &format!("{prefix}every"),
+        Duration::from_secs(30 * 86_400),
+    );
+    if every.is_zero() {
+        check.push(0, format!("{prefix}every"), "must be longer than zero");
+    }
+    Schedule::Every(every)
+}
+
+fn policy(
+    check: &mut Check<'_>,
+    own: &RawPolicy,
+    default: &RawPolicy,
+    key: &str,
+    line: usize,
+) -> Option<Policy> {
+    let length = own.length.as_ref().or(default.length.as_ref());
+    let require = own.require.as_ref().or(default.require.as_ref());
+    let special = own.special.as_ref().or(default.special.as_ref());
+    let exclude = own.exclude.as_ref().or(default.exclude.as_ref());
+    let line_of = |check: &Check<'_>, name: &str| {
+        let span = match name {
+            "length" => length.map(|v| v.span()),
+            "require" => require.map(|v| v.span()),
+            "special" => special.map(|v| v.span()),
+            _ => exclude.map(|v| v.span()),
+        };
+        span.map_or(line, |s| check.line(s.start))
+    };
+    let mut classes = Vec::new();
+    if let Some(require) = require {
+        for name in require.get_ref() {
+            match Class::ALL.into_iter().find(|c| c.name() == name) {
+                Some(c) => classes.push(c),
+                None => check.at(
+                    require,
+                    format!("{key}.require"),
+                    format!("{name:?} is not one of upper, lower, digit, special"),
+                ),
+            }
+        }
+    } else {
+        classes.extend(Class::ALL);
+    }
+    let length = length.map_or(password::DEFAULT_LENGTH as i64, |l| *l.get_ref());
+    let length = usize::try_from(length).unwrap_or(0);
+    let result = Policy::new(
+        length,
+        &classes,
+        special.map_or(password::SPECIALS, |s| s.get_ref()),
+        exclude.map_or("", |s| s.get_ref()),
+    );
+    match result {
+        Ok(p) => Some(p),
+        Err(errors) => {
+            for e in errors {
+                let line = line_of(check, e.key);
+                check.push(line, format!("{key}.{}", e.key), e.message);
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[daemon]
+state_dir = "/var/lib/pwrotd"
+metrics_listen = "127.0.0.1:9860"
+max_concurrent = 8
+
+[cloud]
+region_id = "cn-hangzhou"
+signature = "v3"
+timeout = "5s"
+[cloud.endpoints]
+polardb = "http://127.0.0.1:18080"
+
+[defaults]
+every = "30d"
+[defaults.password]
+length = 20
+
+[[account]]
+name = "orders-app"
+api = "ModifyAccountPasswordZonal"
+cluster_id = "pc-1"
+account_name = "app"
+grants = [{ db = "orders", privilege = "ReadWrite" }, { db = "audit", privilege = "DMLOnly" }]
+
+[[account]]
+name = "billing"
+api = "ResetAccountPassword"
+instance_id = "rm-1"
+account_name = "billing"
+cron = "0 0 3 * * Sun"
+[account.password]
+require = ["upper", "lower", "digit"]
+"#;
+
+    fn problems(src: &str) -> Vec<(usize, String)> {
+        Config::parse(src, Path::new("t.toml"))
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|p| (p.line, p.key))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_config() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.daemon.max_concurrent, 8);
+        assert_eq!(c.cloud.client.signature, SignatureVersion::V3);
+        assert_eq!(
+            c.cloud.client.endpoints.polardb.as_str(),
+            "http://127.0.0.1:18080/"
+        );
+        assert_eq!(c.accounts.len(), 2);
+        let orders = c.account("orders-app").unwrap();
+        assert_eq!(orders.policy.length(), 20);
+        assert_eq!(
+            orders.schedule,
+            Schedule::Every(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(orders.grants.len(), 2);
+        let billing = c.account("billing").unwrap();
+        assert_eq!(billing.resource_id, "rm-1");
+        assert_eq!(billing.schedule, Schedule::Cron("0 0 3 * * Sun".into()));
+        assert_eq!(billing.policy.classes().count(), 3);
+        assert_eq!(billing.policy.length(), 20, "defaults apply key by key");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_line_and_key() {
+        let src = r#"
+[cloud]
+region_id = "cn-hangzhou"
+signature = "v2"
+[cloud.endpoints]
+rds = "http://rds.example.com"
+
+[[account]]
+name = "a"
+api = "ModifyAccountPasword"
+cluster_id = "pc-1"
+
+[[account]]
+name = "b"
+api = "ResetAccountPassword"
+cluster_id = "pc-2"
+account_name = "x"
+every = "often"
+grants = [{ db = "d", privilege = "ReadWrite" }]
+[account.password]
+length = 40
+special = "!~"
+"#;
+        let found = problems(src);
+        for expected in [
+            (4, "cloud.signature"),
+            (6, "cloud.endpoints.rds"),
+            (10, "account \"a\".api"),
+            (8, "account \"a\".account_name"),
+            (16, "account \"b\".cluster_id"),
+            (13, "account \"b\".instance_id"),
+            (18, "account \"b\".every"),
+            (19, "account \"b\".grants"),
+            (21, "account \"b\".password.length"),
+            (22, "account \"b\".password.special"),
+        ] {
+            assert!(
+                found.iter().any(|(l, k)| (*l, k.as_str()) == expected),
+                "{expected:?} missing from {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 10, "{found:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused() {
+        let p = problems("[cloud]\nregion_id = \"x\"\nregoin = 1\n");
+        assert_eq!(p[0].0, 3);
+        let p = problems("[daemon]\nmax_concurrent = \"four\"\n[cloud]\nregion_id = \"x\"\n");
+        assert_eq!(p[0].0, 2);
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let src = r#"
+[cloud]
+region_id = "r"
+[[account]]
+name = "a"
+api = "ModifyAccountPassword"
+cluster_id = "pc-1"
+account_name = "app"
+[[account]]
+name = "a"
+api = "ResetAccount"
+cluster_id = "pc-1"
+account_name = "app"
+"#;
+        let keys: Vec<String> = problems(src).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(keys, ["account \"a\".name", "account \"a\".account_name"]);
+    }
+
+    #[test]
+    fn inline_secret_needs_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[cloud]\nregion_id = \"r\"\n[cloud.credentials]\naccess_key_id = \"id\"\naccess_key_secret = \"s3cret\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("chmod 600") && !err.contains("s3cret"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::load(&path).is_ok());
+    }
+}

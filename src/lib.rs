@@ -1,0 +1,26 @@
+//! pwrotd rotates database passwords for Alibaba Cloud PolarDB, PolarDB-X and ApsaraDB RDS.
+//!
+//! On each account's schedule it generates a compliant password from the OS CSPRNG, sets it
+//! through the OpenAPI, and writes it to a vault-style file sink that applications read. The one
+//! property it must never break: the password the database has is always one the sink knows.
+//!
+//! # Layout
+//!
+//! - [`password`]: the documented policy, the generator and validator, the `Password` secret type.
+//! - [`random`]: the OS CSPRNG, the only source of randomness.
+//! - [`cloud`]: request signing (V1, V3), credentials, the five operations, the client, errors.
+//! - [`config`]: the TOML config file, parsed and validated.
+//! - [`demo`]: `pwrotd demo`, the first thing a newcomer runs.
+//! - [`sim`]: `pwrotd-sim`, a faithful local stand-in for the PolarDB and RDS OpenAPI.
+//!
+//! The binaries are thin: `src/main.rs` (`pwrotd`) and `src/bin/pwrotd-sim.rs`.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod cloud;
+pub mod config;
+pub mod demo;
+pub mod password;
+pub mod random;
+pub mod sim;

@@ -1,0 +1,762 @@
+//! `pwrotd-sim`: a faithful local stand-in for the PolarDB (`2017-08-01`) and RDS
+//! (`2014-08-15`) OpenAPI, for tests and the demo.
+//!
+//! It checks what the real API checks, in the same order, and answers with the documented error
+//! codes and error shape: V1 and V3 signatures, nonce replays, timestamp skew, the API version
+//! and required parameters per action, the password policy, unknown resources and accounts,
+//! `ResetAccount` on a non-privileged account, and `ClientToken` idempotency. Faults (throttling,
+//! 5xx, `LockTimeout`, latency, drop-after-apply, garbage replies) are injected on demand.
+//!
+//! Its live state (who has which password) is readable in-process, and over HTTP under `/_sim/`
+//! as SHA-256 digests only, so that tests can check the sink against it without the simulator
+//! ever sending a password.
+
+mod auth;
+pub mod server;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{Privilege, Service};
+use crate::config::Config;
+use crate::password::{self, Password};
+use crate::random::{self, OsRandom};
+
+pub use server::SimServer;
+
+/// How far a request's timestamp may be from the simulator's clock, as on the real API.
+pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// A database account's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AccountType {
+    Normal,
+    Super,
+}
+
+/// One database account as the simulated cloud holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimAccount {
+    #[serde(rename = "type")]
+    pub account_type: AccountType,
+    /// The live password; `None` until first set.
+    #[serde(skip)]
+    pub password: Option<Password>,
+    /// Hex SHA-256 of the live password, for comparison without exposure.
+    pub password_sha256: Option<String>,
+    pub privileges: BTreeMap<String, Privilege>,
+    /// Password changes applied, counting idempotent replays once.
+    pub changes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Resource {
+    accounts: BTreeMap<String, SimAccount>,
+    databases: Vec<String>,
+}
+
+/// An injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// `Throttling.User`, nothing applied.
+    Throttle,
+    /// HTTP 503 `ServiceUnavailable`, nothing applied.
+    ServerError,
+    /// `LockTimeout`, nothing applied.
+    LockTimeout,
+    /// The change is applied, then the connection is closed without a reply.
+    DropAfterApply,
+    /// The change is applied, then a 200 reply that is not JSON.
+    Garbage,
+}
+
+/// Random fault rates, each the probability that one API request meets that fault.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultRates {
+    pub throttle: f64,
+    pub server_error: f64,
+    pub lock_timeout: f64,
+    pub drop_after_apply: f64,
+    pub garbage: f64,
+    /// Delay before every API reply, after the change is applied: a client that times out
+    /// first sees an ambiguous outcome.
+    #[serde(with = "humantime_serde_millis")]
+    pub latency: Duration,
+}
+
+mod humantime_serde_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Counters of what the simulator answered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// API requests received (admin requests excluded).
+    pub requests: u64,
+    /// Password changes and grants applied.
+    pub applied: u64,
+    /// Replies by code: `OK` or the error code, plus `Dropped` and `Garbage`.
+    pub by_code: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+struct State {
+    polardb: BTreeMap<String, Resource>,
+    rds: BTreeMap<String, Resource>,
+    /// ClientToken → (fingerprint of the request, RequestId of its first reply).
+    client_tokens: HashMap<String, ([u8; 32], String)>,
+    nonces: HashMap<String, SystemTime>,
+    nonce_order: VecDeque<(SystemTime, String)>,
+    scripted: VecDeque<Fault>,
+    rates: FaultRates,
+    stats: Stats,
+}
+
+impl State {
+    fn resources(&mut self, service: Service) -> &mut BTreeMap<String, Resource> {
+        match service {
+            Service::PolarDb => &mut self.polardb,
+            Service::Rds => &mut self.rds,
+        }
+    }
+}
+
+/// The simulated cloud.
+pub struct Sim {
+    access_key_id: String,
+    access_key_secret: SecretString,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reply, or a dropped connection.
+#[derive(Debug)]
+pub enum Outcome {
+    Reply { status: u16, body: String },
+    Drop,
+}
+
+impl Sim {
+    pub fn new(access_key_id: impl Into<String>, access_key_secret: impl Into<String>) -> Sim {
+        Sim {
+            access_key_id: access_key_id.into(),
+            access_key_secret: SecretString::from(access_key_secret.into()),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Registers the clusters, instances, accounts and databases a pwrotd config names.
+    /// `ResetAccount` accounts are privileged; the others are normal accounts.
+    pub fn register_config(&self, config: &Config) {
+        for account in &config.accounts {
+            let account_type = match account.api {
+                crate::cloud::Api::ResetAccount => AccountType::Super,
+                _ => AccountType::Normal,
+            };
+            self.add_account(
+                account.api.service(),
+                &account.resource_id,
+                &account.account_name,
+                account_type,
+            );
+            for grant in &account.grants {
+                self.add_database(&account.resource_id, &grant.db);
+            }
+        }
+    }
+
+    pub fn add_account(
+        &self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+        account_type: AccountType,
+    ) {
+        let mut state = self.lock();
+        let resource = state
+            .resources(service)
+            .entry(resource_id.to_owned())
+            .or_default();
+        resource
+            .accounts
+            .entry(account_name.to_owned())
+            .or_insert(SimAccount {
+                account_type,
+                password: None,
+                password_sha256: None,
+                privileges: BTreeMap::new(),
+                changes: 0,
+            });
+    }
+
+    /// Adds a database to a PolarDB cluster, for `GrantAccountPrivilege`.
+    pub fn add_database(&self, cluster_id: &str, db: &str) {
+        let mut state = self.lock();
+        let resource = state.polardb.entry(cluster_id.to_owned()).or_default();
+        if !resource.databases.iter().any(|d| d == db) {
+            resource.databases.push(db.to_owned());
+        }
+    }
+
+    /// The live state of one account.
+    pub fn account(
+        &self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+    ) -> Option<SimAccount> {
+        let mut state = self.lock();
+        state
+            .resources(service)
+            .get(resource_id)?
+            .accounts
+            .get(account_name)
+            .cloned()
+    }
+
+    /// Every account, keyed by service name, resource and account name.
+    pub fn accounts(&self) -> Vec<(Service, String, String, SimAccount)> {
+        let mut state = self.lock();
+        let mut out = Vec::new();
+        for service in Service::ALL {
+            for (rid, resource) in state.resources(service).iter() {
+                for (name, account) in &resource.accounts {
+                    out.push((service, rid.clone(), name.clone(), account.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `password` is the account's live password: a database login, simulated.
+    pub fn login(
+        &self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+        password: &str,
+    ) -> bool {
+        self.account(service, resource_id, account_name)
+            .and_then(|a| a.password)
+            .is_some_and(|live| crate::cloud::sign::signatures_match(live.expose(), password))
+    }
+
+    /// Replaces the random fault rates.
+    pub fn set_fault_rates(&self, rates: FaultRates) {
+        self.lock().rates = rates;
+    }
+
+    pub fn fault_rates(&self) -> FaultRates {
+        self.lock().rates.clone()
+    }
+
+    /// Makes the next API requests meet these faults, one each, before any random fault.
+    pub fn script_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().scripted.extend(faults);
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Answers one API request.
+    pub(crate) async fn handle(&self, request: &auth::Request<'_>) -> Outcome {
+        let outcome = self.handle_inner(request).await;
+        let mut state = self.lock();
+        state.stats.requests += 1;
+        let code = match &outcome {
+            Outcome::Drop => "Dropped".to_owned(),
+            Outcome::Reply { status, body } if *status == 200 => {
+                if body.starts_with('{') {
+                    "OK".to_owned()
+                } else {
+                    "Garbage".to_owned()
+                }
+            }
+            Outcome::Reply { body, .. } => serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("Code").and_then(|c| c.as_str()).map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        *state.stats.by_code.entry(code).or_default() += 1;
+        outcome
+    }
+
+    async fn handle_inner(&self, request: &auth::Request<'_>) -> Outcome {
+        let host = request.host.unwrap_or("pwrotd-sim");
+        let verified = match auth::verify(
+            request,
+            &self.access_key_id,
+            self.access_key_secret.expose_secret(),
+        ) {
+            Ok(v) => v,
+            Err(e) => return e.reply(host, None),
+        };
+        if let Err(e) = self.check_nonce(&verified.nonce, verified.timestamp) {
+            return e.reply(host, None);
+        }
+        let action = match lookup_action(&verified.version, &verified.action) {
+            Ok(spec) => spec,
+            Err(e) => return e.reply(host, None),
+        };
+        let params = &verified.params;
+        for name in action.required {
+            if params.get(*name).is_none_or(|v| v.is_empty()) {
+                return SimError::new(
+                    400,
+                    format!("Missing{name}"),
+                    format!("{name} is mandatory for this action."),
+                )
+                .reply(host, Some(action.service));
+            }
+        }
+
+        let fault = self.draw_fault();
+        let latency = self.lock().rates.latency;
+        match fault {
+            Some(Fault::Throttle) => {
+                return SimError::new(
+                    400,
+                    "Throttling.User",
+                    "Request was denied due to user flow control.",
+                )
+                .reply(host, Some(action.service));
+            }
+            Some(Fault::ServerError) => {
+                return SimError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "The request has failed due to a temporary failure of the server.",
+                )
+                .reply(host, Some(action.service));
+            }
+            Some(Fault::LockTimeout) => {
+                return SimError::new(
+                    400,
+                    "LockTimeout",
+                    "The request processing has failed due to lock timeout.",
+                )
+                .reply(host, Some(action.service));
+            }
+            _ => {}
+        }
+
+        let result = self.apply(action, params);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match (result, fault) {
+            (Ok(_), Some(Fault::DropAfterApply)) => Outcome::Drop,
+            (Ok(_), Some(Fault::Garbage)) => Outcome::Reply {
+                status: 200,
+                body: "<html><body>502 Bad Gateway</body></html>".into(),
+            },
+            (Ok(request_id), _) => Outcome::Reply {
+                status: 200,
+                body: serde_json::json!({ "RequestId": request_id }).to_string(),
+            },
+            (Err(e), _) => e.reply(host, Some(action.service)),
+        }
+    }
+
+    fn draw_fault(&self) -> Option<Fault> {
+        let mut state = self.lock();
+        if let Some(f) = state.scripted.pop_front() {
+            return Some(f);
+        }
+        let rates = &state.rates;
+        let mut rng = OsRandom::default();
+        for (rate, fault) in [
+            (rates.throttle, Fault::Throttle),
+            (rates.server_error, Fault::ServerError),
+            (rates.lock_timeout, Fault::LockTimeout),
+            (rates.drop_after_apply, Fault::DropAfterApply),
+            (rates.garbage, Fault::Garbage),
+        ] {
+            if rate > 0.0 && rand::RngExt::random_bool(&mut rng, rate.min(1.0)) {
+                return Some(fault);
+            }
+        }
+        None
+    }
+
+    fn check_nonce(&self, nonce: &str, timestamp: SystemTime) -> Result<(), SimError> {
+        let now = SystemTime::now();
+        let skew = match now.duration_since(timestamp) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        if skew > MAX_SKEW {
+            return Err(SimError::new(
+                400,
+                "InvalidTimeStamp.Expired",
+                "Specified time stamp or date value is expired.",
+            ));
+        }
+        let mut state = self.lock();
+        while let Some((at, _)) = state.nonce_order.front() {
+            if now.duration_since(*at).unwrap_or_default() <= 2 * MAX_SKEW {
+                break;
+            }
+            if let Some((_, old)) = state.nonce_order.pop_front() {
+                state.nonces.remove(&old);
+            }
+        }
+        if state.nonces.contains_key(nonce) {
+            return Err(SimError::new(
+                400,
+                "SignatureNonceUsed",
+                "Specified signature nonce was used already.",
+            ));
+        }
+        state.nonces.insert(nonce.to_owned(), now);
+        state.nonce_order.push_back((now, nonce.to_owned()));
+        Ok(())
+    }
+
+    /// Applies an accepted request; returns its RequestId.
+    fn apply(
+        &self,
+        action: &ActionSpec,
+        params: &BTreeMap<String, String>,
+    ) -> Result<String, SimError> {
+        let get = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
+        let service = action.service;
+        let resource_id = get(service.resource_param());
+        let account_name = get("AccountName");
+        let request_id = new_request_id();
+        let mut state = self.lock();
+
+        let not_found = || match service {
+            Service::PolarDb => SimError::new(
+                404,
+                "InvalidDBClusterId.NotFound",
+                "The DBClusterId provided does not exist in our records.",
+            ),
+            Service::Rds => SimError::new(
+                404,
+                "InvalidDBInstanceId.NotFound",
+                "Specified instance does not exist or not support.",
+            ),
+        };
+        if !state.resources(service).contains_key(resource_id) {
+            return Err(not_found());
+        }
+
+        if action.name == "GrantAccountPrivilege" {
+            let dbs: Vec<&str> = get("DBName").split(',').collect();
+            let privileges: Vec<&str> = get("AccountPrivilege").split(',').collect();
+            if dbs.len() != privileges.len() {
+                return Err(SimError::new(
+                    400,
+                    "InvalidAccountPrivilege.Malformed",
+                    "The number of AccountPrivilege values must match the number of DBName values.",
+                ));
+            }
+            let mut parsed = Vec::new();
+            for p in &privileges {
+                parsed.push(p.parse::<Privilege>().map_err(|_| {
+                    SimError::new(
+                        400,
+                        "InvalidAccountPrivilege.Malformed",
+                        "The specified parameter AccountPrivilege is not valid.",
+                    )
+                })?);
+            }
+            let resource = state
+                .resources(service)
+                .get_mut(resource_id)
+                .ok_or_else(not_found)?;
+            if dbs
+                .iter()
+                .any(|db| !resource.databases.iter().any(|d| d == db))
+            {
+                return Err(SimError::new(
+                    404,
+                    "InvalidDBName.NotFound",
+                    "The specified database name does not exist.",
+                ));
+            }
+            let account = resource
+                .accounts
+                .get_mut(account_name)
+                .ok_or_else(account_not_found)?;
+            for (db, privilege) in dbs.into_iter().zip(parsed) {
+                account.privileges.insert(db.to_owned(), privilege);
+            }
+            state.stats.applied += 1;
+            return Ok(request_id);
+        }
+
+        let password = get(action.password_param.unwrap_or_default());
+        if password::validate(password).is_err() {
+            return Err(match service {
+                Service::PolarDb => SimError::new(
+                    400,
+                    "InvalidAccountPassword.Malformed",
+                    "The specified parameter AccountPassword is not valid.",
+                ),
+                Service::Rds => SimError::new(
+                    400,
+                    "InvalidAccountPassword.Format",
+                    "Specified account password format is not valid.",
+                ),
+            });
+        }
+        {
+            let resource = state
+                .resources(service)
+                .get_mut(resource_id)
+                .ok_or_else(not_found)?;
+            let account = resource
+                .accounts
+                .get(account_name)
+                .ok_or_else(account_not_found)?;
+            if action.name == "ResetAccount" && account.account_type != AccountType::Super {
+                return Err(SimError::new(
+                    400,
+                    "IncorrectAccountPrivilegeType",
+                    "ResetAccount applies to privileged accounts only.",
+                ));
+            }
+        }
+
+        if let Some(token) = params
+            .get("ClientToken")
+            .filter(|_| action.name == "ModifyAccountPasswordZonal")
+        {
+            if token.len() > 64 || !token.is_ascii() {
+                return Err(SimError::new(
+                    400,
+                    "InvalidClientToken.Malformed",
+                    "The specified parameter ClientToken is not valid.",
+                ));
+            }
+            let fingerprint = fingerprint(&[action.name, resource_id, account_name, password]);
+            match state.client_tokens.get(token) {
+                Some((seen, first_id)) if *seen == fingerprint => return Ok(first_id.clone()),
+                Some(_) => {
+                    return Err(SimError::new(
+                        400,
+                        "IdempotentParameterMismatch",
+                        "The request uses the same client token as a previous, but non-identical request.",
+                    ));
+                }
+                None => {
+                    state
+                        .client_tokens
+                        .insert(token.clone(), (fingerprint, request_id.clone()));
+                }
+            }
+        }
+
+        let resource = state
+            .resources(service)
+            .get_mut(resource_id)
+            .ok_or_else(not_found)?;
+        let account = resource
+            .accounts
+            .get_mut(account_name)
+            .ok_or_else(account_not_found)?;
+        account.password = Some(Password::new(password.to_owned()));
+        account.password_sha256 = Some(crate::cloud::sign::sha256_hex(password.as_bytes()));
+        account.changes += 1;
+        if action.name == "ResetAccount" {
+            account.privileges.clear();
+        }
+        state.stats.applied += 1;
+        Ok(request_id)
+    }
+}
+
+fn account_not_found() -> SimError {
+    SimError::new(
+        404,
+        "InvalidAccountName.NotFound",
+        "The specified account name does not exist.",
+    )
+}
+
+fn fingerprint(parts: &[&str]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// A RequestId in the API's upper-case UUID shape.
+fn new_request_id() -> String {
+    let hex = random::hex_token::<16>()
+        .unwrap_or_else(|_| "0".repeat(32))
+        .to_uppercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// What the simulator knows of an action.
+#[derive(Debug)]
+struct ActionSpec {
+    name: &'static str,
+    service: Service,
+    required: &'static [&'static str],
+    /// The parameter carrying the new password, for the password-setting actions.
+    password_param: Option<&'static str>,
+}
+
+const ACTIONS: &[ActionSpec] = &[
+    ActionSpec {
+        name: "ModifyAccountPassword",
+        service: Service::PolarDb,
+        required: &["DBClusterId", "AccountName", "NewAccountPassword"],
+        password_param: Some("NewAccountPassword"),
+    },
+    ActionSpec {
+        name: "ModifyAccountPasswordZonal",
+        service: Service::PolarDb,
+        required: &["DBClusterId", "AccountName", "NewAccountPassword"],
+        password_param: Some("NewAccountPassword"),
+    },
+    ActionSpec {
+        name: "ResetAccount",
+        service: Service::PolarDb,
+        required: &["DBClusterId", "AccountName", "AccountPassword"],
+        password_param: Some("AccountPassword"),
+    },
+    ActionSpec {
+        name: "GrantAccountPrivilege",
+        service: Service::PolarDb,
+        required: &["DBClusterId", "AccountName", "DBName", "AccountPrivilege"],
+        password_param: None,
+    },
+    ActionSpec {
+        name: "ResetAccountPassword",
+        service: Service::Rds,
+        required: &["DBInstanceId", "AccountName", "AccountPassword"],
+        password_param: Some("AccountPassword"),
+    },
+];
+
+fn lookup_action(version: &str, action: &str) -> Result<&'static ActionSpec, SimError> {
+    let Some(service) = Service::ALL.into_iter().find(|s| s.version() == version) else {
+        return Err(SimError::new(
+            400,
+            "InvalidVersion",
+            "Specified parameter Version is not valid.",
+        ));
+    };
+    ACTIONS
+        .iter()
+        .find(|a| a.service == service && a.name == action)
+        .ok_or_else(|| {
+            SimError::new(
+                404,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            )
+        })
+}
+
+/// An error reply in the documented shape.
+#[derive(Debug)]
+pub struct SimError {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+impl SimError {
+    fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> SimError {
+        SimError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    fn reply(self, host: &str, service: Option<Service>) -> Outcome {
+        let product = match service {
+            Some(Service::Rds) => "Rds",
+            _ => "polardb",
+        };
+        Outcome::Reply {
+            status: self.status,
+            body: serde_json::json!({
+                "RequestId": new_request_id(),
+                "HostId": host,
+                "Code": self.code,
+                "Message": self.message,
+                "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product={product}", self.code),
+            })
+            .to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_look_like_the_apis() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+        assert_eq!(id, id.to_uppercase());
+    }
+
+    #[test]
+    fn versions_and_actions() {
+        assert!(lookup_action("2017-08-01", "ResetAccount").is_ok());
+        assert!(lookup_action("2014-08-15", "ResetAccountPassword").is_ok());
+        assert_eq!(
+            lookup_action("2014-08-15", "ResetAccount")
+                .unwrap_err()
+                .code,
+            "InvalidAction.NotFound"
+        );
+        assert_eq!(
+            lookup_action("2020-01-01", "ResetAccount")
+                .unwrap_err()
+                .code,
+            "InvalidVersion"
+        );
+    }
+}

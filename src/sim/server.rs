@@ -1,0 +1,181 @@
+//! The simulator's HTTP/1.1 server.
+//!
+//! `/` takes API requests (GET or POST, parameters in the query or a form body). `/_sim/` holds
+//! the test hooks: `GET /_sim/accounts` (live state, passwords as SHA-256 only),
+//! `GET /_sim/stats`, and `GET`/`PUT /_sim/faults` (the random fault rates, as JSON).
+//! A drop-after-apply fault closes the connection without writing a reply.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{FaultRates, Outcome, Sim, auth};
+
+/// The largest request body accepted.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Returned to hyper to close a connection without a reply.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped after apply (injected fault)")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// Serves `sim` on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, sim: Arc<Sim>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let sim = sim.clone();
+                async move { route(&sim, request).await }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    response
+}
+
+async fn route(
+    sim: &Sim,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(reply(413, r#"{"Code":"RequestTooLarge"}"#.into())),
+    };
+    let path = parts.uri.path();
+    match (&parts.method, path) {
+        (&Method::GET, "/_sim/accounts") => {
+            let accounts: Vec<_> = sim
+                .accounts()
+                .into_iter()
+                .map(|(service, resource_id, account_name, account)| {
+                    serde_json::json!({
+                        "service": service.name(),
+                        "resource_id": resource_id,
+                        "account_name": account_name,
+                        "account": account,
+                    })
+                })
+                .collect();
+            Ok(reply(200, serde_json::Value::from(accounts).to_string()))
+        }
+        (&Method::GET, "/_sim/stats") => Ok(reply(200, serde_json::to_string(&sim.stats()).unwrap_or_default())),
+        (&Method::GET, "/_sim/faults") => Ok(reply(200, serde_json::to_string(&sim.fault_rates()).unwrap_or_default())),
+        (&Method::PUT, "/_sim/faults") => match serde_json::from_slice::<FaultRates>(&body) {
+            Ok(rates) => {
+                sim.set_fault_rates(rates);
+                Ok(reply(200, "{}".into()))
+            }
+            Err(e) => Ok(reply(400, serde_json::json!({ "error": e.to_string() }).to_string())),
+        },
+        (&Method::GET | &Method::POST, "/") => {
+            let request = auth::Request {
+                method: parts.method.as_str(),
+                query: parts.uri.query().unwrap_or_default(),
+                headers: &parts.headers,
+                body: &body,
+                host: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
+            };
+            match sim.handle(&request).await {
+                Outcome::Reply { status, body } => Ok(reply(status, body)),
+                Outcome::Drop => Err(DropConnection),
+            }
+        }
+        _ => Ok(reply(404, r#"{"Code":"InvalidAction.NotFound","Message":"Specified api is not found, please check your url and method."}"#.into())),
+    }
+}
+
+/// A simulator serving on a loopback port, for tests and the demo. Stops when dropped.
+pub struct SimServer {
+    pub addr: SocketAddr,
+    pub sim: Arc<Sim>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimServer {
+    /// Binds `addr` (use port 0 for any free port) and serves `sim` in the background.
+    pub async fn start(sim: Sim, addr: SocketAddr) -> std::io::Result<SimServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let sim = Arc::new(sim);
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, sim.clone(), async {
+            let _ = stopped.await;
+        }));
+        Ok(SimServer {
+            addr,
+            sim,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> reqwest::Url {
+        reqwest::Url::parse(&format!("http://{}", self.addr))
+            .expect("a socket address is a valid URL host")
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Shared fixtures: a simulator with one account per API, and clients pointed at it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use pwrotd::cloud::{
+    Client, ClientConfig, CredentialSource, Credentials, Endpoints, SignatureVersion,
+};
+use pwrotd::config::Config;
+use pwrotd::sim::{Sim, SimServer};
+
+pub const KEY_ID: &str = "LTAI5tTestKeyId0001";
+/// Holds characters that V1's `secret + "&"` key and URL encoding must not trip on.
+pub const SECRET: &str = "test/Secret+Key=&0001";
+
+pub const CONFIG: &str = r#"
+[cloud]
+region_id = "cn-hangzhou"
+
+[[account]]
+name = "orders-app"
+api = "ModifyAccountPassword"
+cluster_id = "pc-test0001"
+account_name = "app"
+grants = [{ db = "orders", privilege = "ReadWrite" }, { db = "reports", privilege = "ReadOnly" }]
+
+[[account]]
+name = "edge-app"
+api = "ModifyAccountPasswordZonal"
+cluster_id = "pc-test0002"
+account_name = "edge"
+
+[[account]]
+name = "admin"
+api = "ResetAccount"
+cluster_id = "pc-test0001"
+account_name = "root_admin"
+
+[[account]]
+name = "billing"
+api = "ResetAccountPassword"
+instance_id = "rm-test0001"
+account_name = "billing"
+"#;
+
+pub fn config() -> Config {
+    Config::parse(CONFIG, Path::new("test.toml")).expect("the test config is valid")
+}
+
+pub async fn start_sim() -> SimServer {
+    let sim = Sim::new(KEY_ID, SECRET);
+    sim.register_config(&config());
+    SimServer::start(sim, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A client for tests: fast retries, no meaningful rate limit.
+pub fn client_config(server_url: reqwest::Url, signature: SignatureVersion) -> ClientConfig {
+    ClientConfig {
+        region_id: "cn-hangzhou".into(),
+        signature,
+        endpoints: Endpoints::both(server_url),
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        max_attempts: 4,
+        requests_per_second: 10_000.0,
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(5),
+    }
+}
+
+pub fn client(server: &SimServer, signature: SignatureVersion) -> Client {
+    client_with(
+        client_config(server.url(), signature),
+        Credentials::new(KEY_ID, SECRET),
+    )
+}
+
+pub fn client_with(config: ClientConfig, credentials: Credentials) -> Client {
+    Client::new(config, CredentialSource::fixed(credentials)).expect("valid client config")
+}
+
+pub const BOTH: [SignatureVersion; 2] = [SignatureVersion::V1, SignatureVersion::V3];

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Exercise the pwrotd simulator with the OFFICIAL Alibaba Cloud Python SDKs.
+
+Usage: python official_sdk.py <simulator-binary> <config.toml>
+
+Starts the simulator on 127.0.0.1 (port 0), drives it with
+alibabacloud-polardb20170801 and alibabacloud-rds20140815 in both signing
+modes (SDK default V3 ACS3-HMAC-SHA256, and signature_algorithm='v2' which
+selects the V1 HMAC-SHA1 RPC signature), verifies the resulting state through
+the simulator's /_sim/accounts test hook, and checks documented error codes.
+
+Prints one "PASS ..."/"FAIL ..." line per check and a final "N passed, M failed".
+Exits non-zero if any check failed.
+"""
+
+import hashlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+import urllib.request
+
+# Loopback only: make sure no environment proxy diverts SDK or hook traffic.
+for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    os.environ.pop(_var, None)
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+from Tea.exceptions import TeaException  # noqa: E402
+from alibabacloud_tea_openapi.models import Config  # noqa: E402
+from alibabacloud_polardb20170801.client import Client as PolarDBClient  # noqa: E402
+from alibabacloud_polardb20170801 import models as polardb_models  # noqa: E402
+from alibabacloud_rds20140815.client import Client as RdsClient  # noqa: E402
+from alibabacloud_rds20140815 import models as rds_models  # noqa: E402
+
+AK_ID = "LTAIsdktest"
+AK_SECRET = "sdk-secret-123"
+START_TIMEOUT_S = 20.0
+
+# label -> Config.signature_algorithm (None = SDK default, i.e. V3 ACS3-HMAC-SHA256)
+MODES = [("v3-ACS3-HMAC-SHA256", None), ("v1-HMAC-SHA1(signature_algorithm=v2)", "v2")]
+
+RESULTS = {"passed": 0, "failed": 0}
+
+
+def report(ok, name, detail=""):
+    if ok:
+        RESULTS["passed"] += 1
+        print(f"PASS {name}", flush=True)
+    else:
+        RESULTS["failed"] += 1
+        print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
+
+
+def sha256_hex(s):
+    return hashlib.sha256(s.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+class Simulator:
+    def __init__(self, binary, config):
+        self.binary = binary
+        self.config = config
+        self.proc = None
+        self.base = None
+        self.stderr_file = None
+
+    def start(self):
+        env = dict(os.environ)
+        env["ALIBABA_CLOUD_ACCESS_KEY_ID"] = AK_ID
+        env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] = AK_SECRET
+        # stderr goes to a file so the log can never fill a pipe and stall the simulator.
+        self.stderr_file = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [self.binary, "--listen", "127.0.0.1:0", "--config", self.config],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_file,
+            env=env,
+        )
+        lines = queue.Queue()
+
+        def pump():
+            for raw in self.proc.stdout:
+                lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        prefix = "pwrotd-sim listening on "
+        try:
+            line = lines.get(timeout=START_TIMEOUT_S)
+        except queue.Empty:
+            raise RuntimeError(f"simulator printed nothing within {START_TIMEOUT_S:.0f}s")
+        if line is None or not line.startswith(prefix):
+            raise RuntimeError(f"unexpected simulator stdout: {line!r}; stderr: {self.stderr_tail()}")
+        url = line[len(prefix):].strip()
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"simulator is not on loopback: {url!r}")
+        self.base = url.rstrip("/")
+        return self.base
+
+    @property
+    def endpoint(self):
+        return self.base[len("http://"):]
+
+    def stderr_tail(self, n=2000):
+        if not self.stderr_file:
+            return ""
+        self.stderr_file.seek(0)
+        return self.stderr_file.read().decode("utf-8", "replace")[-n:]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.stderr_file:
+            self.stderr_file.close()
+
+    def hook(self, path):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(self.base + path, timeout=10) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+
+    def account(self, resource_id, account_name):
+        for item in self.hook("/_sim/accounts"):
+            if item.get("resource_id") == resource_id and item.get("account_name") == account_name:
+                return item.get("account", {})
+        return None
+
+
+# --------------------------------------------------------------------------- SDK helpers
+
+
+def make_config(sim, signature_algorithm, secret=AK_SECRET):
+    kwargs = dict(
+        access_key_id=AK_ID,
+        access_key_secret=secret,
+        endpoint=sim.endpoint,
+        protocol="http",
+        region_id="cn-hangzhou",
+    )
+    if signature_algorithm is not None:
+        kwargs["signature_algorithm"] = signature_algorithm
+    return Config(**kwargs)
+
+
+def describe_exc(e):
+    if isinstance(e, TeaException):
+        return f"{type(e).__name__} code={e.code!r} message={e.message!r} data={e.data!r}"
+    return f"{type(e).__name__}: {e}"
+
+
+def check_ok(name, fn):
+    """Call fn(); PASS if it returns without raising. Returns the response or None."""
+    try:
+        resp = fn()
+    except Exception as e:  # noqa: BLE001 - any failure is a FAIL line
+        report(False, name, describe_exc(e))
+        return None
+    status = getattr(resp, "status_code", None)
+    body = getattr(resp, "body", None)
+    request_id = getattr(body, "request_id", None) if body is not None else None
+    if status != 200 or not request_id:
+        report(False, name, f"status={status} request_id={request_id!r}")
+        return None
+    report(True, name)
+    return resp
+
+
+def check_error(name, fn, expected_code):
+    try:
+        resp = fn()
+    except TeaException as e:
+        ok = e.code == expected_code
+        report(ok, f"{name} -> {expected_code}", "" if ok else f"got {describe_exc(e)}")
+        return
+    except Exception as e:  # noqa: BLE001
+        report(False, f"{name} -> {expected_code}", f"non-Tea exception {describe_exc(e)}")
+        return
+    report(False, f"{name} -> {expected_code}",
+           f"call succeeded (status={getattr(resp, 'status_code', None)})")
+
+
+def check_password(sim, name, resource_id, account_name, password):
+    acct = sim.account(resource_id, account_name)
+    got = acct.get("password_sha256") if acct else None
+    want = sha256_hex(password)
+    report(got == want, f"{name}: state password_sha256 == sha256({password!r})",
+           f"got {got!r}, want {want!r}")
+
+
+def check_unchanged(sim, name, resource_id, account_name, before):
+    acct = sim.account(resource_id, account_name)
+    got = acct.get("password_sha256") if acct else None
+    report(got == before, f"{name}: state password unchanged", f"got {got!r}, before {before!r}")
+
+
+def current_hash(sim, resource_id, account_name):
+    acct = sim.account(resource_id, account_name)
+    return acct.get("password_sha256") if acct else None
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+def run_mode(sim, label, algo, tag):
+    polar = PolarDBClient(make_config(sim, algo))
+    rds = RdsClient(make_config(sim, algo))
+    p = f"[{label}]"
+
+    # Passwords: all specials from the allowed set, plus literal "%2B"/"%20"
+    # sequences to catch double-decoding and '+' vs space confusion.
+    pw_modify = f"Ab1!@#$%^&*()_+-={tag}"
+    pw_zonal = f"Pa5%2B&x=y+z{tag}"
+    pw_zonal_other = f"Qq7+%20=&*{tag}!"
+    pw_reset = f"Zy9=-+_)(*&^%$#@!{tag}"
+    pw_rds = f"Rd{tag}s+%20&=*()!x"
+
+    # --- success paths -----------------------------------------------------
+    name = f"{p} polardb ModifyAccountPassword pc-sdk0001/app"
+    if check_ok(name, lambda: polar.modify_account_password(polardb_models.ModifyAccountPasswordRequest(
+            dbcluster_id="pc-sdk0001", account_name="app", new_account_password=pw_modify))):
+        check_password(sim, name, "pc-sdk0001", "app", pw_modify)
+
+    token = f"sdk-token-{tag}-0001"
+    name = f"{p} polardb ModifyAccountPasswordZonal pc-sdk0002/edge ClientToken={token}"
+    if check_ok(name, lambda: polar.modify_account_password_zonal(polardb_models.ModifyAccountPasswordZonalRequest(
+            dbcluster_id="pc-sdk0002", account_name="edge", new_account_password=pw_zonal, client_token=token))):
+        check_password(sim, name, "pc-sdk0002", "edge", pw_zonal)
+
+    name = f"{p} polardb ResetAccount pc-sdk0001/root_admin"
+    if check_ok(name, lambda: polar.reset_account(polardb_models.ResetAccountRequest(
+            dbcluster_id="pc-sdk0001", account_name="root_admin", account_password=pw_reset))):
+        check_password(sim, name, "pc-sdk0001", "root_admin", pw_reset)
+
+    name = f"{p} polardb GrantAccountPrivilege pc-sdk0001/app orders=ReadOnly"
+    if check_ok(name, lambda: polar.grant_account_privilege(polardb_models.GrantAccountPrivilegeRequest(
+            dbcluster_id="pc-sdk0001", account_name="app", dbname="orders", account_privilege="ReadOnly"))):
+        acct = sim.account("pc-sdk0001", "app") or {}
+        privs = acct.get("privileges") or {}
+        report(privs.get("orders") == "ReadOnly", f"{name}: state privileges[orders] == ReadOnly",
+               f"privileges={privs!r}")
+
+    name = f"{p} rds ResetAccountPassword rm-sdk0001/billing"
+    if check_ok(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+            dbinstance_id="rm-sdk0001", account_name="billing", account_password=pw_rds))):
+        check_password(sim, name, "rm-sdk0001", "billing", pw_rds)
+
+    # --- documented errors -------------------------------------------------
+    bad_polar = PolarDBClient(make_config(sim, algo, secret="wrong-secret-456"))
+    bad_rds = RdsClient(make_config(sim, algo, secret="wrong-secret-456"))
+
+    before = current_hash(sim, "pc-sdk0001", "app")
+    name = f"{p} polardb ModifyAccountPassword with wrong AccessKey secret"
+    check_error(name, lambda: bad_polar.modify_account_password(polardb_models.ModifyAccountPasswordRequest(
+        dbcluster_id="pc-sdk0001", account_name="app", new_account_password=f"Wr0ng!Secret{tag}")),
+        "SignatureDoesNotMatch")
+    check_unchanged(sim, name, "pc-sdk0001", "app", before)
+
+    before = current_hash(sim, "rm-sdk0001", "billing")
+    name = f"{p} rds ResetAccountPassword with wrong AccessKey secret"
+    check_error(name, lambda: bad_rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+        dbinstance_id="rm-sdk0001", account_name="billing", account_password=f"Wr0ng!Secret{tag}")),
+        "SignatureDoesNotMatch")
+    check_unchanged(sim, name, "rm-sdk0001", "billing", before)
+
+    before = current_hash(sim, "pc-sdk0001", "app")
+    name = f"{p} polardb ModifyAccountPassword password='short'"
+    check_error(name, lambda: polar.modify_account_password(polardb_models.ModifyAccountPasswordRequest(
+        dbcluster_id="pc-sdk0001", account_name="app", new_account_password="short")),
+        "InvalidAccountPassword.Malformed")
+    check_unchanged(sim, name, "pc-sdk0001", "app", before)
+
+    before = current_hash(sim, "rm-sdk0001", "billing")
+    name = f"{p} rds ResetAccountPassword password='short'"
+    check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+        dbinstance_id="rm-sdk0001", account_name="billing", account_password="short")),
+        "InvalidAccountPassword.Format")
+    check_unchanged(sim, name, "rm-sdk0001", "billing", before)
+
+    name = f"{p} polardb ModifyAccountPassword unknown cluster pc-nope"
+    check_error(name, lambda: polar.modify_account_password(polardb_models.ModifyAccountPasswordRequest(
+        dbcluster_id="pc-nope", account_name="app", new_account_password=f"N0pe!Cluster{tag}")),
+        "InvalidDBClusterId.NotFound")
+
+    name = f"{p} rds ResetAccountPassword unknown instance rm-nope"
+    check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+        dbinstance_id="rm-nope", account_name="billing", account_password=f"N0pe!Instance{tag}")),
+        "InvalidDBInstanceId.NotFound")
+
+    before = current_hash(sim, "pc-sdk0001", "app")
+    name = f"{p} polardb ResetAccount on normal account pc-sdk0001/app"
+    check_error(name, lambda: polar.reset_account(polardb_models.ResetAccountRequest(
+        dbcluster_id="pc-sdk0001", account_name="app", account_password=f"N0t!Super{tag}")),
+        "IncorrectAccountPrivilegeType")
+    check_unchanged(sim, name, "pc-sdk0001", "app", before)
+
+    before = current_hash(sim, "pc-sdk0002", "edge")
+    name = f"{p} polardb ModifyAccountPasswordZonal reused ClientToken={token} with different password"
+    check_error(name, lambda: polar.modify_account_password_zonal(polardb_models.ModifyAccountPasswordZonalRequest(
+        dbcluster_id="pc-sdk0002", account_name="edge", new_account_password=pw_zonal_other, client_token=token)),
+        "IdempotentParameterMismatch")
+    check_unchanged(sim, name, "pc-sdk0002", "edge", before)
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(f"usage: {argv[0]} <simulator-binary> <config.toml>", file=sys.stderr)
+        return 2
+    sim = Simulator(argv[1], argv[2])
+    try:
+        try:
+            base = sim.start()
+            report(True, f"simulator started at {base}/")
+        except Exception as e:  # noqa: BLE001
+            report(False, "simulator start", str(e))
+            return 1
+        for label, algo in MODES:
+            tag = "3" if algo is None else "2"
+            try:
+                run_mode(sim, label, algo, tag)
+            except Exception:  # noqa: BLE001 - an unexpected crash is a failure, not an abort
+                report(False, f"[{label}] scenario crashed", traceback.format_exc().replace("\n", " | "))
+        try:
+            stats = sim.hook("/_sim/stats")
+            print(f"INFO simulator stats: {json.dumps(stats, sort_keys=True)}", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"INFO simulator stats unavailable: {e}", flush=True)
+    finally:
+        sim.stop()
+    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed", flush=True)
+    return 1 if RESULTS["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
