@@ -59,8 +59,50 @@ pub struct Cloud {
 pub enum Schedule {
     /// A fixed period, counted from the last success recorded in the sink.
     Every(Duration),
-    /// A cron expression, seconds field first.
-    Cron(String),
+    /// A cron expression, seconds field first, evaluated in UTC.
+    Cron(Box<Cron>),
+}
+
+/// A parsed cron expression (croner, the engine of tokio-cron-scheduler), seconds first.
+#[derive(Debug, Clone)]
+pub struct Cron {
+    expression: String,
+    parsed: croner::Cron,
+}
+
+impl PartialEq for Cron {
+    fn eq(&self, other: &Cron) -> bool {
+        self.expression == other.expression
+    }
+}
+
+impl Eq for Cron {}
+
+impl Cron {
+    pub fn parse(expression: &str) -> Result<Cron, String> {
+        let parsed = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build()
+            .parse(expression)
+            .map_err(|e| e.to_string())?;
+        Ok(Cron {
+            expression: expression.to_owned(),
+            parsed,
+        })
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The first firing strictly after `after`, or `None` if it never fires again.
+    pub fn next_after(&self, after: std::time::SystemTime) -> Option<std::time::SystemTime> {
+        let after: chrono::DateTime<chrono::Utc> = after.into();
+        self.parsed
+            .find_next_occurrence(&after, false)
+            .ok()
+            .map(Into::into)
+    }
 }
 
 /// One `[[account]]`, with `[defaults]` applied.
@@ -783,18 +825,20 @@ fn required(
 
 fn schedule(check: &mut Check<'_>, s: &RawSchedule, prefix: &str) -> Schedule {
     if let Some(cron) = &s.cron {
-        let fields = cron.get_ref().split_whitespace().count();
-        if !(6..=7).contains(&fields) {
-            check.at(
-                cron,
-                format!("{prefix}cron"),
-                format!(
-                    "{:?} has {fields} fields; write seconds first, like \"0 0 3 * * Sun\"",
-                    cron.get_ref()
-                ),
-            );
-        }
-        return Schedule::Cron(cron.get_ref().clone());
+        return match Cron::parse(cron.get_ref()) {
+            Ok(parsed) => Schedule::Cron(Box::new(parsed)),
+            Err(e) => {
+                check.at(
+                    cron,
+                    format!("{prefix}cron"),
+                    format!(
+                        "{:?} is not a cron expression with the seconds field first, like \"0 0 3 * * Sun\": {e}",
+                        cron.get_ref()
+                    ),
+                );
+                Schedule::Every(Duration::from_secs(86_400))
+            }
+        };
     }
     let every = check.duration(
         &s.every,
@@ -929,7 +973,10 @@ require = ["upper", "lower", "digit"]
         assert_eq!(orders.grants.len(), 2);
         let billing = c.account("billing").unwrap();
         assert_eq!(billing.resource_id, "rm-1");
-        assert_eq!(billing.schedule, Schedule::Cron("0 0 3 * * Sun".into()));
+        assert_eq!(
+            billing.schedule,
+            Schedule::Cron(Box::new(Cron::parse("0 0 3 * * Sun").unwrap()))
+        );
         assert_eq!(billing.policy.classes().count(), 3);
         assert_eq!(billing.policy.length(), 20, "defaults apply key by key");
     }

@@ -1,31 +1,55 @@
 //! `pwrotd demo`: a newcomer's first run, with nothing to set up.
 //!
-//! It starts the simulator in-process on loopback with accounts of all four rotation APIs (one
-//! with grants), then rotates each through the real client, once with V1 and once with V3
-//! signatures, and checks each new password by a simulated login. It never prints a password.
+//! It starts the simulator in-process on loopback, with one account per rotation API (one with
+//! grants), and runs the real daemon against it with a throwaway state directory and schedules a
+//! few seconds apart. Each rotation is printed as it happens, with a check that the sink's
+//! current password is the one the simulated database has. It never prints a password.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cloud::{
-    Client, ClientConfig, CredentialSource, Credentials, Endpoints, GrantAccountPrivilege,
-    SetPassword, SignatureVersion,
-};
-use crate::config::{Account, Config};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::{self, RunOptions};
 use crate::random;
+use crate::rotation::{Outcome, Report};
 use crate::sim::{Fault, Sim, SimServer};
+use crate::sink;
 
+/// The demo's accounts; `{...}` fields are filled in at run time.
 const DEMO_CONFIG: &str = r#"
+[daemon]
+state_dir = "{state_dir}"
+metrics_listen = ""
+max_concurrent = 2
+shutdown_grace = "5s"
+
 [cloud]
 region_id = "cn-hangzhou"
+signature = "{signature}"
+timeout = "5s"
+[cloud.endpoints]
+polardb = "{endpoint}"
+rds = "{endpoint}"
+[cloud.credentials]
+access_key_id = "{key_id}"
+access_key_secret = "{secret}"
+
+[defaults]
+jitter = "0s"
+retry_after_failure = "3s"
 
 [[account]]
 name = "orders-app"
 api = "ModifyAccountPassword"
 cluster_id = "pc-demo0001"
 account_name = "orders_app"
+every = "12s"
 grants = [{ db = "orders", privilege = "ReadWrite" }, { db = "reports", privilege = "ReadOnly" }]
 
 [[account]]
@@ -33,26 +57,37 @@ name = "edge-app"
 api = "ModifyAccountPasswordZonal"
 cluster_id = "pc-demo0002"
 account_name = "edge_app"
+every = "17s"
 
 [[account]]
 name = "cluster-admin"
 api = "ResetAccount"
 cluster_id = "pc-demo0001"
 account_name = "root_admin"
+cron = "*/20 * * * * *"
 
 [[account]]
 name = "billing"
 api = "ResetAccountPassword"
 instance_id = "rm-demo0001"
 account_name = "billing"
+every = "25s"
 [account.password]
 length = 16
 require = ["upper", "lower", "digit"]
 "#;
 
-/// Runs the demo; the exit code says whether every rotation succeeded.
-pub async fn run() -> ExitCode {
-    match demo().await {
+/// Runs the demo; the exit code says whether it went as it should.
+pub async fn run(once: bool) -> ExitCode {
+    let dir = std::env::temp_dir().join(format!(
+        "pwrotd-demo-{}",
+        random::hex_token::<6>().unwrap_or_else(|_| "0".into())
+    ));
+    let result = demo(&dir, once).await;
+    if once {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -62,52 +97,131 @@ pub async fn run() -> ExitCode {
     }
 }
 
-async fn demo() -> Result<bool, String> {
-    let config = Config::parse(DEMO_CONFIG, Path::new("<demo>")).map_err(|e| e.to_string())?;
+async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
     let key_id = format!(
         "LTAIdemo{}",
         random::hex_token::<6>().map_err(|e| e.to_string())?
     );
     let secret = random::hex_token::<20>().map_err(|e| e.to_string())?;
-    let sim = Sim::new(key_id.clone(), secret.clone());
-    sim.register_config(&config);
-    let server = SimServer::start(sim, SocketAddr::from(([127, 0, 0, 1], 0)))
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = SimServer::start(Sim::new(key_id.clone(), secret.clone()), loopback)
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let text = DEMO_CONFIG
+        .replace("{state_dir}", &state_dir.display().to_string())
+        .replace("{signature}", "v1")
+        .replace("{endpoint}", server.url().as_str().trim_end_matches('/'))
+        .replace("{key_id}", &key_id)
+        .replace("{secret}", &secret);
+    let config = Config::parse(&text, &PathBuf::from("<demo>")).map_err(|e| e.to_string())?;
+    server.sim.register_config(&config);
+    let metrics = TcpListener::bind(loopback)
+        .await
+        .map_err(|e| format!("cannot bind a metrics port: {e}"))?;
+    let metrics_url = format!(
+        "http://{}/metrics",
+        metrics.local_addr().map_err(|e| e.to_string())?
+    );
+
+    println!("pwrotd demo");
     println!(
-        "pwrotd demo: the simulated PolarDB and RDS OpenAPI is serving on {}",
+        "  simulated PolarDB and RDS OpenAPI: {} (AccessKey {key_id})",
         server.url()
     );
-    println!("(a throwaway AccessKey {key_id} signs every request; no password is ever printed)\n");
-
-    let mut all_ok = true;
-    for (round, signature) in [(1, SignatureVersion::V1), (2, SignatureVersion::V3)] {
-        let client = Client::new(
-            ClientConfig {
-                signature,
-                endpoints: Endpoints::both(server.url()),
-                backoff_base: Duration::from_millis(50),
-                ..config.cloud.client.clone()
-            },
-            CredentialSource::fixed(Credentials::new(key_id.clone(), secret.clone())),
-        )?;
-        println!(
-            "round {round}: {} signatures",
-            match signature {
-                SignatureVersion::V1 => "V1 (HMAC-SHA1)",
-                SignatureVersion::V3 => "V3 (ACS3-HMAC-SHA256)",
-            }
-        );
-        // The first call of each round meets a throttle, to show a transient failure retried.
-        server.sim.script_faults([Fault::Throttle]);
-        for (i, account) in config.accounts.iter().enumerate() {
-            all_ok &= rotate(&client, &server.sim, account, &format!("demo-{round}-{i}")).await;
-        }
-        println!();
+    println!(
+        "  state directory (the vault-style sink): {}",
+        state_dir.display()
+    );
+    println!("  metrics: {metrics_url}");
+    println!(
+        "  accounts: {}",
+        config
+            .accounts
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.api))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if once {
+        println!("  --once: every account rotates once, then the demo exits.\n");
+    } else {
+        println!("  schedules are seconds apart; press Ctrl-C to stop.\n");
     }
+    // The very first API call is throttled, to show a transient failure retried.
+    server.sim.script_faults([Fault::Throttle]);
+
+    let all_good = Arc::new(AtomicBool::new(true));
+    let sim = server.sim.clone();
+    let accounts = config.accounts.clone();
+    let dir = state_dir.to_owned();
+    let good = all_good.clone();
+    let first_round = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let hook = Arc::new(move |report: &Report| {
+        let clock = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let Some(account) = accounts.iter().find(|a| a.name == report.account) else {
+            return;
+        };
+        let file = sink::read_secret(&dir, account, nix::unistd::geteuid().as_raw())
+            .ok()
+            .flatten();
+        let in_sync = file.as_ref().is_some_and(|f| {
+            [
+                f.current.as_ref().map(|c| &c.password),
+                f.pending.as_ref().map(|p| &p.password),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                sim.login(
+                    account.api.service(),
+                    &account.resource_id,
+                    &account.account_name,
+                    p.expose(),
+                )
+            })
+        });
+        if !in_sync {
+            good.store(false, Ordering::Relaxed);
+        }
+        println!(
+            "{} {:<14} {:<8} {}\n{:>34} the database's password is the sink's {}: {}",
+            &clock[11..19],
+            report.account,
+            report.outcome.as_str(),
+            report.message,
+            "",
+            if report.pending {
+                "current or pending"
+            } else {
+                "current"
+            },
+            if in_sync { "yes" } else { "NO" },
+        );
+        let mut first = first_round.lock().unwrap_or_else(|p| p.into_inner());
+        if report.outcome == Outcome::Success
+            && first.insert(report.account.clone())
+            && first.len() == accounts.len()
+            && !once
+        {
+            // After the first round, drop one reply after applying, to show pending resolved.
+            println!(
+                "{:>34} (next: the simulator will apply a change and drop the reply)",
+                ""
+            );
+            sim.script_faults([Fault::DropAfterApply]);
+        }
+    });
+    let options = RunOptions {
+        config,
+        shutdown: CancellationToken::new(),
+        on_report: Some(hook),
+        metrics_listener: Some(metrics),
+        once,
+    };
+    daemon::run(options).await.map_err(|e| e.to_string())?;
     let stats = server.sim.stats();
     println!(
-        "the simulator answered {} requests: {}",
+        "\nthe simulator answered {} requests: {}",
         stats.requests,
         stats
             .by_code
@@ -117,83 +231,9 @@ async fn demo() -> Result<bool, String> {
             .join(", ")
     );
     println!(
-        "\nThis demo exercises the client, signer, password generator and simulator. The daemon \
-         (schedules, the file sink, metrics, signals) is the next piece to land."
+        "the sink files are under {}/secrets/; try `pwrotd status` with a config of your own.",
+        state_dir.display()
     );
     server.stop().await;
-    Ok(all_ok)
-}
-
-async fn rotate(client: &Client, sim: &Sim, account: &Account, token: &str) -> bool {
-    let target = format!("{}/{}", account.resource_id, account.account_name);
-    let password = match account.policy.generate() {
-        Ok(p) => p,
-        Err(e) => {
-            println!("  {:<14} cannot generate a password: {e}", account.name);
-            return false;
-        }
-    };
-    let op = SetPassword::new(
-        account.api,
-        &account.resource_id,
-        &account.account_name,
-        password.clone(),
-        token,
-        account.password_type.as_deref(),
-    );
-    match client.call(&op).await {
-        Ok(reply) => {
-            let login = sim.login(
-                account.api.service(),
-                &account.resource_id,
-                &account.account_name,
-                password.expose(),
-            );
-            println!(
-                "  {:<14} {:<27} {:<24} ok  RequestId {}  attempts {}  login with the new password: {}",
-                account.name,
-                account.api,
-                target,
-                reply.request_id,
-                reply.attempts,
-                if login { "ok" } else { "FAILED" }
-            );
-            if !login {
-                return false;
-            }
-        }
-        Err(e) => {
-            println!(
-                "  {:<14} {:<27} {:<24} FAILED: {e}",
-                account.name, account.api, target
-            );
-            return false;
-        }
-    }
-    if account.grants.is_empty() {
-        return true;
-    }
-    let grants: Vec<String> = account
-        .grants
-        .iter()
-        .map(|g| format!("{}={}", g.db, g.privilege.as_str()))
-        .collect();
-    let op =
-        GrantAccountPrivilege::new(&account.resource_id, &account.account_name, &account.grants);
-    match client.call(&op).await {
-        Ok(reply) => {
-            println!(
-                "  {:<14} {:<27} {:<24} ok  RequestId {}",
-                "",
-                "GrantAccountPrivilege",
-                grants.join(","),
-                reply.request_id
-            );
-            true
-        }
-        Err(e) => {
-            println!("  {:<14} {:<27} FAILED: {e}", "", "GrantAccountPrivilege");
-            false
-        }
-    }
+    Ok(all_good.load(Ordering::Relaxed))
 }

@@ -20,7 +20,12 @@
 
 pub mod cloud;
 pub mod config;
+pub mod daemon;
 pub mod demo;
+pub mod metrics;
 pub mod password;
 pub mod random;
+pub mod rotation;
+pub mod scheduler;
 pub mod sim;
+pub mod sink;

@@ -1,11 +1,20 @@
 //! `pwrotd`: the command line. Parses arguments, sets up logging, and hands off to the library.
+//!
+//! Exit codes: 0 success; 1 a rotation or the daemon failed; 2 a usage or config error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use pwrotd::config::{Config, Schedule};
+use pwrotd::config::{Config, LogFormat, Schedule};
+use pwrotd::daemon::{self, DaemonError, ReportLine, RunOptions, StateLock};
+use pwrotd::metrics::Metrics;
 use pwrotd::password::{self, Policy};
+use pwrotd::scheduler;
+use pwrotd::sink::{self, Sink};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +28,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: rotate every account on its schedule until SIGTERM.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Rotate now, once: through the running daemon if there is one, else in this process.
+    Rotate {
+        #[arg(long)]
+        config: PathBuf,
+        /// Every account.
+        #[arg(long, conflicts_with = "account", required_unless_present = "account")]
+        all: bool,
+        /// These accounts (repeat the flag, or list names after it).
+        #[arg(long, num_args = 1..)]
+        account: Vec<String>,
+        /// How long to wait for a running daemon's answer.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// One row per account, from the sink and the audit log.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config and print the plan. Exits 2 listing every problem.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print compliant passwords from the OS CSPRNG, one per line.
     Genpass {
         /// Characters per password (8 to 32).
@@ -28,38 +68,343 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
-    /// Validate a config and print the accounts it rotates. Exits 2 listing every problem.
-    Check {
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Rotate accounts of all four APIs against an in-process simulator, with nothing to set up.
+    /// Run the daemon against an in-process simulator, with nothing to set up.
     Demo {
-        /// Rotate once and exit (the only mode until the daemon lands).
+        /// Rotate every account once, then exit.
         #[arg(long)]
         once: bool,
     },
 }
 
+fn init_logging(format: LogFormat, default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("pwrotd: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
     match cli.command {
-        Command::Genpass { length, count } => genpass(length, count),
+        Command::Run { config } => run(&config),
+        Command::Rotate {
+            config,
+            all,
+            account,
+            wait,
+        } => rotate(&config, (!all).then_some(account), wait),
+        Command::Status { config, json } => status(&config, json),
         Command::Check { config } => check(&config),
-        Command::Demo { once: _ } => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(pwrotd::demo::run()),
-            Err(e) => {
-                eprintln!("pwrotd: cannot start the runtime: {e}");
-                ExitCode::FAILURE
+        Command::Genpass { length, count } => genpass(length, count),
+        Command::Demo { once } => {
+            init_logging(LogFormat::Text, "warn");
+            match runtime() {
+                Some(rt) => rt.block_on(pwrotd::demo::run(once)),
+                None => ExitCode::FAILURE,
             }
-        },
+        }
     }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(config.daemon.log_format, "info");
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let options = RunOptions {
+        config,
+        shutdown: CancellationToken::new(),
+        on_report: None,
+        metrics_listener: None,
+        once: false,
+    };
+    match rt.block_on(daemon::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("pwrotd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_lines(lines: &[ReportLine]) -> ExitCode {
+    for line in lines {
+        let version = line
+            .version
+            .map_or_else(|| "-".to_owned(), |v| format!("v{v}"));
+        println!(
+            "{:<24} {:<8} {:<5} {}",
+            line.account, line.outcome, version, line.message
+        );
+    }
+    if lines.iter().all(ReportLine::succeeded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn rotate(path: &Path, accounts: Option<Vec<String>>, wait: Duration) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(config.daemon.log_format, "warn");
+    if let Some(names) = &accounts {
+        let unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| config.account(n).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            eprintln!(
+                "pwrotd rotate: no account named {unknown:?} in {}",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let state_dir = config.daemon.state_dir.clone();
+    match StateLock::acquire(&state_dir, "rotate") {
+        Ok(lock) => {
+            let Some(rt) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let result = rt.block_on(rotate_here(&config, accounts));
+            drop(lock);
+            match result {
+                Ok(lines) => print_lines(&lines),
+                Err(e) => {
+                    eprintln!("pwrotd rotate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(DaemonError::Locked { pid, role, .. }) => {
+            let holder = daemon::Holder { pid, role };
+            match daemon::request_from_daemon(&state_dir, &holder, accounts, wait) {
+                Ok(lines) => print_lines(&lines),
+                Err(e) => {
+                    eprintln!("pwrotd rotate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("pwrotd rotate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rotates in this process, `max_concurrent` at a time. The caller holds the state lock.
+async fn rotate_here(
+    config: &Config,
+    names: Option<Vec<String>>,
+) -> Result<Vec<ReportLine>, DaemonError> {
+    let sink = Arc::new(Sink::open(&config.daemon.state_dir)?);
+    let rotator = Arc::new(daemon::rotator(config, sink, Metrics::new())?);
+    let accounts: Vec<_> = config
+        .accounts
+        .iter()
+        .filter(|a| names.as_ref().is_none_or(|n| n.contains(&a.name)))
+        .cloned()
+        .collect();
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.daemon.max_concurrent));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, account) in accounts.into_iter().enumerate() {
+        let rotator = rotator.clone();
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire().await;
+            (index, ReportLine::from(&rotator.rotate(&account).await))
+        });
+    }
+    let mut lines = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(line) => lines.push(line),
+            Err(e) => return Err(DaemonError::Setup(format!("a rotation task failed: {e}"))),
+        }
+    }
+    lines.sort_by_key(|(index, _)| *index);
+    Ok(lines.into_iter().map(|(_, line)| line).collect())
+}
+
+fn status(path: &Path, json: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let state_dir = &config.daemon.state_dir;
+    let audit = match sink::read_audit(state_dir) {
+        Ok(records) => records,
+        Err(e) => {
+            eprintln!("pwrotd status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    let now = SystemTime::now();
+    let mut rows = Vec::new();
+    let mut problems = false;
+    for account in &config.accounts {
+        let last_error = audit
+            .iter()
+            .rev()
+            .find(|r| r.account == account.name)
+            .and_then(|r| r.error_code.clone());
+        let row = match sink::read_secret(state_dir, account, uid) {
+            Ok(file) => {
+                let file = file.as_ref();
+                let last = file.and_then(sink::SecretFile::last_success);
+                let pending = file.is_some_and(|f| f.pending.is_some());
+                let next = match (last, pending) {
+                    (Some(last), false) => Some(scheduler::next_after(&account.schedule, last)),
+                    _ => None,
+                };
+                serde_json::json!({
+                    "account": account.name,
+                    "api": account.api.as_str(),
+                    "resource_id": account.resource_id,
+                    "account_name": account.account_name,
+                    "version": file.and_then(|f| f.current.as_ref()).map(|c| c.version),
+                    "last_success": last.map(sink::timestamp),
+                    "age_seconds": last.and_then(|l| now.duration_since(l).ok()).map(|d| d.as_secs()),
+                    "pending": pending,
+                    "last_error": last_error,
+                    "next_due": next.map(sink::timestamp).unwrap_or_else(|| "at start".into()),
+                    "sink_error": null,
+                })
+            }
+            Err(e) => {
+                problems = true;
+                serde_json::json!({
+                    "account": account.name,
+                    "api": account.api.as_str(),
+                    "resource_id": account.resource_id,
+                    "account_name": account.account_name,
+                    "sink_error": e.to_string(),
+                    "last_error": e.code(),
+                })
+            }
+        };
+        rows.push(row);
+    }
+    if json {
+        println!("{}", serde_json::Value::from(rows));
+    } else {
+        println!(
+            "{:<24} {:<27} {:>7}  {:<20} {:>9}  {:<7} {:<32} NEXT DUE",
+            "ACCOUNT", "API", "VERSION", "LAST SUCCESS", "AGE", "PENDING", "LAST ERROR"
+        );
+        for r in &rows {
+            let text = |k: &str| r[k].as_str().map(str::to_owned);
+            let age = r["age_seconds"]
+                .as_u64()
+                .map(|s| humantime::format_duration(Duration::from_secs(s - s % 60)).to_string());
+            println!(
+                "{:<24} {:<27} {:>7}  {:<20} {:>9}  {:<7} {:<32} {}",
+                text("account").unwrap_or_default(),
+                text("api").unwrap_or_default(),
+                r["version"].as_u64().map_or("-".into(), |v| v.to_string()),
+                text("last_success").unwrap_or_else(|| "never".into()),
+                age.unwrap_or_else(|| "-".into()),
+                if r["pending"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
+                text("last_error").unwrap_or_else(|| "-".into()),
+                text("sink_error")
+                    .or_else(|| text("next_due"))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if problems {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!(
+        "{}: ok, {} account{}, region {}, signature {:?}, state in {}",
+        path.display(),
+        config.accounts.len(),
+        if config.accounts.len() == 1 { "" } else { "s" },
+        config.cloud.client.region_id,
+        config.cloud.client.signature,
+        config.daemon.state_dir.display(),
+    );
+    let uid = nix::unistd::geteuid().as_raw();
+    let now = SystemTime::now();
+    for a in &config.accounts {
+        let schedule = match &a.schedule {
+            Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+            Schedule::Cron(c) => format!("cron {:?} UTC", c.expression()),
+        };
+        let next = match sink::read_secret(&config.daemon.state_dir, a, uid) {
+            Ok(Some(file)) if file.pending.is_none() => match file.last_success() {
+                Some(last) => {
+                    let due = scheduler::next_after(&a.schedule, last);
+                    if due <= now {
+                        "overdue: caught up at start".to_owned()
+                    } else {
+                        sink::timestamp(due)
+                    }
+                }
+                None => "at start".to_owned(),
+            },
+            Ok(_) => "at start".to_owned(),
+            Err(e) => format!("refused: {}", e.code()),
+        };
+        println!(
+            "  {:<24} {:<27} {:<32} {:<26} next {next}{}",
+            a.name,
+            a.api,
+            format!("{}/{}", a.resource_id, a.account_name),
+            schedule,
+            if a.grants.is_empty() {
+                String::new()
+            } else {
+                format!(", {} grants", a.grants.len())
+            },
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn genpass(length: usize, count: usize) -> ExitCode {
@@ -90,41 +435,4 @@ fn genpass(length: usize, count: usize) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn check(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    println!(
-        "{}: ok, {} account{}, region {}, signature {:?}",
-        path.display(),
-        config.accounts.len(),
-        if config.accounts.len() == 1 { "" } else { "s" },
-        config.cloud.client.region_id,
-        config.cloud.client.signature,
-    );
-    for a in &config.accounts {
-        let schedule = match &a.schedule {
-            Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
-            Schedule::Cron(c) => format!("cron {c:?}"),
-        };
-        println!(
-            "  {:<24} {:<27} {}/{}  {schedule}{}",
-            a.name,
-            a.api,
-            a.resource_id,
-            a.account_name,
-            if a.grants.is_empty() {
-                String::new()
-            } else {
-                format!(", {} grants", a.grants.len())
-            },
-        );
-    }
-    ExitCode::SUCCESS
 }

@@ -4,5 +4,6 @@
 mod binaries;
 mod client_sim;
 mod common;
+mod daemon;
 mod policy;
 mod signing;

@@ -137,6 +137,10 @@ pub struct Reply {
     pub attempts: u32,
 }
 
+/// Called after every attempt with the action and the reply code (`OK`, the API's error code,
+/// `Timeout`, `Network`...): the source of `pwrotd_api_requests_total`.
+pub type Observer = std::sync::Arc<dyn Fn(&'static str, &str) + Send + Sync>;
+
 /// The OpenAPI client. Cheap to share behind an `Arc`; calls may run concurrently.
 pub struct Client {
     http: reqwest::Client,
@@ -144,6 +148,7 @@ pub struct Client {
     credentials: CredentialSource,
     polardb_limit: RateLimiter,
     rds_limit: RateLimiter,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for Client {
@@ -181,7 +186,14 @@ impl Client {
             rds_limit: RateLimiter::new(interval),
             config,
             credentials,
+            observer: None,
         })
+    }
+
+    /// Reports every attempt's outcome to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Client {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -204,6 +216,12 @@ impl Client {
                     ErrorKind::Credentials(e.to_string()),
                 )),
             };
+            if let Some(observe) = &self.observer {
+                observe(
+                    op.action(),
+                    result.as_ref().map_or_else(CloudError::code, |_| "OK"),
+                );
+            }
             match result {
                 Ok(request_id) => {
                     tracing::debug!(action = op.action(), attempt, %request_id, "call succeeded");

@@ -50,7 +50,7 @@ impl Service {
 }
 
 /// A request the client can sign and send.
-pub trait Operation {
+pub trait Operation: Send + Sync {
     fn action(&self) -> &'static str;
     fn service(&self) -> Service;
     /// The operation's own parameters, names exactly as the API spells them. The client adds

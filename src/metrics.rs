@@ -1,0 +1,220 @@
+//! Prometheus metrics (PRODUCT.md §6) and the `/metrics` and `/healthz` server.
+//!
+//! Labels are account names, actions, outcomes and error codes: never a password, never a
+//! resource secret.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Every metric pwrotd exports.
+pub struct Metrics {
+    registry: Registry,
+    pub rotations: IntCounterVec,
+    pub rotation_duration: Histogram,
+    pub last_success: GaugeVec,
+    pub next_rotation: GaugeVec,
+    pub pending: IntGauge,
+    pub api_requests: IntCounterVec,
+    pub accounts: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
+    pub healthy: AtomicBool,
+    /// The accounts behind `pending`.
+    pub pending_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric")
+        };
+        let m = Metrics {
+            rotations: counter(
+                "pwrotd_rotations_total",
+                "Rotation attempts by account and outcome.",
+                &["account", "outcome"],
+            ),
+            rotation_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pwrotd_rotation_duration_seconds",
+                    "Duration of one rotation, API retries included.",
+                )
+                .buckets(vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                ]),
+            )
+            .expect("a valid metric"),
+            last_success: GaugeVec::new(
+                Opts::new(
+                    "pwrotd_last_success_timestamp_seconds",
+                    "When the current password of each account was set.",
+                ),
+                &["account"],
+            )
+            .expect("a valid metric"),
+            next_rotation: GaugeVec::new(
+                Opts::new(
+                    "pwrotd_next_rotation_timestamp_seconds",
+                    "When each account is next due.",
+                ),
+                &["account"],
+            )
+            .expect("a valid metric"),
+            pending: IntGauge::new(
+                "pwrotd_pending_rotations",
+                "Accounts whose sink holds a pending password that may be live.",
+            )
+            .expect("a valid metric"),
+            api_requests: counter(
+                "pwrotd_api_requests_total",
+                "OpenAPI requests by action and reply code.",
+                &["action", "code"],
+            ),
+            accounts: IntGauge::new("pwrotd_accounts", "Accounts in the loaded config.")
+                .expect("a valid metric"),
+            config_reloads: counter(
+                "pwrotd_config_reloads_total",
+                "Config reloads by outcome.",
+                &["outcome"],
+            ),
+            build_info: IntGaugeVec::new(
+                Opts::new("pwrotd_build_info", "The running version."),
+                &["version"],
+            )
+            .expect("a valid metric"),
+            healthy: AtomicBool::new(false),
+            pending_accounts: Default::default(),
+            registry,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(m.rotations.clone()),
+            Box::new(m.rotation_duration.clone()),
+            Box::new(m.last_success.clone()),
+            Box::new(m.next_rotation.clone()),
+            Box::new(m.pending.clone()),
+            Box::new(m.api_requests.clone()),
+            Box::new(m.accounts.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(m.build_info.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = m.registry.register(Box::new(process)) {
+            tracing::warn!("process metrics unavailable: {e}");
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Arc::new(m)
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Forgets the per-account series of an account no longer configured.
+    pub fn forget_account(&self, account: &str) {
+        for gauge in [&self.last_success, &self.next_rotation] {
+            let _ = gauge.remove_label_values(&[account]);
+        }
+    }
+
+    /// Sets a per-account timestamp gauge.
+    pub fn set_time(gauge: &GaugeVec, account: &str, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        gauge.with_label_values(&[account]).set(secs);
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics: accept failed: {e}");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        (&Method::GET, "/healthz") if metrics.healthy.load(Ordering::Relaxed) => {
+            (StatusCode::OK, "text/plain", "ok\n".to_owned())
+        }
+        (&Method::GET, "/healthz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "scheduler not running\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Binds the metrics address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,371 @@
+//! One rotation, end to end. This is the only place that orders sink writes and API calls, and
+//! the order is the product (PRODUCT.md §4):
+//!
+//! 1. Resolve a `pending` password first, if the sink has one: it may be live, so it is
+//!    re-applied, the same password with the same ClientToken. Otherwise generate a password and
+//!    write it as `pending`, durably, before any API call. If that write fails, stop: no call.
+//! 2. Call the API with it (the client retries transient failures).
+//! 3. On success, promote `pending` to `current` durably, then apply grants. A failed grant is
+//!    reported but does not undo the rotation.
+//! 4. On a failure that proves nothing was applied, clear `pending`, but only for a pending
+//!    password this very attempt created: one found in the sink may have been applied earlier.
+//! 5. On an ambiguous failure, or a crash anywhere, `pending` stays for the next attempt.
+//!
+//! At every instant the database's password is the sink's `current` or its `pending`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::cloud::{Class, Client, CloudError, GrantAccountPrivilege, SetPassword};
+use crate::config::Account;
+use crate::metrics::Metrics;
+use crate::sink::{AuditRecord, Pending, SecretFile, Sink, SinkError, timestamp};
+
+/// How a rotation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new password is set and is `current` in the sink.
+    Success,
+    /// Nothing changed: the old `current` is still live.
+    Failure,
+    /// The outcome is unknown: `pending` stays and is re-applied next time.
+    Pending,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Pending => "pending",
+        }
+    }
+}
+
+/// What one rotation did, for the scheduler, the CLI and the logs. Never holds a password.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub account: String,
+    pub outcome: Outcome,
+    /// The version that was set or attempted.
+    pub version: Option<u64>,
+    pub error_code: Option<String>,
+    /// A one-line description: the error, or what succeeded.
+    pub message: String,
+    /// When the account's current password was set, after this rotation.
+    pub last_success: Option<SystemTime>,
+    /// Whether the sink holds a pending password after this rotation.
+    pub pending: bool,
+}
+
+/// Performs rotations. Shared by the daemon's tasks and the in-process `rotate` command.
+pub struct Rotator {
+    pub client: Arc<Client>,
+    pub sink: Arc<Sink>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Rotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotator")
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ClientToken of a pending version: stable for that version, at most 64 ASCII characters.
+fn client_token(account: &str, version: u64, created_time: &str) -> String {
+    let digest = Sha256::digest(format!("{account}\0{version}\0{created_time}").as_bytes());
+    format!("pwrotd-{}", &hex::encode(digest)[..40])
+}
+
+impl Rotator {
+    /// Rotates one account now. The caller guarantees no other rotation of the same account
+    /// runs at the same time.
+    pub async fn rotate(&self, account: &Account) -> Report {
+        let started = Instant::now();
+        let report = self.rotate_inner(account, started).await;
+        self.metrics
+            .rotation_duration
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match report.outcome {
+            Outcome::Success => "success",
+            Outcome::Failure | Outcome::Pending => "failure",
+        };
+        self.metrics
+            .rotations
+            .with_label_values(&[account.name.as_str(), outcome])
+            .inc();
+        if let Some(at) = report.last_success {
+            Metrics::set_time(&self.metrics.last_success, &account.name, at);
+        }
+        match report.outcome {
+            Outcome::Success => {
+                tracing::info!(account = %account.name, version = report.version, "{}", report.message)
+            }
+            Outcome::Pending => {
+                tracing::warn!(account = %account.name, version = report.version, "{}", report.message)
+            }
+            Outcome::Failure => {
+                tracing::error!(account = %account.name, version = report.version, "{}", report.message)
+            }
+        }
+        report
+    }
+
+    async fn rotate_inner(&self, account: &Account, started: Instant) -> Report {
+        let mut report = Report {
+            account: account.name.clone(),
+            outcome: Outcome::Failure,
+            version: None,
+            error_code: None,
+            message: String::new(),
+            last_success: None,
+            pending: false,
+        };
+        let refuse = |mut report: Report, error: &SinkError| {
+            report.error_code = Some(error.code().to_owned());
+            report.message = format!("refused, no API call made: {error}");
+            report
+        };
+
+        // 1. Resolve a pending password first; otherwise write a new one as pending.
+        let mut file = match self.sink.load(account) {
+            Ok(Some(file)) => file,
+            Ok(None) => SecretFile::new(account),
+            Err(e) => return refuse(report, &e),
+        };
+        report.last_success = file.last_success();
+        let inherited = file.pending.is_some();
+        let pending = match file.pending.clone() {
+            Some(pending) => pending,
+            None => {
+                let password = match account.policy.generate() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        report.error_code = Some("PasswordGeneration".into());
+                        report.message = format!("no API call made: {e}");
+                        return report;
+                    }
+                };
+                let version = file.latest_version() + 1;
+                let created_time = timestamp(SystemTime::now());
+                let pending = Pending {
+                    version,
+                    username: account.account_name.clone(),
+                    client_token: client_token(&account.name, version, &created_time),
+                    password,
+                    created_time,
+                };
+                file.pending = Some(pending.clone());
+                if let Err(e) = self.sink.store(&file) {
+                    return refuse(report, &e);
+                }
+                pending
+            }
+        };
+        report.version = Some(pending.version);
+        report.pending = true;
+        self.track_pending(&account.name, true);
+
+        // 2. Call the API with it.
+        let op = SetPassword::new(
+            account.api,
+            &account.resource_id,
+            &pending.username,
+            pending.password.clone(),
+            &pending.client_token,
+            account.password_type.as_deref(),
+        );
+        let result = self.client.call(&op).await;
+        let hmac = self.sink.password_hmac(&pending.password);
+        let mut audit = AuditRecord {
+            time: timestamp(SystemTime::now()),
+            account: account.name.clone(),
+            api: account.api.as_str().to_owned(),
+            resource_id: account.resource_id.clone(),
+            account_name: pending.username.clone(),
+            version: pending.version,
+            outcome: String::new(),
+            error_code: None,
+            request_id: None,
+            attempts: 0,
+            duration_ms: 0,
+            password_hmac: Some(hmac),
+        };
+
+        match result {
+            // 3. Promote, then grants.
+            Ok(reply) => {
+                audit.request_id = Some(reply.request_id.clone());
+                audit.attempts = reply.attempts;
+                file.promote(reply.request_id.clone(), account.keep_versions);
+                if let Err(e) = self.sink.store(&file) {
+                    // The password is live and durably `pending`: the invariant holds, and the
+                    // next attempt re-applies it and promotes.
+                    report.outcome = Outcome::Pending;
+                    report.error_code = Some(e.code().to_owned());
+                    report.message = format!(
+                        "version {} is set (RequestId {}) but its promotion could not be written: {e}; \
+                         it stays pending and is re-applied next time",
+                        pending.version, reply.request_id
+                    );
+                    self.write_audit(audit, "pending", report.error_code.clone(), started);
+                    return report;
+                }
+                self.track_pending(&account.name, false);
+                report.outcome = Outcome::Success;
+                report.pending = false;
+                report.last_success = file.last_success();
+                report.message = format!(
+                    "rotated to version {}{} (RequestId {}, {} attempt{})",
+                    pending.version,
+                    if inherited {
+                        ", a pending password re-applied"
+                    } else {
+                        ""
+                    },
+                    reply.request_id,
+                    reply.attempts,
+                    if reply.attempts == 1 { "" } else { "s" }
+                );
+                self.write_audit(audit, "success", None, started);
+                if !account.grants.is_empty() {
+                    let grant = GrantAccountPrivilege::new(
+                        &account.resource_id,
+                        &pending.username,
+                        &account.grants,
+                    );
+                    match self.client.call(&grant).await {
+                        Ok(_) => report
+                            .message
+                            .push_str(&format!("; {} grants applied", account.grants.len())),
+                        Err(e) => {
+                            tracing::error!(account = %account.name, "the password rotated but the grants failed: {e}");
+                            report.message.push_str(&format!("; GRANTS FAILED: {e}"));
+                        }
+                    }
+                }
+                report
+            }
+            Err(error) => {
+                audit.attempts = error.attempts;
+                audit.request_id = error.request_id().map(str::to_owned);
+                self.failed(
+                    account, file, &pending, inherited, error, audit, report, started,
+                )
+            }
+        }
+    }
+
+    /// Steps 4 and 5: decide what a failure means for the pending password.
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        account: &Account,
+        mut file: SecretFile,
+        pending: &Pending,
+        inherited: bool,
+        error: CloudError,
+        audit: AuditRecord,
+        mut report: Report,
+        started: Instant,
+    ) -> Report {
+        let code = error.code().to_owned();
+        report.error_code = Some(code.clone());
+        let nothing_applied = matches!(error.class(), Class::Transient | Class::Permanent);
+        if nothing_applied && !inherited {
+            // 4. This attempt created the pending password and provably never applied it.
+            file.pending = None;
+            match self.sink.store(&file) {
+                Ok(()) => {
+                    self.track_pending(&account.name, false);
+                    report.pending = false;
+                    report.outcome = Outcome::Failure;
+                    report.message = format!("{error}; the current password stays");
+                }
+                Err(e) => {
+                    // Harmless: a pending that was never applied is re-applied next time.
+                    report.outcome = Outcome::Failure;
+                    report.message = format!(
+                        "{error}; clearing pending failed too ({e}), it will be re-applied"
+                    );
+                }
+            }
+            self.write_audit(audit, "failure", Some(code), started);
+        } else {
+            // 5. The pending password may be live: keep it and re-apply it next time.
+            report.outcome = Outcome::Pending;
+            report.message = if inherited && nothing_applied {
+                format!(
+                    "{error}; version {} stays pending because an earlier attempt may have applied it",
+                    pending.version
+                )
+            } else {
+                format!(
+                    "{error}; version {} stays pending and is re-applied next time",
+                    pending.version
+                )
+            };
+            self.write_audit(audit, "pending", Some(code), started);
+        }
+        report
+    }
+
+    fn write_audit(
+        &self,
+        mut record: AuditRecord,
+        outcome: &str,
+        error_code: Option<String>,
+        started: Instant,
+    ) {
+        record.outcome = outcome.to_owned();
+        record.error_code = error_code;
+        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = self.sink.audit(&record) {
+            tracing::error!(account = %record.account, "cannot write the audit log: {e}");
+        }
+    }
+
+    /// Keeps `pwrotd_pending_rotations` equal to the number of accounts with a pending password.
+    fn track_pending(&self, account: &str, pending: bool) {
+        let mut set = self.pending_set();
+        let changed = if pending {
+            set.insert(account.to_owned())
+        } else {
+            set.remove(account)
+        };
+        if changed {
+            self.metrics
+                .pending
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn pending_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.metrics
+            .pending_accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes accounts whose sink already holds a pending password, at start-up.
+    pub fn note_pending(&self, account: &str) {
+        self.track_pending(account, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_tokens_are_stable_and_short() {
+        let a = client_token("orders-app", 7, "2026-11-23T03:00:00Z");
+        assert_eq!(a, client_token("orders-app", 7, "2026-11-23T03:00:00Z"));
+        assert_ne!(a, client_token("orders-app", 8, "2026-11-23T03:00:00Z"));
+        assert!(a.len() <= 64 && a.is_ascii());
+    }
+}

@@ -1,0 +1,779 @@
+//! When each account is due, and the loop that starts rotations when they are.
+//!
+//! One due-time queue for every account, driven by one tokio timer: no job per account, no
+//! channel that can drop activations, and no wall-clock polling, so tests run on tokio's paused
+//! time. Cron expressions are evaluated in UTC by croner, the engine tokio-cron-scheduler uses.
+//!
+//! Rules (PRODUCT.md §5): an account with no current version, or with a pending one, is due at
+//! start; `every` counts from the last success recorded in the sink; a schedule missed while the
+//! daemon was down is caught up at start, spread over `jitter`; a failure is retried after
+//! `retry_after_failure`, doubling up to the schedule's period. At most `max_concurrent`
+//! rotations run at once, and one account never rotates twice at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Account, Schedule};
+use crate::metrics::Metrics;
+use crate::random;
+use crate::rotation::{Outcome, Report, Rotator};
+
+/// Wall-clock time. `Tokio` follows tokio's clock, so paused-time tests move it too.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    System,
+    Tokio {
+        wall: SystemTime,
+        start: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A clock that reads `wall` now and advances with tokio's (possibly paused) time.
+    pub fn tokio_at(wall: SystemTime) -> Clock {
+        Clock::Tokio {
+            wall,
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        match self {
+            Clock::System => SystemTime::now(),
+            Clock::Tokio { wall, start } => *wall + start.elapsed(),
+        }
+    }
+
+    /// The tokio instant at which this clock reads `at`.
+    fn instant(&self, at: SystemTime) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match at.duration_since(self.now()) {
+            Ok(ahead) => now + ahead,
+            Err(_) => now,
+        }
+    }
+}
+
+/// The next scheduled time strictly after `after`.
+pub fn next_after(schedule: &Schedule, after: SystemTime) -> SystemTime {
+    match schedule {
+        Schedule::Every(period) => after + *period,
+        // A cron that never fires again is treated as yearly rather than never.
+        Schedule::Cron(cron) => cron
+            .next_after(after)
+            .unwrap_or(after + Duration::from_secs(365 * 86_400)),
+    }
+}
+
+/// The schedule's period near `at`: the longest a failed account waits between retries.
+fn period(schedule: &Schedule, at: SystemTime) -> Duration {
+    match schedule {
+        Schedule::Every(period) => *period,
+        Schedule::Cron(_) => {
+            let first = next_after(schedule, at);
+            next_after(schedule, first)
+                .duration_since(first)
+                .unwrap_or(Duration::from_secs(86_400))
+        }
+    }
+}
+
+/// What the sink says about an account at start-up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Initial {
+    pub last_success: Option<SystemTime>,
+    pub pending: bool,
+}
+
+/// When an account is first due after start: now if it never rotated or has a pending
+/// password; its next scheduled time otherwise, caught up (spread by `jitter`) if missed.
+pub fn initial_due(account: &Account, initial: Initial, now: SystemTime) -> SystemTime {
+    let Some(last) = initial.last_success.filter(|_| !initial.pending) else {
+        return now;
+    };
+    let scheduled = next_after(&account.schedule, last);
+    if scheduled <= now {
+        now + random::jitter(account.jitter)
+    } else {
+        scheduled
+    }
+}
+
+/// How long to wait after the `failures`-th failure in a row.
+pub fn retry_delay(account: &Account, failures: u32, now: SystemTime) -> Duration {
+    let doubled = account
+        .retry_after_failure
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(30));
+    doubled.min(period(&account.schedule, now).max(account.retry_after_failure))
+}
+
+/// Something that rotates an account: the real [`Rotator`], or a stand-in in tests.
+pub trait Rotate: Send + Sync + 'static {
+    fn run(self: Arc<Self>, account: Arc<Account>) -> Pin<Box<dyn Future<Output = Report> + Send>>;
+}
+
+impl Rotate for Rotator {
+    fn run(self: Arc<Self>, account: Arc<Account>) -> Pin<Box<dyn Future<Output = Report> + Send>> {
+        Box::pin(async move { self.rotate(&account).await })
+    }
+}
+
+/// A request to the scheduler.
+pub enum Command {
+    /// Rotate these accounts (all if `None`) now. With `reply`, the reports of those rotations
+    /// are sent back once all of them finish.
+    RotateNow {
+        accounts: Option<Vec<String>>,
+        reply: Option<oneshot::Sender<Vec<Report>>>,
+    },
+    /// Replace the accounts and the rotator (a config reload).
+    Reload {
+        accounts: Vec<(Arc<Account>, Initial)>,
+        rotate: Arc<dyn Rotate>,
+    },
+}
+
+/// Called with every finished rotation (the demo prints them).
+pub type ReportHook = Arc<dyn Fn(&Report) + Send + Sync>;
+
+struct Slot {
+    account: Arc<Account>,
+    due: SystemTime,
+    failures: u32,
+    in_flight: bool,
+    /// Rotate again as soon as the running rotation ends.
+    rerun: bool,
+    /// Requests waiting for the next rotation to start, and for the running one.
+    waiting_next: Vec<u64>,
+    waiting_running: Vec<u64>,
+}
+
+struct Waiting {
+    reports: BTreeMap<String, Option<Report>>,
+    reply: oneshot::Sender<Vec<Report>>,
+}
+
+/// The scheduling loop's state.
+pub struct Scheduler {
+    slots: BTreeMap<String, Slot>,
+    rotate: Arc<dyn Rotate>,
+    clock: Clock,
+    max_concurrent: usize,
+    tasks: JoinSet<Report>,
+    task_accounts: HashMap<tokio::task::Id, String>,
+    waiting: HashMap<u64, Waiting>,
+    next_request: u64,
+    metrics: Option<Arc<Metrics>>,
+    on_report: Option<ReportHook>,
+}
+
+impl Scheduler {
+    pub fn new(
+        accounts: Vec<(Arc<Account>, Initial)>,
+        rotate: Arc<dyn Rotate>,
+        clock: Clock,
+        max_concurrent: usize,
+    ) -> Scheduler {
+        let mut scheduler = Scheduler {
+            slots: BTreeMap::new(),
+            rotate,
+            clock,
+            max_concurrent: max_concurrent.max(1),
+            tasks: JoinSet::new(),
+            task_accounts: HashMap::new(),
+            waiting: HashMap::new(),
+            next_request: 0,
+            metrics: None,
+            on_report: None,
+        };
+        scheduler.replace_accounts(accounts);
+        scheduler
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Scheduler {
+        metrics
+            .accounts
+            .set(i64::try_from(self.slots.len()).unwrap_or(i64::MAX));
+        for (name, slot) in &self.slots {
+            Metrics::set_time(&metrics.next_rotation, name, slot.due);
+        }
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn with_report_hook(mut self, hook: ReportHook) -> Scheduler {
+        self.on_report = Some(hook);
+        self
+    }
+
+    /// When each account is next due, for `status` and tests.
+    pub fn due_times(&self) -> BTreeMap<String, SystemTime> {
+        self.slots.iter().map(|(n, s)| (n.clone(), s.due)).collect()
+    }
+
+    fn set_due(&mut self, name: &str, due: SystemTime) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.due = due;
+        }
+        if let Some(m) = &self.metrics {
+            Metrics::set_time(&m.next_rotation, name, due);
+        }
+    }
+
+    fn replace_accounts(&mut self, accounts: Vec<(Arc<Account>, Initial)>) {
+        let now = self.clock.now();
+        let mut slots = BTreeMap::new();
+        for (account, initial) in accounts {
+            let name = account.name.clone();
+            let slot = match self.slots.remove(&name) {
+                Some(mut slot) => {
+                    if slot.account.schedule != account.schedule && !slot.in_flight {
+                        slot.due = initial_due(&account, initial, now);
+                    }
+                    slot.account = account;
+                    slot
+                }
+                None => Slot {
+                    due: initial_due(&account, initial, now),
+                    account,
+                    failures: 0,
+                    in_flight: false,
+                    rerun: false,
+                    waiting_next: Vec::new(),
+                    waiting_running: Vec::new(),
+                },
+            };
+            slots.insert(name, slot);
+        }
+        for (name, slot) in std::mem::take(&mut self.slots) {
+            if let Some(m) = &self.metrics {
+                m.forget_account(&name);
+            }
+            for id in slot.waiting_next.into_iter().chain(slot.waiting_running) {
+                self.deliver(id, &name, removed_report(&name));
+            }
+        }
+        self.slots = slots;
+        if let Some(m) = &self.metrics {
+            m.accounts
+                .set(i64::try_from(self.slots.len()).unwrap_or(i64::MAX));
+            for (name, slot) in &self.slots {
+                Metrics::set_time(&m.next_rotation, name, slot.due);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then lets running rotations finish for at most
+    /// `grace` and abandons the rest (their pending passwords stay in the sink).
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let mut commands_open = true;
+        loop {
+            self.start_due();
+            let wake = self.next_wake();
+            let sleep = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(done),
+                command = commands.recv(), if commands_open => match command {
+                    Some(command) => self.command(command),
+                    None => commands_open = false,
+                },
+                () = sleep => {}
+            }
+        }
+        if !self.tasks.is_empty() {
+            tracing::info!(
+                running = self.tasks.len(),
+                ?grace,
+                "waiting for running rotations"
+            );
+            let drain = async {
+                while let Some(done) = self.tasks.join_next_with_id().await {
+                    self.finished(done);
+                }
+            };
+            if tokio::time::timeout(grace, drain).await.is_err() {
+                tracing::warn!(
+                    abandoned = self.tasks.len(),
+                    "shutdown grace ran out; abandoned rotations keep their pending passwords"
+                );
+                self.tasks.abort_all();
+            }
+        }
+    }
+
+    /// Starts due accounts, earliest first, up to `max_concurrent` in flight.
+    fn start_due(&mut self) {
+        let now = self.clock.now();
+        let mut due: Vec<(SystemTime, String)> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.in_flight && s.due <= now)
+            .map(|(n, s)| (s.due, n.clone()))
+            .collect();
+        due.sort();
+        for (_, name) in due {
+            if self.tasks.len() >= self.max_concurrent {
+                break;
+            }
+            let Some(slot) = self.slots.get_mut(&name) else {
+                continue;
+            };
+            slot.in_flight = true;
+            slot.waiting_running = std::mem::take(&mut slot.waiting_next);
+            let handle = self
+                .tasks
+                .spawn(self.rotate.clone().run(slot.account.clone()));
+            self.task_accounts.insert(handle.id(), name);
+        }
+    }
+
+    /// When to wake for the next due account; `None` when only a finishing rotation can
+    /// change anything.
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        if self.tasks.len() >= self.max_concurrent {
+            return None;
+        }
+        self.slots
+            .values()
+            .filter(|s| !s.in_flight)
+            .map(|s| s.due)
+            .min()
+            .map(|due| self.clock.instant(due))
+    }
+
+    fn finished(&mut self, done: Result<(tokio::task::Id, Report), tokio::task::JoinError>) {
+        let (id, report) = match done {
+            Ok((id, report)) => (id, report),
+            Err(e) => {
+                let name = self.task_accounts.get(&e.id()).cloned().unwrap_or_default();
+                tracing::error!(account = %name, "rotation task failed: {e}; its pending password stays in the sink");
+                let report = Report {
+                    account: name.clone(),
+                    outcome: Outcome::Pending,
+                    version: None,
+                    error_code: Some("InternalError".into()),
+                    message: format!("the rotation task failed: {e}"),
+                    last_success: None,
+                    pending: true,
+                };
+                (e.id(), report)
+            }
+        };
+        let Some(name) = self.task_accounts.remove(&id) else {
+            return;
+        };
+        let now = self.clock.now();
+        let Some(slot) = self.slots.get_mut(&name) else {
+            tracing::info!(account = %name, "a rotation finished for an account no longer configured");
+            return;
+        };
+        slot.in_flight = false;
+        let due = if report.outcome == Outcome::Success {
+            slot.failures = 0;
+            next_after(&slot.account.schedule, report.last_success.unwrap_or(now))
+        } else {
+            slot.failures += 1;
+            now + retry_delay(&slot.account, slot.failures, now)
+        };
+        let due = if std::mem::take(&mut slot.rerun) {
+            now
+        } else {
+            due
+        };
+        let waiting = std::mem::take(&mut slot.waiting_running);
+        self.set_due(&name, due);
+        for id in waiting {
+            self.deliver(id, &name, report.clone());
+        }
+        if let Some(hook) = &self.on_report {
+            hook(&report);
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::RotateNow { accounts, reply } => {
+                let names = accounts.unwrap_or_else(|| self.slots.keys().cloned().collect());
+                let id = self.next_request;
+                self.next_request += 1;
+                if let Some(reply) = reply {
+                    self.waiting.insert(
+                        id,
+                        Waiting {
+                            reports: names.iter().map(|n| (n.clone(), None)).collect(),
+                            reply,
+                        },
+                    );
+                }
+                let now = self.clock.now();
+                for name in names {
+                    match self.slots.get_mut(&name) {
+                        Some(slot) => {
+                            slot.waiting_next.push(id);
+                            if slot.in_flight {
+                                slot.rerun = true;
+                            } else {
+                                self.set_due(&name, now);
+                            }
+                        }
+                        None => self.deliver(id, &name, removed_report(&name)),
+                    }
+                }
+            }
+            Command::Reload { accounts, rotate } => {
+                self.rotate = rotate;
+                self.replace_accounts(accounts);
+            }
+        }
+    }
+
+    fn deliver(&mut self, id: u64, account: &str, report: Report) {
+        let Some(waiting) = self.waiting.get_mut(&id) else {
+            return;
+        };
+        if let Some(slot) = waiting.reports.get_mut(account) {
+            *slot = Some(report);
+        }
+        if waiting.reports.values().all(Option::is_some)
+            && let Some(waiting) = self.waiting.remove(&id)
+        {
+            let reports = waiting.reports.into_values().flatten().collect();
+            let _ = waiting.reply.send(reports);
+        }
+    }
+}
+
+fn removed_report(name: &str) -> Report {
+    Report {
+        account: name.to_owned(),
+        outcome: Outcome::Failure,
+        version: None,
+        error_code: Some("UnknownAccount".into()),
+        message: "no such account in the running config".into(),
+        last_success: None,
+        pending: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn accounts(extra: &str) -> Vec<Arc<Account>> {
+        let src = format!(
+            "[cloud]\nregion_id = \"r\"\n[defaults]\njitter = \"10m\"\nretry_after_failure = \"5m\"\n{extra}"
+        );
+        Config::parse(&src, Path::new("t.toml"))
+            .unwrap()
+            .accounts
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    }
+
+    fn account(name: &str, schedule: &str) -> String {
+        format!(
+            "[[account]]\nname = \"{name}\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-{name}\"\naccount_name = \"u\"\n{schedule}\n"
+        )
+    }
+
+    /// Records when each rotation ran (by the test clock) and answers with a fixed outcome.
+    struct Fake {
+        clock: Clock,
+        runs: Mutex<Vec<(String, SystemTime)>>,
+        outcome: Mutex<Outcome>,
+        hold: Duration,
+        running: Mutex<(usize, usize)>,
+    }
+
+    impl Fake {
+        fn new(clock: Clock) -> Arc<Fake> {
+            Arc::new(Fake {
+                clock,
+                runs: Mutex::default(),
+                outcome: Mutex::new(Outcome::Success),
+                hold: Duration::ZERO,
+                running: Mutex::default(),
+            })
+        }
+
+        fn runs(&self) -> Vec<(String, SystemTime)> {
+            self.runs.lock().unwrap().clone()
+        }
+    }
+
+    impl Rotate for Fake {
+        fn run(
+            self: Arc<Self>,
+            account: Arc<Account>,
+        ) -> Pin<Box<dyn Future<Output = Report> + Send>> {
+            Box::pin(async move {
+                let now = self.clock.now();
+                self.runs.lock().unwrap().push((account.name.clone(), now));
+                {
+                    let mut r = self.running.lock().unwrap();
+                    r.0 += 1;
+                    r.1 = r.1.max(r.0);
+                }
+                tokio::time::sleep(self.hold).await;
+                self.running.lock().unwrap().0 -= 1;
+                let outcome = *self.outcome.lock().unwrap();
+                Report {
+                    account: account.name.clone(),
+                    outcome,
+                    version: Some(1),
+                    error_code: None,
+                    message: String::new(),
+                    last_success: (outcome == Outcome::Success).then_some(now),
+                    pending: false,
+                }
+            })
+        }
+    }
+
+    fn start(
+        scheduler: Scheduler,
+    ) -> (
+        mpsc::Sender<Command>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(scheduler.run(rx, stop.clone(), Duration::from_secs(5)));
+        (tx, stop, task)
+    }
+
+    fn at(s: &str) -> SystemTime {
+        humantime::parse_rfc3339(s).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_30_day_every_fires_on_day_30_counted_from_the_last_success() {
+        let now = at("2026-11-23T00:00:00Z");
+        let clock = Clock::tokio_at(now);
+        let fake = Fake::new(clock);
+        let last = now - 10 * DAY;
+        let accounts = accounts(&account("a", "every = \"30d\""));
+        let scheduler = Scheduler::new(
+            vec![(
+                accounts[0].clone(),
+                Initial {
+                    last_success: Some(last),
+                    pending: false,
+                },
+            )],
+            fake.clone(),
+            clock,
+            4,
+        );
+        assert_eq!(
+            scheduler.due_times()["a"],
+            last + 30 * DAY,
+            "a restart does not reset `every`"
+        );
+        let (_tx, stop, task) = start(scheduler);
+
+        tokio::time::sleep(20 * DAY - Duration::from_secs(1)).await;
+        assert!(fake.runs().is_empty(), "fired early");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(fake.runs(), vec![("a".to_owned(), last + 30 * DAY)]);
+        tokio::time::sleep(30 * DAY).await;
+        assert_eq!(fake.runs().len(), 2);
+        assert_eq!(fake.runs()[1].1, last + 60 * DAY);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cron_schedule_fires_at_its_times_in_utc() {
+        let now = at("2026-11-23T12:00:00Z"); // a Monday
+        let clock = Clock::tokio_at(now);
+        let fake = Fake::new(clock);
+        let accounts = accounts(&account("c", "cron = \"0 0 3 * * Sun\""));
+        let last = at("2026-11-22T03:00:00Z");
+        let scheduler = Scheduler::new(
+            vec![(
+                accounts[0].clone(),
+                Initial {
+                    last_success: Some(last),
+                    pending: false,
+                },
+            )],
+            fake.clone(),
+            clock,
+            4,
+        );
+        let (_tx, stop, task) = start(scheduler);
+        tokio::time::sleep(15 * DAY).await;
+        let times: Vec<SystemTime> = fake.runs().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            times,
+            vec![at("2026-11-29T03:00:00Z"), at("2026-12-06T03:00:00Z")]
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missed_runs_are_caught_up_at_start_within_jitter_and_new_accounts_rotate_at_once() {
+        let now = at("2026-11-23T00:00:00Z");
+        let clock = Clock::tokio_at(now);
+        let fake = Fake::new(clock);
+        let accounts = accounts(&format!(
+            "{}{}{}{}",
+            account("every", "every = \"30d\""),
+            account("cron", "cron = \"0 0 3 * * *\""),
+            account("new", "every = \"30d\""),
+            account("pending", "every = \"30d\""),
+        ));
+        let down_since = now - 40 * DAY;
+        let initial = |name: &str| match name {
+            "new" => Initial::default(),
+            "pending" => Initial {
+                last_success: Some(now - DAY),
+                pending: true,
+            },
+            _ => Initial {
+                last_success: Some(down_since),
+                pending: false,
+            },
+        };
+        let scheduler = Scheduler::new(
+            accounts
+                .iter()
+                .map(|a| (a.clone(), initial(&a.name)))
+                .collect(),
+            fake.clone(),
+            clock,
+            4,
+        );
+        let (_tx, stop, task) = start(scheduler);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let first: Vec<String> = fake.runs().into_iter().map(|(n, _)| n).collect();
+        assert!(
+            first.contains(&"new".to_owned()) && first.contains(&"pending".to_owned()),
+            "{first:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let runs = fake.runs();
+        for name in ["every", "cron"] {
+            let (_, when) = runs.iter().find(|(n, _)| n == name).expect("caught up");
+            let delay = when.duration_since(now).unwrap();
+            assert!(
+                delay <= Duration::from_secs(600),
+                "{name} caught up after {delay:?}"
+            );
+        }
+        assert_eq!(
+            runs.len(),
+            4,
+            "each missed schedule collapses into one catch-up run"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_retry_with_doubling_delays_capped_at_the_period() {
+        let now = at("2026-11-23T00:00:00Z");
+        let clock = Clock::tokio_at(now);
+        let fake = Fake::new(clock);
+        *fake.outcome.lock().unwrap() = Outcome::Failure;
+        let accounts = accounts(&account("f", "every = \"1h\""));
+        let scheduler = Scheduler::new(
+            vec![(accounts[0].clone(), Initial::default())],
+            fake.clone(),
+            clock,
+            4,
+        );
+        let (_tx, stop, task) = start(scheduler);
+        tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+        let gaps: Vec<u64> = fake
+            .runs()
+            .windows(2)
+            .map(|w| w[1].1.duration_since(w[0].1).unwrap().as_secs() / 60)
+            .collect();
+        assert_eq!(&gaps[..5], &[5, 10, 20, 40, 60], "minutes between retries");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_concurrent_bounds_rotations_and_requests_get_their_reports() {
+        let now = at("2026-11-23T00:00:00Z");
+        let clock = Clock::tokio_at(now);
+        let fake = Arc::new(Fake {
+            hold: Duration::from_secs(10),
+            ..Arc::into_inner(Fake::new(clock)).unwrap()
+        });
+        let list: String = (0..10)
+            .map(|i| account(&format!("a{i}"), "every = \"30d\""))
+            .collect();
+        let accounts = accounts(&list);
+        let scheduler = Scheduler::new(
+            accounts
+                .iter()
+                .map(|a| (a.clone(), Initial::default()))
+                .collect(),
+            fake.clone(),
+            clock,
+            3,
+        );
+        let (tx, stop, task) = start(scheduler);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // a0 is running: asking for it now queues exactly one more rotation after this one.
+        let (reply, answer) = oneshot::channel();
+        tx.send(Command::RotateNow {
+            accounts: Some(vec!["a0".into(), "ghost".into()]),
+            reply: Some(reply),
+        })
+        .await
+        .unwrap();
+        let reports = tokio::time::timeout(Duration::from_secs(120), answer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reports.len(), 2);
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.account == "ghost" && r.outcome == Outcome::Failure)
+        );
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let runs = fake.runs();
+        assert_eq!(runs.iter().filter(|(n, _)| n == "a0").count(), 2);
+        assert_eq!(runs.len(), 11);
+        assert_eq!(
+            fake.running.lock().unwrap().1,
+            3,
+            "never more than max_concurrent at once"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+}

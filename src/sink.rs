@@ -1,0 +1,425 @@
+//! The vault-style file sink (PRODUCT.md §4): one JSON file per account under
+//! `state_dir/secrets/`, the audit log, and the audit key.
+//!
+//! Every write is atomic and durable: a temporary file in the same directory, fsync, rename
+//! over the target, fsync of the directory. A file that cannot be parsed, or whose mode, owner
+//! or type is wrong, is never overwritten: the account is refused until an operator looks.
+//! This module never logs a password; the only place it writes one is the secret file itself.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::config::Account;
+use crate::password::Password;
+use crate::random;
+
+/// The `format` of secret files this version reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// A password version that is or was live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Version {
+    pub version: u64,
+    pub username: String,
+    pub password: Password,
+    pub created_time: String,
+    pub request_id: Option<String>,
+}
+
+/// A password written before the API call that sets it: it may be live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    pub version: u64,
+    pub username: String,
+    pub password: Password,
+    pub created_time: String,
+    /// Stable for this pending version: every re-application sends the same token.
+    pub client_token: String,
+}
+
+/// One account's secret file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFile {
+    pub format: u32,
+    pub account: String,
+    pub api: String,
+    pub resource_id: String,
+    pub account_name: String,
+    pub current: Option<Version>,
+    pub pending: Option<Pending>,
+    pub previous: Vec<Version>,
+}
+
+impl SecretFile {
+    /// An empty file for an account that has never rotated.
+    pub fn new(account: &Account) -> SecretFile {
+        SecretFile {
+            format: FORMAT,
+            account: account.name.clone(),
+            api: account.api.as_str().to_owned(),
+            resource_id: account.resource_id.clone(),
+            account_name: account.account_name.clone(),
+            current: None,
+            pending: None,
+            previous: Vec::new(),
+        }
+    }
+
+    /// The highest version number the file has ever held.
+    pub fn latest_version(&self) -> u64 {
+        let current = self.current.as_ref().map(|v| v.version);
+        let pending = self.pending.as_ref().map(|p| p.version);
+        let previous = self.previous.iter().map(|v| v.version).max();
+        current.max(pending).max(previous).unwrap_or(0)
+    }
+
+    /// When the current version was created: the last success.
+    pub fn last_success(&self) -> Option<SystemTime> {
+        self.current
+            .as_ref()
+            .and_then(|c| humantime::parse_rfc3339(&c.created_time).ok())
+    }
+
+    /// Moves `pending` to `current`, the old `current` to the front of `previous`, and trims
+    /// `previous` to `keep` versions.
+    pub fn promote(&mut self, request_id: String, keep: usize) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        if let Some(old) = self.current.take() {
+            self.previous.insert(0, old);
+        }
+        self.previous.truncate(keep);
+        self.current = Some(Version {
+            version: pending.version,
+            username: pending.username,
+            password: pending.password,
+            created_time: pending.created_time,
+            request_id: Some(request_id),
+        });
+    }
+}
+
+/// Why an account's secret file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is a symbolic link; refusing to follow it")]
+    Symlink { path: PathBuf },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error(
+        "{path} has mode {mode:04o}; group and others must have no access (0600 for files, 0700 for directories)"
+    )]
+    Mode { path: PathBuf, mode: u32 },
+    #[error("{path} is owned by uid {owner}, not by this process (uid {me})")]
+    Owner { path: PathBuf, owner: u32, me: u32 },
+    #[error("{path} cannot be parsed ({reason}); it is left untouched: repair or move it away")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{path} belongs to {what}; it is left untouched: move it away if the config changed on purpose"
+    )]
+    Mismatch { path: PathBuf, what: String },
+}
+
+impl SinkError {
+    /// A short label for metrics and the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SinkError::Io { .. } => "SinkIo",
+            SinkError::Symlink { .. } | SinkError::NotAFile { .. } => "SinkNotAFile",
+            SinkError::Mode { .. } | SinkError::Owner { .. } => "SinkPermissions",
+            SinkError::Corrupt { .. } => "SinkCorrupt",
+            SinkError::Mismatch { .. } => "SinkMismatch",
+        }
+    }
+}
+
+/// One line of `audit.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time: String,
+    pub account: String,
+    pub api: String,
+    pub resource_id: String,
+    pub account_name: String,
+    pub version: u64,
+    /// `success`, `failure` or `pending`.
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub request_id: Option<String>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    /// `hmac-sha256:<hex>` of the password, keyed with `audit.key`; never the password.
+    pub password_hmac: Option<String>,
+}
+
+/// The state directory: secret files, the audit log and its key.
+pub struct Sink {
+    state_dir: PathBuf,
+    secrets: PathBuf,
+    audit_key: Zeroizing<Vec<u8>>,
+    audit: Mutex<File>,
+    uid: u32,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates `dir` with mode 0700 if missing; refuses one that others can enter.
+fn private_dir(dir: &Path) -> Result<(), SinkError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(SinkError::Symlink {
+            path: dir.to_owned(),
+        }),
+        Ok(meta) if !meta.is_dir() => Err(SinkError::NotAFile {
+            path: dir.to_owned(),
+        }),
+        Ok(meta) if meta.mode() & 0o077 != 0 => Err(SinkError::Mode {
+            path: dir.to_owned(),
+            mode: meta.mode() & 0o7777,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_error(dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
+        }
+        Err(e) => Err(io_error(dir)(e)),
+    }
+}
+
+impl Sink {
+    /// Opens (creating if needed) the state directory, its `secrets/`, the audit key and log.
+    pub fn open(state_dir: &Path) -> Result<Sink, SinkError> {
+        private_dir(state_dir)?;
+        let secrets = state_dir.join("secrets");
+        private_dir(&secrets)?;
+        let key_path = state_dir.join("audit.key");
+        let audit_key = match fs::read(&key_path) {
+            Ok(key) if key.len() >= 32 => Zeroizing::new(key),
+            Ok(_) => {
+                return Err(SinkError::Corrupt {
+                    path: key_path,
+                    reason: "shorter than 32 bytes".into(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let key = random::hex_token::<32>().map_err(|e| SinkError::Io {
+                    path: key_path.clone(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                let key = Zeroizing::new(key.into_bytes());
+                write_atomic(state_dir, "audit.key", &key, 0o600)?;
+                key
+            }
+            Err(e) => return Err(io_error(&key_path)(e)),
+        };
+        let audit_path = state_dir.join("audit.jsonl");
+        let audit = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&audit_path)
+            .map_err(io_error(&audit_path))?;
+        Ok(Sink {
+            state_dir: state_dir.to_owned(),
+            secrets,
+            audit_key,
+            audit: Mutex::new(audit),
+            uid: nix::unistd::geteuid().as_raw(),
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The path of an account's secret file.
+    pub fn path(&self, account: &str) -> PathBuf {
+        self.secrets.join(format!("{account}.json"))
+    }
+
+    /// Reads an account's secret file; see [`read_secret`].
+    pub fn load(&self, account: &Account) -> Result<Option<SecretFile>, SinkError> {
+        read_secret(&self.state_dir, account, self.uid)
+    }
+
+    /// Writes an account's secret file atomically and durably, mode 0600.
+    pub fn store(&self, file: &SecretFile) -> Result<(), SinkError> {
+        let json = Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| SinkError::Io {
+            path: self.path(&file.account),
+            source: io::Error::other(e),
+        })?);
+        write_atomic(
+            &self.secrets,
+            &format!("{}.json", file.account),
+            &json,
+            0o600,
+        )
+    }
+
+    /// `hmac-sha256:<hex>` of a password under the audit key.
+    pub fn password_hmac(&self, password: &Password) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.audit_key)
+            .expect("HMAC takes any key length");
+        mac.update(password.expose().as_bytes());
+        format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Appends one line to `audit.jsonl` and syncs it.
+    pub fn audit(&self, record: &AuditRecord) -> Result<(), SinkError> {
+        let path = self.state_dir.join("audit.jsonl");
+        let mut line =
+            serde_json::to_vec(record).map_err(|e| io_error(&path)(io::Error::other(e)))?;
+        line.push(b'\n');
+        let mut file = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&line).map_err(io_error(&path))?;
+        file.sync_data().map_err(io_error(&path))
+    }
+}
+
+/// Every record of `state_dir/audit.jsonl`, oldest first; none if there is no log yet. Lines
+/// that do not parse are skipped.
+pub fn read_audit(state_dir: &Path) -> Result<Vec<AuditRecord>, SinkError> {
+    let path = state_dir.join("audit.jsonl");
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_error(&path)(e)),
+    }
+}
+
+/// Reads an account's secret file under `state_dir`; `None` if it has never been written.
+/// Refuses a file that is a link, not regular, open to others, owned by someone other than
+/// `uid` (root may read any), unparseable, or about another resource. Creates nothing.
+pub fn read_secret(
+    state_dir: &Path,
+    account: &Account,
+    uid: u32,
+) -> Result<Option<SecretFile>, SinkError> {
+    let path = state_dir
+        .join("secrets")
+        .join(format!("{}.json", account.name));
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(SinkError::Symlink { path });
+    }
+    if !meta.is_file() {
+        return Err(SinkError::NotAFile { path });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(SinkError::Mode {
+            path,
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if meta.uid() != uid && uid != 0 {
+        return Err(SinkError::Owner {
+            path,
+            owner: meta.uid(),
+            me: uid,
+        });
+    }
+    let bytes = Zeroizing::new(fs::read(&path).map_err(io_error(&path))?);
+    let file: SecretFile = serde_json::from_slice(&bytes).map_err(|e| SinkError::Corrupt {
+        path: path.clone(),
+        // Only the kind and place of the error: serde_json's message may quote a value.
+        reason: format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ),
+    })?;
+    if file.format != FORMAT {
+        return Err(SinkError::Corrupt {
+            path,
+            reason: format!("format {} is not {FORMAT}", file.format),
+        });
+    }
+    if file.account != account.name
+        || file.resource_id != account.resource_id
+        || file.account_name != account.account_name
+    {
+        return Err(SinkError::Mismatch {
+            path,
+            what: format!(
+                "{} ({}/{})",
+                file.account, file.resource_id, file.account_name
+            ),
+        });
+    }
+    Ok(Some(file))
+}
+
+/// Writes `dir/name` atomically: a new temporary file in `dir` (mode `mode`), fsync, rename
+/// over the target, fsync of `dir`. On failure the target is untouched and the temporary file
+/// is removed.
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), SinkError> {
+    let target = dir.join(name);
+    let token =
+        random::hex_token::<8>().map_err(|e| io_error(&target)(io::Error::other(e.to_string())))?;
+    let temp = dir.join(format!(".{name}.{token}.tmp"));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)
+            .map_err(io_error(&temp))?;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_error(&temp))?;
+        file.write_all(contents).map_err(io_error(&temp))?;
+        file.sync_all().map_err(io_error(&temp))?;
+        drop(file);
+        fs::rename(&temp, &target).map_err(io_error(&target))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The current UTC time as `YYYY-MM-DDThh:mm:ssZ`.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
