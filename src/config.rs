@@ -122,6 +122,29 @@ pub struct Account {
     pub retry_after_failure: Duration,
     pub keep_versions: usize,
     pub policy: Policy,
+    /// Files written for applications after each success.
+    pub render: Vec<Render>,
+}
+
+/// A render file: the current credentials in an application's format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Render {
+    pub format: RenderFormat,
+    pub path: PathBuf,
+    pub mode: u32,
+    /// The file's group; `None` keeps pwrotd's own.
+    pub gid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderFormat {
+    /// `PWROTD_USERNAME='…'`, `PWROTD_PASSWORD='…'`, `PWROTD_VERSION=…`: for a shell or
+    /// systemd's `EnvironmentFile=`.
+    Env,
+    /// `{"username","password","version","created_time"}`.
+    Json,
+    /// The password alone, no newline.
+    Raw,
 }
 
 /// One problem in a config file.
@@ -259,6 +282,17 @@ struct RawAccount {
     keep_versions: Option<Spanned<i64>>,
     #[serde(default)]
     password: RawPolicy,
+    #[serde(default)]
+    render: Vec<Spanned<RawRender>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRender {
+    format: String,
+    path: String,
+    mode: Option<String>,
+    group: Option<String>,
 }
 
 impl RawAccount {
@@ -785,6 +819,16 @@ fn validate_account(
         &key("password"),
         start,
     );
+    let mut render = Vec::new();
+    let mut render_paths = HashSet::new();
+    for r in &a.render {
+        if let Some(valid) = validate_render(check, r, &key("render")) {
+            if !render_paths.insert(valid.path.clone()) {
+                check.at(r, key("render.path"), "is named twice");
+            }
+            render.push(valid);
+        }
+    }
 
     if check.problems.len() > before {
         return None;
@@ -801,6 +845,78 @@ fn validate_account(
         retry_after_failure,
         keep_versions,
         policy: policy?,
+        render,
+    })
+}
+
+fn validate_render(check: &mut Check<'_>, raw: &Spanned<RawRender>, key: &str) -> Option<Render> {
+    let before = check.problems.len();
+    let r = raw.get_ref();
+    let format = match r.format.as_str() {
+        "env" => RenderFormat::Env,
+        "json" => RenderFormat::Json,
+        "raw" => RenderFormat::Raw,
+        other => {
+            check.at(
+                raw,
+                format!("{key}.format"),
+                format!("{other:?} is not one of env, json, raw"),
+            );
+            RenderFormat::Raw
+        }
+    };
+    let path = PathBuf::from(&r.path);
+    if !path.is_absolute() || path.file_name().is_none() {
+        check.at(
+            raw,
+            format!("{key}.path"),
+            format!("{:?} must be an absolute file path", r.path),
+        );
+    }
+    let mode = match &r.mode {
+        None => 0o600,
+        Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode & 0o007 == 0 && mode & 0o400 != 0 && mode <= 0o777 => mode,
+            Ok(_) => {
+                check.at(
+                    raw,
+                    format!("{key}.mode"),
+                    format!("{m:?} must give the owner read access and others none, like \"0640\""),
+                );
+                0o600
+            }
+            Err(_) => {
+                check.at(
+                    raw,
+                    format!("{key}.mode"),
+                    format!("{m:?} is not an octal mode like \"0640\""),
+                );
+                0o600
+            }
+        },
+    };
+    let gid = match &r.group {
+        None => None,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => Some(gid),
+            Err(_) => match nix::unistd::Group::from_name(g) {
+                Ok(Some(group)) => Some(group.gid.as_raw()),
+                _ => {
+                    check.at(
+                        raw,
+                        format!("{key}.group"),
+                        format!("no group named {g:?} on this host"),
+                    );
+                    None
+                }
+            },
+        },
+    };
+    (check.problems.len() == before).then_some(Render {
+        format,
+        path,
+        mode,
+        gid,
     })
 }
 
@@ -1033,6 +1149,58 @@ special = "!~"
         assert_eq!(p[0].0, 3);
         let p = problems("[daemon]\nmax_concurrent = \"four\"\n[cloud]\nregion_id = \"x\"\n");
         assert_eq!(p[0].0, 2);
+    }
+
+    #[test]
+    fn render_files_are_checked() {
+        let src = r#"
+[cloud]
+region_id = "r"
+[[account]]
+name = "a"
+api = "ModifyAccountPassword"
+cluster_id = "pc-1"
+account_name = "app"
+render = [
+  { format = "env", path = "/run/app/db.env", mode = "0640", group = "0" },
+  { format = "yaml", path = "relative.yaml", mode = "0644", group = "no-such-group-here" },
+]
+"#;
+        let keys: Vec<String> = problems(src).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "account \"a\".render.format",
+                "account \"a\".render.path",
+                "account \"a\".render.mode",
+                "account \"a\".render.group"
+            ]
+        );
+        let good = src.replace(
+            "  { format = \"yaml\", path = \"relative.yaml\", mode = \"0644\", group = \"no-such-group-here\" },\n",
+            "  { format = \"raw\", path = \"/run/app/db.pw\" },\n",
+        );
+        let c = Config::parse(&good, Path::new("t.toml")).unwrap();
+        let render = &c.accounts[0].render;
+        assert_eq!(render.len(), 2);
+        assert_eq!(
+            (render[0].format, render[0].mode, render[0].gid),
+            (RenderFormat::Env, 0o640, Some(0))
+        );
+        assert_eq!(
+            (render[1].format, render[1].mode, render[1].gid),
+            (RenderFormat::Raw, 0o600, None)
+        );
+    }
+
+    #[test]
+    fn cron_typos_are_refused() {
+        for cron in ["0 3 * * *", "0 0 25 * * *", "0 0 3 * * Sundy", "every day"] {
+            let src = format!(
+                "[cloud]\nregion_id = \"r\"\n[defaults]\ncron = \"{cron}\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n"
+            );
+            assert_eq!(problems(&src), [(4, "defaults.cron".to_owned())], "{cron}");
+        }
     }
 
     #[test]

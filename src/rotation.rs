@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::cloud::{Class, Client, CloudError, GrantAccountPrivilege, SetPassword};
 use crate::config::Account;
 use crate::metrics::Metrics;
-use crate::sink::{AuditRecord, Pending, SecretFile, Sink, SinkError, timestamp};
+use crate::sink::{self, AuditRecord, Pending, SecretFile, Sink, SinkError, timestamp};
 
 /// How a rotation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +232,19 @@ impl Rotator {
                     if reply.attempts == 1 { "" } else { "s" }
                 );
                 self.write_audit(audit, "success", None, started);
+                if let Some(current) = &file.current {
+                    let errors = sink::render(account, current);
+                    if !errors.is_empty() {
+                        // The database and the sink agree; an application's file is stale. Fail
+                        // loudly, so the account is retried and the failure shows in metrics.
+                        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        report.outcome = Outcome::Failure;
+                        report.error_code = Some("RenderFailed".into());
+                        report
+                            .message
+                            .push_str(&format!("; RENDER FILES FAILED: {}", text.join("; ")));
+                    }
+                }
                 if !account.grants.is_empty() {
                     let grant = GrantAccountPrivilege::new(
                         &account.resource_id,

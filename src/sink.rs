@@ -392,6 +392,18 @@ pub fn read_secret(
 /// over the target, fsync of `dir`. On failure the target is untouched and the temporary file
 /// is removed.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), SinkError> {
+    write_atomic_owned(dir, name, contents, mode, None)
+}
+
+/// [`write_atomic`], giving the file to group `gid` before it replaces the target, so that
+/// readers never see it with the wrong group.
+pub fn write_atomic_owned(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<(), SinkError> {
     let target = dir.join(name);
     let token =
         random::hex_token::<8>().map_err(|e| io_error(&target)(io::Error::other(e.to_string())))?;
@@ -403,6 +415,9 @@ pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Resul
             .mode(mode)
             .open(&temp)
             .map_err(io_error(&temp))?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io_error(&temp))?;
+        }
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_error(&temp))?;
         file.write_all(contents).map_err(io_error(&temp))?;
@@ -417,6 +432,47 @@ pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Resul
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Writes an account's render files from its current version. Returns every failure.
+pub fn render(account: &Account, current: &Version) -> Vec<SinkError> {
+    use crate::config::RenderFormat;
+    let mut errors = Vec::new();
+    for render in &account.render {
+        let contents = Zeroizing::new(match render.format {
+            RenderFormat::Raw => current.password.expose().as_bytes().to_vec(),
+            // Single quotes: no documented password character needs escaping inside them, and
+            // both shells and systemd's EnvironmentFile= read them.
+            RenderFormat::Env => format!(
+                "PWROTD_USERNAME='{}'\nPWROTD_PASSWORD='{}'\nPWROTD_VERSION={}\n",
+                current.username,
+                current.password.expose(),
+                current.version
+            )
+            .into_bytes(),
+            RenderFormat::Json => {
+                let mut v = serde_json::to_vec_pretty(&serde_json::json!({
+                    "username": current.username,
+                    "password": current.password.expose(),
+                    "version": current.version,
+                    "created_time": current.created_time,
+                }))
+                .unwrap_or_default();
+                v.push(b'\n');
+                v
+            }
+        });
+        let (Some(dir), Some(name)) = (
+            render.path.parent(),
+            render.path.file_name().and_then(|n| n.to_str()),
+        ) else {
+            continue;
+        };
+        if let Err(e) = write_atomic_owned(dir, name, &contents, render.mode, render.gid) {
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 /// The current UTC time as `YYYY-MM-DDThh:mm:ssZ`.

@@ -267,6 +267,30 @@ async fn rotate_all_with_v1_and_v3_and_the_sink_matches_the_database() {
         for password in env.all_passwords() {
             assert!(!audit.contains(&password), "the audit log holds a password");
         }
+
+        let status = env.pwrotd(&["status", "--json"]).await;
+        assert!(status.status.success(), "{status:?}");
+        let rows: Value = serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+        let rows = rows.as_array().expect("a list");
+        assert_eq!(rows.len(), 4);
+        for row in rows {
+            assert_eq!(row["version"], 2, "{row}");
+            assert_eq!(row["pending"], false, "{row}");
+            assert!(
+                row["last_success"].is_string() && row["next_due"].is_string(),
+                "{row}"
+            );
+            assert!(
+                row["age_seconds"].as_u64().is_some_and(|a| a < 600),
+                "{row}"
+            );
+        }
+        let table = env.pwrotd(&["status"]).await;
+        assert_eq!(
+            String::from_utf8_lossy(&table.stdout).lines().count(),
+            5,
+            "a header and four rows"
+        );
     }
 }
 
@@ -641,5 +665,117 @@ async fn no_password_reaches_stdout_stderr_or_the_audit_log_at_trace() {
     assert!(
         !outputs.contains(SECRET)
             && !outputs.contains(&*pwrotd::cloud::sign::percent_encode(SECRET))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_files_follow_each_success() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new("v1").await;
+    let out = env.dir.path().join("app");
+    std::fs::create_dir(&out).expect("mkdir");
+    let gid = std::fs::metadata(env.dir.path()).expect("stat").gid();
+    let text = std::fs::read_to_string(&env.config).expect("config").replace(
+        "grants = [",
+        &format!(
+            "render = [{{ format = \"env\", path = \"{0}/db.env\", mode = \"0640\", group = \"{gid}\" }}, {{ format = \"json\", path = \"{0}/db.json\" }}, {{ format = \"raw\", path = \"{0}/db.pw\" }}]\ngrants = [",
+            out.display()
+        ),
+    );
+    std::fs::write(&env.config, text).expect("write");
+    for _ in 0..2 {
+        let output = env.pwrotd(&["rotate", "--account", "orders-app"]).await;
+        assert!(output.status.success(), "{output:?}");
+        let sink = env.sink("orders-app").expect("sink");
+        let password = sink["current"]["password"].as_str().expect("current");
+        let version = sink["current"]["version"].as_u64().expect("version");
+        let env_file = std::fs::read_to_string(out.join("db.env")).expect("env file");
+        assert_eq!(
+            env_file,
+            format!(
+                "PWROTD_USERNAME='app'\nPWROTD_PASSWORD='{password}'\nPWROTD_VERSION={version}\n"
+            )
+        );
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("db.json")).expect("json"))
+                .expect("JSON");
+        assert_eq!(
+            (json["password"].as_str(), json["username"].as_str()),
+            (Some(password), Some("app"))
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("db.pw")).expect("raw"),
+            password
+        );
+        let meta = std::fs::metadata(out.join("db.env")).expect("stat");
+        assert_eq!(
+            (meta.permissions().mode() & 0o777, meta.gid()),
+            (0o640, gid)
+        );
+        assert_eq!(
+            std::fs::metadata(out.join("db.pw"))
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+
+    // A render file that cannot be written fails the rotation loudly; the sink stays right.
+    std::fs::remove_dir_all(&out).expect("rm");
+    let output = env.pwrotd(&["rotate", "--account", "orders-app"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("RENDER FILES FAILED"),
+        "{output:?}"
+    );
+    let sink = env.sink("orders-app").expect("sink");
+    assert_eq!(
+        sink["current"]["password"].as_str(),
+        env.live(Service::PolarDb, "pc-test0001", "app").as_deref()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_speaks_sd_notify() {
+    let env = Env::new("v1").await;
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let mut daemon = env
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    let mut receive_until = async |wanted: &str, seen: &mut String| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !seen.contains(wanted) {
+            let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {wanted} in {seen:?}"))
+                .expect("recv");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    };
+    receive_until("READY=1", &mut seen).await;
+    receive_until("WATCHDOG=1", &mut seen).await;
+    signal(&daemon, "HUP");
+    receive_until("RELOADING=1", &mut seen).await;
+    signal(&daemon, "TERM");
+    receive_until("STOPPING=1", &mut seen).await;
+    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait())
+        .await
+        .expect("stops")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        seen.matches("READY=1").count() >= 2,
+        "READY=1 again after the reload: {seen:?}"
     );
 }
