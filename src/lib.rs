@@ -22,6 +22,7 @@ pub mod cloud;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod failpoint;
 pub mod metrics;
 pub mod password;
 pub mod random;

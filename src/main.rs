@@ -105,7 +105,21 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Reports a panic by place only: its message could hold a secret.
+fn redact_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info.location().map_or_else(
+            || "an unknown place".to_owned(),
+            |l| format!("{}:{}", l.file(), l.line()),
+        );
+        eprintln!(
+            "pwrotd: internal error (panic) at {place}; its message is withheld because it may hold a secret"
+        );
+    }));
+}
+
 fn main() -> ExitCode {
+    redact_panics();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
@@ -250,7 +264,17 @@ async fn rotate_here(
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(line) => lines.push(line),
-            Err(e) => return Err(DaemonError::Setup(format!("a rotation task failed: {e}"))),
+            // Not `{e}`: a JoinError shows the panic's message, which could hold a secret.
+            Err(e) => {
+                return Err(DaemonError::Setup(format!(
+                    "a rotation task {}",
+                    if e.is_panic() {
+                        "panicked"
+                    } else {
+                        "was cancelled"
+                    }
+                )));
+            }
         }
     }
     lines.sort_by_key(|(index, _)| *index);

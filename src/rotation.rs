@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cloud::{Class, Client, CloudError, GrantAccountPrivilege, SetPassword};
 use crate::config::Account;
+use crate::failpoint;
 use crate::metrics::Metrics;
 use crate::sink::{self, AuditRecord, Pending, SecretFile, Sink, SinkError, timestamp};
 
@@ -163,6 +164,7 @@ impl Rotator {
                 if let Err(e) = self.sink.store(&file) {
                     return refuse(report, &e);
                 }
+                failpoint::crash("after_pending");
                 pending
             }
         };
@@ -199,6 +201,7 @@ impl Rotator {
         match result {
             // 3. Promote, then grants.
             Ok(reply) => {
+                failpoint::crash("before_promote");
                 audit.request_id = Some(reply.request_id.clone());
                 audit.attempts = reply.attempts;
                 file.promote(reply.request_id.clone(), account.keep_versions);
@@ -232,6 +235,7 @@ impl Rotator {
                     if reply.attempts == 1 { "" } else { "s" }
                 );
                 self.write_audit(audit, "success", None, started);
+                failpoint::crash("before_render");
                 if let Some(current) = &file.current {
                     let errors = sink::render(account, current);
                     if !errors.is_empty() {
@@ -245,6 +249,7 @@ impl Rotator {
                             .push_str(&format!("; RENDER FILES FAILED: {}", text.join("; ")));
                     }
                 }
+                failpoint::crash("before_grants");
                 if !account.grants.is_empty() {
                     let grant = GrantAccountPrivilege::new(
                         &account.resource_id,

@@ -365,13 +365,19 @@ impl Scheduler {
             Ok((id, report)) => (id, report),
             Err(e) => {
                 let name = self.task_accounts.get(&e.id()).cloned().unwrap_or_default();
-                tracing::error!(account = %name, "rotation task failed: {e}; its pending password stays in the sink");
+                // Not `{e}`: a JoinError shows the panic's message, which could hold a secret.
+                let what = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                tracing::error!(account = %name, "the rotation task {what}; its pending password stays in the sink");
                 let report = Report {
                     account: name.clone(),
                     outcome: Outcome::Pending,
                     version: None,
                     error_code: Some("InternalError".into()),
-                    message: format!("the rotation task failed: {e}"),
+                    message: format!("the rotation task {what}"),
                     last_success: None,
                     pending: true,
                 };
@@ -389,7 +395,12 @@ impl Scheduler {
         slot.in_flight = false;
         let due = if report.outcome == Outcome::Success {
             slot.failures = 0;
-            next_after(&slot.account.schedule, report.last_success.unwrap_or(now))
+            // From the moment of success: the sink's `created_time` has one-second precision
+            // and was taken before the API call, so counting from it would fire early.
+            next_after(
+                &slot.account.schedule,
+                report.last_success.map_or(now, |l| l.max(now)),
+            )
         } else {
             slot.failures += 1;
             now + retry_delay(&slot.account, slot.failures, now)

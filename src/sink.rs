@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Account;
 use crate::password::Password;
-use crate::random;
+use crate::{failpoint, random};
 
 /// The `format` of secret files this version reads and writes.
 pub const FORMAT: u32 = 1;
@@ -408,6 +408,7 @@ pub fn write_atomic_owned(
     let token =
         random::hex_token::<8>().map_err(|e| io_error(&target)(io::Error::other(e.to_string())))?;
     let temp = dir.join(format!(".{name}.{token}.tmp"));
+    remove_stale_temps(dir, name);
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -420,10 +421,14 @@ pub fn write_atomic_owned(
         }
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_error(&temp))?;
+        failpoint::io("write").map_err(io_error(&temp))?;
         file.write_all(contents).map_err(io_error(&temp))?;
+        failpoint::io("fsync").map_err(io_error(&temp))?;
         file.sync_all().map_err(io_error(&temp))?;
         drop(file);
+        failpoint::crash("before_rename");
         fs::rename(&temp, &target).map_err(io_error(&target))?;
+        failpoint::io("fsync").map_err(io_error(dir))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io_error(dir))
@@ -432,6 +437,25 @@ pub fn write_atomic_owned(
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Removes temporary files an earlier process left behind when it died between writing and
+/// renaming. Only one process writes a given target (the state lock), so none is in use.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+            tracing::info!(path = %entry.path().display(), "removing a temporary file left by a crash");
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Writes an account's render files from its current version. Returns every failure.
@@ -471,6 +495,7 @@ pub fn render(account: &Account, current: &Version) -> Vec<SinkError> {
         if let Err(e) = write_atomic_owned(dir, name, &contents, render.mode, render.gid) {
             errors.push(e);
         }
+        failpoint::crash("during_render");
     }
     errors
 }

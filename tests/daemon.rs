@@ -13,13 +13,13 @@ use tokio::process::{Child, Command};
 use crate::common::{self, KEY_ID, SECRET};
 
 /// A state directory, a config pointing at a fresh simulator, and helpers to run pwrotd.
-struct Env {
-    dir: tempfile::TempDir,
-    server: SimServer,
-    config: PathBuf,
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub server: SimServer,
+    pub config: PathBuf,
 }
 
-const ACCOUNTS: &str = r#"
+pub const ACCOUNTS: &str = r#"
 [defaults]
 every = "1h"
 jitter = "0s"
@@ -57,7 +57,7 @@ fn free_port() -> u16 {
 }
 
 impl Env {
-    async fn new(signature: &str) -> Env {
+    pub async fn new(signature: &str) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = common::start_sim().await;
         let config = dir.path().join("pwrotd.toml");
@@ -73,11 +73,11 @@ impl Env {
         env
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
-    fn write_config(&self, signature: &str, daemon_extra: &str) {
+    pub fn write_config(&self, signature: &str, daemon_extra: &str) {
         let endpoint = self.server.url().as_str().trim_end_matches('/').to_owned();
         let text = format!(
             "[daemon]\nstate_dir = \"{}\"\nshutdown_grace = \"5s\"\n{daemon_extra}\n\n[cloud]\nregion_id = \"cn-hangzhou\"\nsignature = \"{signature}\"\ntimeout = \"3s\"\n[cloud.endpoints]\npolardb = \"{endpoint}\"\nrds = \"{endpoint}\"\n{ACCOUNTS}",
@@ -86,7 +86,7 @@ impl Env {
         std::fs::write(&self.config, text).expect("write config");
     }
 
-    fn metrics_url(&self) -> String {
+    pub fn metrics_url(&self) -> String {
         let text = std::fs::read_to_string(&self.config).expect("config");
         let addr = text
             .lines()
@@ -96,7 +96,7 @@ impl Env {
         format!("http://{addr}")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pwrotd"));
         command
             .args(args)
@@ -110,14 +110,26 @@ impl Env {
         command
     }
 
-    async fn pwrotd(&self, args: &[&str]) -> Output {
+    pub async fn pwrotd(&self, args: &[&str]) -> Output {
         tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
             .await
             .expect("pwrotd finished within a minute")
             .expect("run pwrotd")
     }
 
-    fn start_daemon(&self) -> Child {
+    /// Waits until the daemon's `/healthz` answers 200: its signal handlers are in place.
+    pub async fn wait_ready(&self) {
+        let url = format!("{}/healthz", self.metrics_url());
+        for _ in 0..300 {
+            if get(&url).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the daemon never became ready");
+    }
+
+    pub fn start_daemon(&self) -> Child {
         self.command(&["run"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -125,7 +137,7 @@ impl Env {
             .expect("start pwrotd run")
     }
 
-    fn sink(&self, account: &str) -> Option<Value> {
+    pub fn sink(&self, account: &str) -> Option<Value> {
         let path = self
             .state_dir()
             .join("secrets")
@@ -134,17 +146,17 @@ impl Env {
         Some(serde_json::from_str(&text).expect("the sink file is JSON"))
     }
 
-    fn version(&self, account: &str) -> Option<u64> {
+    pub fn version(&self, account: &str) -> Option<u64> {
         self.sink(account)?["current"]["version"].as_u64()
     }
 
-    fn live(&self, service: Service, resource: &str, account: &str) -> Option<String> {
+    pub fn live(&self, service: Service, resource: &str, account: &str) -> Option<String> {
         let a = self.server.sim.account(service, resource, account)?;
         a.password.map(|p| p.expose().to_owned())
     }
 
     /// Checks the sink's current password of every account against the simulator.
-    fn assert_in_sync(&self) {
+    pub fn assert_in_sync(&self) {
         for (name, service, resource, user) in [
             ("orders-app", Service::PolarDb, "pc-test0001", "app"),
             ("edge-app", Service::PolarDb, "pc-test0002", "edge"),
@@ -164,7 +176,7 @@ impl Env {
     }
 
     /// Every password the sink knows, current, pending and previous.
-    fn all_passwords(&self) -> Vec<String> {
+    pub fn all_passwords(&self) -> Vec<String> {
         let mut out = Vec::new();
         for name in ["orders-app", "edge-app", "admin", "billing"] {
             let Some(sink) = self.sink(name) else {
@@ -189,7 +201,7 @@ impl Env {
 }
 
 /// Polls `check` every 100 ms for at most `limit`.
-async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !check() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
@@ -197,7 +209,7 @@ async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool
     }
 }
 
-fn signal(child: &Child, name: &str) {
+pub fn signal(child: &Child, name: &str) {
     let pid = child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
         .args([&format!("-{name}"), &pid])

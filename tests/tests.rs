@@ -6,4 +6,5 @@ mod client_sim;
 mod common;
 mod daemon;
 mod policy;
+mod reliability;
 mod signing;

@@ -379,6 +379,7 @@ impl Client {
                 failed(unsure, ErrorKind::Interrupted(detail))
             }
         })?;
+        crate::failpoint::crash("after_send");
         let status = response.status().as_u16();
         let body = read_capped(response).await.map_err(|e| match e {
             ReadError::TooLarge => failed(
