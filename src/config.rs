@@ -220,6 +220,7 @@ struct RawCloud {
     timeout: Option<Spanned<String>>,
     max_attempts: Option<Spanned<i64>>,
     requests_per_second: Option<Spanned<f64>>,
+    ca_file: Option<Spanned<String>>,
     endpoints: RawEndpoints,
     credentials: RawCredentials,
 }
@@ -435,8 +436,10 @@ impl Config {
         let raw: RawFile = match toml::from_str(src) {
             Ok(raw) => raw,
             Err(e) => {
-                let line = e.span().map_or(0, |s| check.line(s.start));
-                check.push(line, "", e.message().trim().to_owned());
+                let (line, key) = e.span().map_or((0, String::new()), |s| {
+                    (check.line(s.start), key_at(src, s.start))
+                });
+                check.push(line, key, e.message().trim().to_owned());
                 return Err(fail(check.problems));
             }
         };
@@ -492,6 +495,31 @@ impl Config {
 
     pub fn account(&self, name: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+/// The dotted key at `offset`: the `key =` on that line, inside the last `[table]` above it.
+/// TOML's own errors give a position; this names what stands there.
+fn key_at(src: &str, offset: usize) -> String {
+    let offset = offset.min(src.len());
+    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = src[start..].lines().next().unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['))
+        .unwrap_or_default();
+    let table = src[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        .unwrap_or_default();
+    match (table.is_empty(), key.is_empty()) {
+        (_, true) => table,
+        (true, false) => key,
+        (false, false) => format!("{table}.{key}"),
     }
 }
 
@@ -593,6 +621,17 @@ fn validate_cloud(check: &mut Check<'_>, raw: &RawCloud) -> Cloud {
                 "must be a positive number",
             );
         }
+    }
+    if let Some(ca) = &raw.ca_file {
+        let path = PathBuf::from(ca.get_ref());
+        if !path.is_absolute() {
+            check.at(
+                ca,
+                "cloud.ca_file",
+                format!("{:?} must be an absolute path", ca.get_ref()),
+            );
+        }
+        client.ca_file = Some(path);
     }
     let mut endpoints = Endpoints::default();
     for (service, value) in [
@@ -1146,9 +1185,9 @@ special = "!~"
     #[test]
     fn unknown_keys_and_wrong_types_are_refused() {
         let p = problems("[cloud]\nregion_id = \"x\"\nregoin = 1\n");
-        assert_eq!(p[0].0, 3);
+        assert_eq!(p[0], (3, "cloud.regoin".to_owned()));
         let p = problems("[daemon]\nmax_concurrent = \"four\"\n[cloud]\nregion_id = \"x\"\n");
-        assert_eq!(p[0].0, 2);
+        assert_eq!(p[0], (2, "daemon.max_concurrent".to_owned()));
     }
 
     #[test]

@@ -218,8 +218,12 @@ pub fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-async fn get(url: &str) -> (u16, String) {
-    match reqwest::get(url).await {
+pub async fn get(url: &str) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    match client.get(url).send().await {
         Ok(r) => {
             let status = r.status().as_u16();
             (status, r.text().await.unwrap_or_default())

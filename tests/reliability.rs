@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pwrotd::cloud::Service;
+use pwrotd::config::Config;
 use pwrotd::sim::FaultRates;
 use serde_json::Value;
 
@@ -274,4 +275,395 @@ async fn kill_9_soak_long() {
         .unwrap_or(1000);
     let figures = soak(kills).await;
     println!("soak: {figures}");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped. Needs root (CI runs as root).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_owned()))
+    }
+
+    /// Makes `dir` read-only with a read-only bind mount over it, until the guard drops.
+    fn read_only(dir: &Path) -> Tmpfs {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .status()
+                .expect("mount");
+            assert!(status.success(), "mount {args:?}");
+        };
+        run(&["--bind"]);
+        let status = std::process::Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "remount ro");
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_disk_or_a_failing_fsync_means_no_api_call() {
+    let env = Env::new("v1").await;
+    let Some(disk) = Tmpfs::mount(&env.state_dir(), "512k") else {
+        panic!(
+            "cannot mount a tmpfs at {}: this test needs root (CI runs as root)",
+            env.state_dir().display()
+        );
+    };
+    let metrics = env.metrics_url();
+    let daemon = env.start_daemon();
+    env.wait_ready().await;
+    eventually(Duration::from_secs(30), "the first rotations", || {
+        ACCOUNTS.iter().all(|(n, ..)| env.version(n) == Some(1))
+    })
+    .await;
+
+    let failures = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("pwrotd_rotations_total{") && l.contains("outcome=\"failure\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let scrape = || async { crate::daemon::get(&format!("{metrics}/metrics")).await.1 };
+
+    // A read-only secrets/: SIGUSR1 asks every account to rotate; each fails before any API call.
+    let read_only = Tmpfs::read_only(&env.state_dir().join("secrets"));
+    let requests = env.server.sim.stats().requests;
+    signal(&daemon, "USR1");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape().await;
+        if failures(&text) >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        failures(&text) >= 4,
+        "read-only: the failures do not show in the metrics:\n{text}"
+    );
+    assert_eq!(
+        env.server.sim.stats().requests,
+        requests,
+        "read-only: an API call was made"
+    );
+    check_invariant(&env, "read-only");
+    drop(read_only);
+
+    // Full: SIGUSR1 again; every account fails before any API call.
+    let filler = env.state_dir().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024]);
+    let requests = env.server.sim.stats().requests;
+    signal(&daemon, "USR1");
+    for _ in 0..100 {
+        text = scrape().await;
+        if failures(&text) >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        failures(&text) >= 8,
+        "full: the failures do not show in the metrics:\n{text}"
+    );
+    assert_eq!(
+        env.server.sim.stats().requests,
+        requests,
+        "full: an API call was made"
+    );
+    // The CLI cannot even queue its request; it says so and exits 1.
+    let output = env.pwrotd(&["rotate", "--all"]).await;
+    assert_eq!(output.status.code(), Some(1), "full: {output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("No space left on device"),
+        "{output:?}"
+    );
+    check_invariant(&env, "full");
+    std::fs::remove_file(&filler).expect("rm");
+    signal(&daemon, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait_with_output())
+        .await
+        .expect("stops")
+        .expect("wait");
+    assert_eq!(status.status.code(), Some(0));
+
+    // A failing fsync (injected: no filesystem here fails fsync on demand).
+    let requests = env.server.sim.stats().requests;
+    let output = env
+        .command(&["rotate", "--account", "billing"])
+        .env("PWROTD_FAILPOINT", "fsync=eio")
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1), "fsync: {output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("Input/output error"),
+        "{output:?}"
+    );
+    assert_eq!(
+        env.server.sim.stats().requests,
+        requests,
+        "fsync: an API call was made"
+    );
+    check_invariant(&env, "fsync");
+
+    // Space again: everything converges.
+    assert!(env.pwrotd(&["rotate", "--all"]).await.status.success());
+    env.assert_in_sync();
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_reported_without_its_message_and_the_invariant_holds() {
+    let env = Env::new("v1").await;
+    let output = env
+        .command(&["rotate", "--account", "orders-app"])
+        .env("PWROTD_FAILPOINT", "after_pending=panic")
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("internal error (panic)"), "{stderr}");
+    assert!(
+        !stderr.contains("Pw-Secret-1234")
+            && !String::from_utf8_lossy(&output.stdout).contains("Pw-Secret-1234"),
+        "{stderr}"
+    );
+    check_invariant(&env, "after a panic");
+    assert!(
+        env.pwrotd(&["rotate", "--account", "orders-app"])
+            .await
+            .status
+            .success()
+    );
+    check_invariant(&env, "after the panic's restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_accounts_with_20_percent_transient_faults_rotate_exactly_once() {
+    let env = Env::new("v1").await;
+    let mut text = std::fs::read_to_string(&env.config).expect("config");
+    let start = text.find("[[account]]").expect("accounts");
+    text.truncate(start);
+    let text = text
+        .replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nmax_concurrent = 64",
+        )
+        .replace(
+            "timeout = \"3s\"",
+            "timeout = \"10s\"\nrequests_per_second = 100000\nmax_attempts = 10",
+        );
+    let mut accounts = String::new();
+    for i in 0..5000 {
+        accounts.push_str(&format!(
+            "[[account]]\nname = \"acct-{i:04}\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-load{:03}\"\naccount_name = \"user{i:04}\"\n",
+            i % 100
+        ));
+    }
+    std::fs::write(&env.config, format!("{text}{accounts}")).expect("write");
+    let config = Config::load(&env.config).expect("valid");
+    env.server.sim.register_config(&config);
+    env.server.sim.set_fault_rates(FaultRates {
+        throttle: 0.1,
+        server_error: 0.05,
+        lock_timeout: 0.05,
+        ..FaultRates::default()
+    });
+
+    let started = Instant::now();
+    let output = tokio::time::timeout(
+        Duration::from_secs(600),
+        env.command(&["rotate", "--all"]).output(),
+    )
+    .await
+    .expect("5,000 rotations within ten minutes")
+    .expect("run");
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        stdout
+            .lines()
+            .filter(|l| !l.contains(" success "))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(stdout.lines().count(), 5000);
+    let stats = env.server.sim.stats();
+    let faults: u64 = ["Throttling.User", "ServiceUnavailable", "LockTimeout"]
+        .iter()
+        .map(|c| stats.by_code.get(*c).copied().unwrap_or(0))
+        .sum();
+    assert!(faults > 500, "the faults did not happen: {stats:?}");
+    for account in &config.accounts {
+        let live = env
+            .server
+            .sim
+            .account(
+                Service::PolarDb,
+                &account.resource_id,
+                &account.account_name,
+            )
+            .expect("registered");
+        assert_eq!(
+            live.changes, 1,
+            "{} was not rotated exactly once",
+            account.name
+        );
+        let sink = env.sink(&account.name).expect("a sink file");
+        assert_eq!(sink["current"]["version"], 1);
+        assert!(sink["pending"].is_null());
+        assert_eq!(
+            sink["current"]["password"].as_str(),
+            live.password.as_ref().map(|p| p.expose()),
+            "{}",
+            account.name
+        );
+    }
+    println!(
+        "load: 5000 accounts, {faults} injected transient faults, {} API requests, {:.1} s",
+        stats.requests,
+        elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_run_at_trace_with_every_failure_class_leaks_no_password() {
+    let env = Env::new("v3").await;
+    let text = std::fs::read_to_string(&env.config)
+        .expect("config")
+        .replace("every = \"1h\"", "every = \"300ms\"\nkeep_versions = 100")
+        .replace(
+            "retry_after_failure = \"1s\"",
+            "retry_after_failure = \"100ms\"",
+        )
+        .replace("timeout = \"3s\"", "timeout = \"300ms\"");
+    // A permanent failure too: an account on a cluster the simulator does not know.
+    let ghost = "[[account]]\nname = \"ghost\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-ghost\"\naccount_name = \"g\"\n";
+    std::fs::write(&env.config, format!("{text}{ghost}")).expect("write");
+    env.server.sim.set_fault_rates(FaultRates {
+        throttle: 0.15,
+        server_error: 0.1,
+        lock_timeout: 0.1,
+        drop_after_apply: 0.1,
+        garbage: 0.1,
+        latency: Duration::from_millis(2),
+    });
+    let mut daemon = env
+        .command(&["run"])
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    // Drain both pipes while the daemon runs: at trace level it fills a pipe in moments, and a
+    // full pipe would block its logging.
+    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut out).await;
+            }
+            out
+        })
+    };
+    let stdout = drain(daemon.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(daemon.stderr.take().map(|p| Box::new(p) as _));
+    env.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cmdline =
+        std::fs::read(format!("/proc/{}/cmdline", daemon.id().expect("pid"))).expect("cmdline");
+    let metrics = crate::daemon::get(&format!("{}/metrics", env.metrics_url()))
+        .await
+        .1;
+    assert!(
+        metrics.contains("pwrotd_rotations_total"),
+        "the scrape failed"
+    );
+    signal(&daemon, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait())
+        .await
+        .expect("stops")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout.await.expect("stdout")),
+        String::from_utf8_lossy(&stderr.await.expect("stderr"))
+    );
+    let audit = std::fs::read_to_string(env.state_dir().join("audit.jsonl")).expect("audit");
+    let stats = env.server.sim.stats();
+    for code in [
+        "OK",
+        "Throttling.User",
+        "ServiceUnavailable",
+        "LockTimeout",
+        "Dropped",
+        "Garbage",
+        "InvalidDBClusterId.NotFound",
+    ] {
+        assert!(
+            stats.by_code.get(code).copied().unwrap_or(0) > 0,
+            "no {code} happened: {stats:?}"
+        );
+    }
+    assert!(
+        logs.contains("TRACE") && logs.contains("ambiguous"),
+        "trace logging or an ambiguous outcome missing"
+    );
+    let passwords = env.all_passwords();
+    assert!(passwords.len() >= 10, "only {} passwords", passwords.len());
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    for password in &passwords {
+        let encoded = pwrotd::cloud::sign::percent_encode(password);
+        for form in [password.as_str(), encoded.as_str()] {
+            assert!(!logs.contains(form), "a password in the logs");
+            assert!(!audit.contains(form), "a password in the audit log");
+            assert!(!metrics.contains(form), "a password in the metrics");
+            assert!(!cmdline.contains(form), "a password in the arguments");
+        }
+    }
+    for secret in [
+        crate::common::SECRET.to_owned(),
+        pwrotd::cloud::sign::percent_encode(crate::common::SECRET).to_string(),
+    ] {
+        assert!(
+            !logs.contains(&secret) && !metrics.contains(&secret),
+            "the AccessKey secret leaked"
+        );
+    }
+    check_invariant(&env, "after the leak run");
 }

@@ -4,7 +4,9 @@
 mod binaries;
 mod client_sim;
 mod common;
+mod corpus;
 mod daemon;
 mod policy;
 mod reliability;
 mod signing;
+mod transport;

@@ -68,6 +68,7 @@ pub fn client_config(server_url: reqwest::Url, signature: SignatureVersion) -> C
         requests_per_second: 10_000.0,
         backoff_base: Duration::from_millis(1),
         backoff_cap: Duration::from_millis(5),
+        ca_file: None,
     }
 }
 

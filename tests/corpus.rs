@@ -1,0 +1,385 @@
+//! Bad input: a corpus of bad configs (each exits 2 naming its key), bad sink files (each
+//! refused, never overwritten), and fuzzing of the config loader, the sink parser and the reply
+//! classifier over arbitrary bytes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use proptest::prelude::*;
+use pwrotd::config::Config;
+
+const HEAD: &str = "[cloud]\nregion_id = \"cn-hangzhou\"\n";
+const ACCOUNT: &str = "[[account]]\nname = \"a\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-1\"\naccount_name = \"app\"\n";
+
+/// (what, config text, the key its error must name)
+fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
+    let with = |extra: &str| format!("{HEAD}{ACCOUNT}{extra}");
+    vec![
+        (
+            "wrong type",
+            format!("[daemon]\nmax_concurrent = \"four\"\n{HEAD}"),
+            "max_concurrent",
+        ),
+        (
+            "wrong type of a duration",
+            format!("[daemon]\nshutdown_grace = 30\n{HEAD}"),
+            "shutdown_grace",
+        ),
+        (
+            "unknown key",
+            format!("{HEAD}regoin_id = \"x\"\n"),
+            "regoin_id",
+        ),
+        ("unknown table", format!("{HEAD}[clud]\nx = 1\n"), "clud"),
+        ("unknown account key", with("pasword = \"x\"\n"), "pasword"),
+        ("no region", ACCOUNT.to_owned(), "cloud.region_id"),
+        (
+            "length too long",
+            with("[account.password]\nlength = 40\n"),
+            "password.length",
+        ),
+        (
+            "two classes",
+            with("[account.password]\nrequire = [\"upper\", \"lower\"]\n"),
+            "password.require",
+        ),
+        (
+            "unknown class",
+            with("[account.password]\nrequire = [\"upper\", \"lower\", \"emoji\"]\n"),
+            "password.require",
+        ),
+        (
+            "a refused special",
+            with("[account.password]\nspecial = \"!~\"\n"),
+            "password.special",
+        ),
+        (
+            "everything excluded",
+            with("[account.password]\nexclude = \"0123456789\"\n"),
+            "password.exclude",
+        ),
+        (
+            "duplicate names",
+            format!("{HEAD}{ACCOUNT}{}", ACCOUNT.replace("pc-1", "pc-2")),
+            "name",
+        ),
+        ("cron typo", with("cron = \"0 0 3 * * Sundy\"\n"), "cron"),
+        (
+            "cron without seconds",
+            with("cron = \"0 3 * * *\"\n"),
+            "cron",
+        ),
+        (
+            "every and cron",
+            with("every = \"1d\"\ncron = \"0 0 3 * * *\"\n"),
+            "cron",
+        ),
+        ("bad duration", with("every = \"fortnightly\"\n"), "every"),
+        (
+            "http off loopback",
+            format!("{HEAD}[cloud.endpoints]\npolardb = \"http://polardb.aliyuncs.com\"\n"),
+            "cloud.endpoints.polardb",
+        ),
+        (
+            "http to a private address",
+            format!("{HEAD}[cloud.endpoints]\nrds = \"http://10.0.0.8:80\"\n"),
+            "cloud.endpoints.rds",
+        ),
+        (
+            "unknown api",
+            with("").replace("ModifyAccountPassword", "ModifyPassword"),
+            "api",
+        ),
+        (
+            "instance_id on PolarDB",
+            with("instance_id = \"rm-1\"\n"),
+            "instance_id",
+        ),
+        (
+            "grants on RDS",
+            format!(
+                "{HEAD}[[account]]\nname = \"r\"\napi = \"ResetAccountPassword\"\ninstance_id = \"rm-1\"\naccount_name = \"u\"\ngrants = [{{ db = \"d\", privilege = \"ReadOnly\" }}]\n"
+            ),
+            "grants",
+        ),
+        (
+            "bad privilege",
+            with("grants = [{ db = \"d\", privilege = \"All\" }]\n"),
+            "grants.privilege",
+        ),
+        (
+            "bad name",
+            with("").replace("name = \"a\"", "name = \"../etc/passwd\""),
+            "name",
+        ),
+        (
+            "relative state_dir",
+            format!("[daemon]\nstate_dir = \"state\"\n{HEAD}"),
+            "daemon.state_dir",
+        ),
+        (
+            "bad listen address",
+            format!("[daemon]\nmetrics_listen = \"everywhere\"\n{HEAD}"),
+            "daemon.metrics_listen",
+        ),
+        (
+            "zero concurrency",
+            format!("[daemon]\nmax_concurrent = 0\n{HEAD}"),
+            "daemon.max_concurrent",
+        ),
+        (
+            "bad log format",
+            format!("[daemon]\nlog_format = \"xml\"\n{HEAD}"),
+            "daemon.log_format",
+        ),
+        (
+            "bad signature",
+            format!("{HEAD}signature = \"v2\"\n"),
+            "cloud.signature",
+        ),
+        (
+            "zero rate",
+            format!("{HEAD}requests_per_second = 0.0\n"),
+            "cloud.requests_per_second",
+        ),
+        (
+            "negative keep_versions",
+            with("keep_versions = -1\n"),
+            "keep_versions",
+        ),
+        (
+            "world-readable render",
+            with("render = [{ format = \"env\", path = \"/run/a.env\", mode = \"0644\" }]\n"),
+            "render.mode",
+        ),
+        ("not TOML", "[cloud\nregion_id = ".to_owned(), ""),
+        ("binary junk", "\u{0}\u{1}\u{2}\u{fffd}".to_owned(), ""),
+    ]
+}
+
+#[test]
+fn every_bad_config_exits_2_naming_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = bad_configs();
+    assert!(corpus.len() >= 30);
+    for (what, text, key) in corpus {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, &text).expect("write");
+        let output = Command::new(env!("CARGO_BIN_EXE_pwrotd"))
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("run pwrotd check");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{what}: the error does not name {key:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("bad.toml:"),
+            "{what}: no file and line: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn an_inline_secret_in_a_loose_file_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("loose.toml");
+    std::fs::write(&path, format!("{HEAD}[cloud.credentials]\naccess_key_id = \"LTAI\"\naccess_key_secret = \"hunter2-secret\"\n")).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let output = Command::new(env!("CARGO_BIN_EXE_pwrotd"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cloud.credentials") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+}
+
+fn account() -> pwrotd::config::Account {
+    Config::parse(&format!("{HEAD}{ACCOUNT}"), Path::new("t.toml"))
+        .expect("valid")
+        .accounts
+        .remove(0)
+}
+
+const GOOD_SINK: &str = r#"{"format":1,"account":"a","api":"ModifyAccountPassword","resource_id":"pc-1","account_name":"app",
+"current":{"version":1,"username":"app","password":"Ab1!Ab1!Ab1!","created_time":"2026-11-23T03:00:00Z","request_id":"R"},
+"pending":null,"previous":[]}"#;
+
+#[test]
+fn every_bad_sink_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    let secrets = state.join("secrets");
+    std::fs::create_dir_all(&secrets).expect("mkdir");
+    let path = secrets.join("a.json");
+    let uid = nix::unistd::geteuid().as_raw();
+    let account = account();
+
+    let write = |text: &str, mode: u32| {
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    write(GOOD_SINK, 0o600);
+    assert!(
+        pwrotd::sink::read_secret(state, &account, uid)
+            .expect("good")
+            .is_some()
+    );
+
+    let cases: [(&str, String, u32, &str); 8] = [
+        (
+            "truncated",
+            GOOD_SINK[..GOOD_SINK.len() / 2].to_owned(),
+            0o600,
+            "SinkCorrupt",
+        ),
+        ("empty", String::new(), 0o600, "SinkCorrupt"),
+        (
+            "wrong format",
+            GOOD_SINK.replace("\"format\":1", "\"format\":7"),
+            0o600,
+            "SinkCorrupt",
+        ),
+        (
+            "unknown field",
+            GOOD_SINK.replace("\"pending\":null", "\"pending\":null,\"extra\":1"),
+            0o600,
+            "SinkCorrupt",
+        ),
+        (
+            "another resource",
+            GOOD_SINK.replace("pc-1", "pc-9"),
+            0o600,
+            "SinkMismatch",
+        ),
+        (
+            "group-readable",
+            GOOD_SINK.to_owned(),
+            0o640,
+            "SinkPermissions",
+        ),
+        (
+            "world-writable",
+            GOOD_SINK.to_owned(),
+            0o602,
+            "SinkPermissions",
+        ),
+        (
+            "a password where a number goes",
+            GOOD_SINK.replace("\"version\":1", "\"version\":\"Ab1!Ab1!Ab1!\""),
+            0o600,
+            "SinkCorrupt",
+        ),
+    ];
+    for (what, text, mode, code) in cases {
+        write(&text, mode);
+        let err = pwrotd::sink::read_secret(state, &account, uid).expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {err}");
+        assert!(
+            !err.to_string().contains("Ab1!Ab1!Ab1!"),
+            "{what}: the error quotes a password: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            text,
+            "{what}: changed"
+        );
+    }
+
+    // Wrong owner (root can give the file away; others cannot run this case).
+    write(GOOD_SINK, 0o600);
+    if uid == 0 {
+        std::os::unix::fs::chown(&path, Some(4242), None).expect("chown");
+        let err = pwrotd::sink::read_secret(state, &account, 1000).expect_err("owner");
+        assert_eq!(err.code(), "SinkPermissions", "{err}");
+    }
+
+    // A symlink, even to a good file, and a directory.
+    let target = state.join("elsewhere.json");
+    std::fs::write(&target, GOOD_SINK).expect("write");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::remove_file(&path).expect("rm");
+    std::os::unix::fs::symlink(&target, &path).expect("symlink");
+    assert_eq!(
+        pwrotd::sink::read_secret(state, &account, uid)
+            .expect_err("symlink")
+            .code(),
+        "SinkNotAFile"
+    );
+    std::fs::remove_file(&path).expect("rm");
+    std::fs::create_dir(&path).expect("mkdir");
+    assert_eq!(
+        pwrotd::sink::read_secret(state, &account, uid)
+            .expect_err("dir")
+            .code(),
+        "SinkNotAFile"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// The config loader on arbitrary text: a value or problems, never a panic.
+    #[test]
+    fn fuzz_config_loader(text in "\\PC{0,400}") {
+        let _ = Config::parse(&text, Path::new("fuzz.toml"));
+    }
+
+    /// The config loader on mutations of a valid config: still never a panic, and every
+    /// problem names a line within the file.
+    #[test]
+    fn fuzz_config_mutations(cut in 0usize..400, insert in "[ -~\n]{0,12}") {
+        let valid = format!("[daemon]\nmax_concurrent = 4\n{HEAD}[defaults]\nevery = \"30d\"\n{ACCOUNT}grants = [{{ db = \"d\", privilege = \"ReadOnly\" }}]\n");
+        let at = cut.min(valid.len());
+        let text = format!("{}{insert}{}", &valid[..at], &valid[at..]);
+        if let Err(e) = Config::parse(&text, Path::new("fuzz.toml")) {
+            let lines = text.lines().count() + 1;
+            for p in e.problems {
+                prop_assert!(p.line <= lines, "line {} beyond the file's {}", p.line, lines);
+            }
+        }
+    }
+
+    /// The sink parser on arbitrary bytes: refused as corrupt (or accepted), never a panic.
+    #[test]
+    fn fuzz_sink_parser(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
+        let path = dir.path().join("secrets/a.json");
+        std::fs::write(&path, &bytes).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let uid = nix::unistd::geteuid().as_raw();
+        if let Err(e) = pwrotd::sink::read_secret(dir.path(), &account(), uid) {
+            prop_assert_eq!(e.code(), "SinkCorrupt");
+        }
+    }
+
+    /// The sink parser on mutations of a valid file.
+    #[test]
+    fn fuzz_sink_mutations(cut in 0usize..400, insert in "[ -~]{0,8}") {
+        let at = cut.min(GOOD_SINK.len());
+        let text = format!("{}{insert}{}", &GOOD_SINK[..at], &GOOD_SINK[at..]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
+        let path = dir.path().join("secrets/a.json");
+        std::fs::write(&path, &text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let uid = nix::unistd::geteuid().as_raw();
+        if let Err(e) = pwrotd::sink::read_secret(dir.path(), &account(), uid) {
+            prop_assert!(["SinkCorrupt", "SinkMismatch"].contains(&e.code()), "{}", e);
+        }
+    }
+}
