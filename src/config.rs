@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -26,7 +27,8 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: Daemon,
     pub cloud: Cloud,
-    pub accounts: Vec<Account>,
+    /// Shared with the scheduler and the rotations, never copied.
+    pub accounts: Vec<Arc<Account>>,
 }
 
 /// `[daemon]`.
@@ -121,7 +123,8 @@ pub struct Account {
     pub jitter: Duration,
     pub retry_after_failure: Duration,
     pub keep_versions: usize,
-    pub policy: Policy,
+    /// Shared between accounts with the same policy.
+    pub policy: Arc<Policy>,
     /// Files written for applications after each success.
     pub render: Vec<Render>,
 }
@@ -320,14 +323,28 @@ struct RawGrant {
 // Validation.
 
 /// Collects problems while validating.
-struct Check<'a> {
-    src: &'a str,
+struct Check {
+    /// The byte offset where each line starts, to turn spans into line numbers in O(log n).
+    line_starts: Vec<usize>,
     problems: Vec<Problem>,
+    /// Policies already built, so that accounts with the same policy share one.
+    policies: std::collections::HashMap<(usize, Vec<Class>, String, String), Arc<Policy>>,
 }
 
-impl Check<'_> {
+impl Check {
+    fn new(src: &str) -> Check {
+        let line_starts = std::iter::once(0)
+            .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Check {
+            line_starts,
+            problems: Vec::new(),
+            policies: std::collections::HashMap::new(),
+        }
+    }
+
     fn line(&self, offset: usize) -> usize {
-        self.src[..offset.min(self.src.len())].matches('\n').count() + 1
+        self.line_starts.partition_point(|&start| start <= offset)
     }
 
     fn at<T>(&mut self, value: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
@@ -429,10 +446,7 @@ impl Config {
             path: path.to_owned(),
             problems,
         };
-        let mut check = Check {
-            src,
-            problems: Vec::new(),
-        };
+        let mut check = Check::new(src);
         let raw: RawFile = match toml::from_str(src) {
             Ok(raw) => raw,
             Err(e) => {
@@ -479,7 +493,7 @@ impl Config {
                         ),
                     );
                 }
-                accounts.push(a);
+                accounts.push(Arc::new(a));
             }
         }
         if !check.problems.is_empty() {
@@ -493,7 +507,7 @@ impl Config {
         })
     }
 
-    pub fn account(&self, name: &str) -> Option<&Account> {
+    pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
         self.accounts.iter().find(|a| a.name == name)
     }
 }
@@ -523,7 +537,7 @@ fn key_at(src: &str, offset: usize) -> String {
     }
 }
 
-fn validate_daemon(check: &mut Check<'_>, raw: &RawDaemon) -> Daemon {
+fn validate_daemon(check: &mut Check, raw: &RawDaemon) -> Daemon {
     let state_dir = match &raw.state_dir {
         Some(dir) if !Path::new(dir.get_ref()).is_absolute() => {
             check.at(
@@ -582,7 +596,7 @@ fn validate_daemon(check: &mut Check<'_>, raw: &RawDaemon) -> Daemon {
     }
 }
 
-fn validate_cloud(check: &mut Check<'_>, raw: &RawCloud) -> Cloud {
+fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cloud {
     let mut client = ClientConfig::default();
     match &raw.region_id {
         Some(r) if !r.get_ref().is_empty() => client.region_id = r.get_ref().clone(),
@@ -700,7 +714,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn validate_account(
-    check: &mut Check<'_>,
+    check: &mut Check,
     index: usize,
     raw: &Spanned<RawAccount>,
     defaults: &RawSchedule,
@@ -888,7 +902,7 @@ fn validate_account(
     })
 }
 
-fn validate_render(check: &mut Check<'_>, raw: &Spanned<RawRender>, key: &str) -> Option<Render> {
+fn validate_render(check: &mut Check, raw: &Spanned<RawRender>, key: &str) -> Option<Render> {
     let before = check.problems.len();
     let r = raw.get_ref();
     let format = match r.format.as_str() {
@@ -959,12 +973,7 @@ fn validate_render(check: &mut Check<'_>, raw: &Spanned<RawRender>, key: &str) -
     })
 }
 
-fn required(
-    check: &mut Check<'_>,
-    value: &Option<Spanned<String>>,
-    key: &str,
-    line: usize,
-) -> String {
+fn required(check: &mut Check, value: &Option<Spanned<String>>, key: &str, line: usize) -> String {
     match value {
         Some(v) if !v.get_ref().trim().is_empty() => v.get_ref().clone(),
         Some(v) => {
@@ -978,7 +987,7 @@ fn required(
     }
 }
 
-fn schedule(check: &mut Check<'_>, s: &RawSchedule, prefix: &str) -> Schedule {
+fn schedule(check: &mut Check, s: &RawSchedule, prefix: &str) -> Schedule {
     if let Some(cron) = &s.cron {
         return match Cron::parse(cron.get_ref()) {
             Ok(parsed) => Schedule::Cron(Box::new(parsed)),
@@ -1007,22 +1016,23 @@ fn schedule(check: &mut Check<'_>, s: &RawSchedule, prefix: &str) -> Schedule {
 }
 
 fn policy(
-    check: &mut Check<'_>,
+    check: &mut Check,
     own: &RawPolicy,
     default: &RawPolicy,
     key: &str,
     line: usize,
-) -> Option<Policy> {
+) -> Option<Arc<Policy>> {
     let length = own.length.as_ref().or(default.length.as_ref());
     let require = own.require.as_ref().or(default.require.as_ref());
     let special = own.special.as_ref().or(default.special.as_ref());
     let exclude = own.exclude.as_ref().or(default.exclude.as_ref());
-    let line_of = |check: &Check<'_>, name: &str| {
+    let (special_span, exclude_span) = (special.map(|v| v.span()), exclude.map(|v| v.span()));
+    let line_of = |check: &Check, name: &str| {
         let span = match name {
             "length" => length.map(|v| v.span()),
             "require" => require.map(|v| v.span()),
-            "special" => special.map(|v| v.span()),
-            _ => exclude.map(|v| v.span()),
+            "special" => special_span.clone(),
+            _ => exclude_span.clone(),
         };
         span.map_or(line, |s| check.line(s.start))
     };
@@ -1043,14 +1053,23 @@ fn policy(
     }
     let length = length.map_or(password::DEFAULT_LENGTH as i64, |l| *l.get_ref());
     let length = usize::try_from(length).unwrap_or(0);
-    let result = Policy::new(
+    let special = special.map_or(password::SPECIALS, |s| s.get_ref());
+    let exclude = exclude.map_or("", |s| s.get_ref());
+    let cache_key = (
         length,
-        &classes,
-        special.map_or(password::SPECIALS, |s| s.get_ref()),
-        exclude.map_or("", |s| s.get_ref()),
+        classes.clone(),
+        special.to_owned(),
+        exclude.to_owned(),
     );
-    match result {
-        Ok(p) => Some(p),
+    if let Some(shared) = check.policies.get(&cache_key) {
+        return Some(shared.clone());
+    }
+    match Policy::new(length, &classes, special, exclude) {
+        Ok(p) => {
+            let shared = Arc::new(p);
+            check.policies.insert(cache_key, shared.clone());
+            Some(shared)
+        }
         Err(errors) => {
             for e in errors {
                 let line = line_of(check, e.key);

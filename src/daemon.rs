@@ -220,7 +220,7 @@ fn initial_states(
                     Initial::default()
                 }
             };
-            (Arc::new(account.clone()), initial)
+            (account.clone(), initial)
         })
         .collect()
 }

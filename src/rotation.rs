@@ -85,7 +85,7 @@ fn client_token(account: &str, version: u64, created_time: &str) -> String {
 impl Rotator {
     /// Rotates one account now. The caller guarantees no other rotation of the same account
     /// runs at the same time.
-    pub async fn rotate(&self, account: &Account) -> Report {
+    pub async fn rotate(&self, account: &Arc<Account>) -> Report {
         let started = Instant::now();
         let report = self.rotate_inner(account, started).await;
         self.metrics
@@ -116,7 +116,7 @@ impl Rotator {
         report
     }
 
-    async fn rotate_inner(&self, account: &Account, started: Instant) -> Report {
+    async fn rotate_inner(&self, account: &Arc<Account>, started: Instant) -> Report {
         let mut report = Report {
             account: account.name.clone(),
             outcome: Outcome::Failure,
@@ -133,7 +133,8 @@ impl Rotator {
         };
 
         // 1. Resolve a pending password first; otherwise write a new one as pending.
-        let mut file = match self.sink.load(account) {
+        let load = account.clone();
+        let mut file = match self.io(move |sink| sink.load(&load)).await {
             Ok(Some(file)) => file,
             Ok(None) => SecretFile::new(account),
             Err(e) => return refuse(report, &e),
@@ -161,7 +162,8 @@ impl Rotator {
                     created_time,
                 };
                 file.pending = Some(pending.clone());
-                if let Err(e) = self.sink.store(&file) {
+                let durable = file.clone();
+                if let Err(e) = self.io(move |sink| sink.store_pending(&durable)).await {
                     return refuse(report, &e);
                 }
                 failpoint::crash("after_pending");
@@ -184,7 +186,7 @@ impl Rotator {
         let result = self.client.call(&op).await;
         let hmac = self.sink.password_hmac(&pending.password);
         let mut audit = AuditRecord {
-            time: timestamp(SystemTime::now()),
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             account: account.name.clone(),
             api: account.api.as_str().to_owned(),
             resource_id: account.resource_id.clone(),
@@ -205,7 +207,7 @@ impl Rotator {
                 audit.request_id = Some(reply.request_id.clone());
                 audit.attempts = reply.attempts;
                 file.promote(reply.request_id.clone(), account.keep_versions);
-                if let Err(e) = self.sink.store(&file) {
+                if let Err(e) = self.store(&file).await {
                     // The password is live and durably `pending`: the invariant holds, and the
                     // next attempt re-applies it and promotes.
                     report.outcome = Outcome::Pending;
@@ -215,7 +217,8 @@ impl Rotator {
                          it stays pending and is re-applied next time",
                         pending.version, reply.request_id
                     );
-                    self.write_audit(audit, "pending", report.error_code.clone(), started);
+                    self.write_audit(audit, "pending", report.error_code.clone(), started)
+                        .await;
                     return report;
                 }
                 self.track_pending(&account.name, false);
@@ -234,10 +237,14 @@ impl Rotator {
                     reply.attempts,
                     if reply.attempts == 1 { "" } else { "s" }
                 );
-                self.write_audit(audit, "success", None, started);
+                self.write_audit(audit, "success", None, started).await;
                 failpoint::crash("before_render");
                 if let Some(current) = &file.current {
-                    let errors = sink::render(account, current);
+                    let (render, current) = (account.clone(), current.clone());
+                    let errors = self
+                        .io(move |_| Ok(sink::render(&render, &current)))
+                        .await
+                        .unwrap_or_else(|e| vec![e]);
                     if !errors.is_empty() {
                         // The database and the sink agree; an application's file is stale. Fail
                         // loudly, so the account is retried and the failure shows in metrics.
@@ -274,13 +281,14 @@ impl Rotator {
                 self.failed(
                     account, file, &pending, inherited, error, audit, report, started,
                 )
+                .await
             }
         }
     }
 
     /// Steps 4 and 5: decide what a failure means for the pending password.
     #[allow(clippy::too_many_arguments)]
-    fn failed(
+    async fn failed(
         &self,
         account: &Account,
         mut file: SecretFile,
@@ -297,7 +305,7 @@ impl Rotator {
         if nothing_applied && !inherited {
             // 4. This attempt created the pending password and provably never applied it.
             file.pending = None;
-            match self.sink.store(&file) {
+            match self.store(&file).await {
                 Ok(()) => {
                     self.track_pending(&account.name, false);
                     report.pending = false;
@@ -312,7 +320,8 @@ impl Rotator {
                     );
                 }
             }
-            self.write_audit(audit, "failure", Some(code), started);
+            self.write_audit(audit, "failure", Some(code), started)
+                .await;
         } else {
             // 5. The pending password may be live: keep it and re-apply it next time.
             report.outcome = Outcome::Pending;
@@ -327,12 +336,13 @@ impl Rotator {
                     pending.version
                 )
             };
-            self.write_audit(audit, "pending", Some(code), started);
+            self.write_audit(audit, "pending", Some(code), started)
+                .await;
         }
         report
     }
 
-    fn write_audit(
+    async fn write_audit(
         &self,
         mut record: AuditRecord,
         outcome: &str,
@@ -342,12 +352,40 @@ impl Rotator {
         record.outcome = outcome.to_owned();
         record.error_code = error_code;
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if let Err(e) = self.sink.audit(&record) {
-            tracing::error!(account = %record.account, "cannot write the audit log: {e}");
+        let account = record.account.clone();
+        if let Err(e) = self.io(move |sink| sink.audit(&record)).await {
+            tracing::error!(account = %account, "cannot write the audit log: {e}");
         }
     }
 
     /// Keeps `pwrotd_pending_rotations` equal to the number of accounts with a pending password.
+    /// Runs sink I/O (fsync included) on the blocking pool, so that rotations waiting on disk
+    /// do not hold the runtime's few worker threads.
+    async fn io<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Sink) -> Result<T, SinkError> + Send + 'static,
+    ) -> Result<T, SinkError> {
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || f(&sink))
+            .await
+            .unwrap_or_else(|e| {
+                let what = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                Err(SinkError::Io {
+                    path: self.sink.state_dir().to_owned(),
+                    source: std::io::Error::other(format!("the sink I/O task {what}")),
+                })
+            })
+    }
+
+    async fn store(&self, file: &SecretFile) -> Result<(), SinkError> {
+        let file = file.clone();
+        self.io(move |sink| sink.store(&file)).await
+    }
+
     fn track_pending(&self, account: &str, pending: bool) {
         let mut set = self.pending_set();
         let changed = if pending {

@@ -10,7 +10,7 @@
 //! `retry_after_failure`, doubling up to the schedule's period. At most `max_concurrent`
 //! rotations run at once, and one account never rotates twice at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -163,6 +163,8 @@ struct Waiting {
 /// The scheduling loop's state.
 pub struct Scheduler {
     slots: BTreeMap<String, Slot>,
+    /// The idle accounts by due time: the next one to start is always the first.
+    queue: BTreeSet<(SystemTime, String)>,
     rotate: Arc<dyn Rotate>,
     clock: Clock,
     max_concurrent: usize,
@@ -183,6 +185,7 @@ impl Scheduler {
     ) -> Scheduler {
         let mut scheduler = Scheduler {
             slots: BTreeMap::new(),
+            queue: BTreeSet::new(),
             rotate,
             clock,
             max_concurrent: max_concurrent.max(1),
@@ -218,8 +221,13 @@ impl Scheduler {
         self.slots.iter().map(|(n, s)| (n.clone(), s.due)).collect()
     }
 
+    /// Moves an account's due time, keeping the queue in step for an idle account.
     fn set_due(&mut self, name: &str, due: SystemTime) {
         if let Some(slot) = self.slots.get_mut(name) {
+            if !slot.in_flight {
+                self.queue.remove(&(slot.due, name.to_owned()));
+                self.queue.insert((due, name.to_owned()));
+            }
             slot.due = due;
         }
         if let Some(m) = &self.metrics {
@@ -260,6 +268,11 @@ impl Scheduler {
                 self.deliver(id, &name, removed_report(&name));
             }
         }
+        self.queue = slots
+            .iter()
+            .filter(|(_, s)| !s.in_flight)
+            .map(|(n, s)| (s.due, n.clone()))
+            .collect();
         self.slots = slots;
         if let Some(m) = &self.metrics {
             m.accounts
@@ -323,17 +336,16 @@ impl Scheduler {
     /// Starts due accounts, earliest first, up to `max_concurrent` in flight.
     fn start_due(&mut self) {
         let now = self.clock.now();
-        let mut due: Vec<(SystemTime, String)> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| !s.in_flight && s.due <= now)
-            .map(|(n, s)| (s.due, n.clone()))
-            .collect();
-        due.sort();
-        for (_, name) in due {
-            if self.tasks.len() >= self.max_concurrent {
+        while self.tasks.len() < self.max_concurrent {
+            let Some((due, _)) = self.queue.first() else {
+                break;
+            };
+            if *due > now {
                 break;
             }
+            let Some((_, name)) = self.queue.pop_first() else {
+                break;
+            };
             let Some(slot) = self.slots.get_mut(&name) else {
                 continue;
             };
@@ -352,12 +364,7 @@ impl Scheduler {
         if self.tasks.len() >= self.max_concurrent {
             return None;
         }
-        self.slots
-            .values()
-            .filter(|s| !s.in_flight)
-            .map(|s| s.due)
-            .min()
-            .map(|due| self.clock.instant(due))
+        self.queue.first().map(|(due, _)| self.clock.instant(*due))
     }
 
     fn finished(&mut self, done: Result<(tokio::task::Id, Report), tokio::task::JoinError>) {
@@ -498,12 +505,7 @@ mod tests {
         let src = format!(
             "[cloud]\nregion_id = \"r\"\n[defaults]\njitter = \"10m\"\nretry_after_failure = \"5m\"\n{extra}"
         );
-        Config::parse(&src, Path::new("t.toml"))
-            .unwrap()
-            .accounts
-            .into_iter()
-            .map(Arc::new)
-            .collect()
+        Config::parse(&src, Path::new("t.toml")).unwrap().accounts
     }
 
     fn account(name: &str, schedule: &str) -> String {

@@ -167,12 +167,20 @@ pub struct AuditRecord {
     pub password_hmac: Option<String>,
 }
 
+/// The audit log and how many lines have been written to it.
+struct AuditLog {
+    file: File,
+    written: u64,
+}
+
 /// The state directory: secret files, the audit log and its key.
 pub struct Sink {
     state_dir: PathBuf,
     secrets: PathBuf,
     audit_key: Zeroizing<Vec<u8>>,
-    audit: Mutex<File>,
+    audit: Mutex<AuditLog>,
+    /// How many audit lines are known to be on disk.
+    audit_synced: Mutex<u64>,
     uid: u32,
 }
 
@@ -254,7 +262,11 @@ impl Sink {
             state_dir: state_dir.to_owned(),
             secrets,
             audit_key,
-            audit: Mutex::new(audit),
+            audit: Mutex::new(AuditLog {
+                file: audit,
+                written: 0,
+            }),
+            audit_synced: Mutex::new(0),
             uid: nix::unistd::geteuid().as_raw(),
         })
     }
@@ -273,18 +285,27 @@ impl Sink {
         read_secret(&self.state_dir, account, self.uid)
     }
 
-    /// Writes an account's secret file atomically and durably, mode 0600.
+    /// Writes an account's secret file holding a new `pending` password: atomically, with the
+    /// file and the directory fsynced, so that it survives a crash before the API call.
+    pub fn store_pending(&self, file: &SecretFile) -> Result<(), SinkError> {
+        self.write_secret(file, true)
+    }
+
+    /// Writes an account's secret file after an outcome (a promotion, a cleared pending):
+    /// atomically, with the file fsynced but not the directory. If a crash loses the rename,
+    /// the directory still shows the state [`Sink::store_pending`] made durable, whose
+    /// `pending` is then re-applied: safe, and one fsync cheaper per write.
     pub fn store(&self, file: &SecretFile) -> Result<(), SinkError> {
+        self.write_secret(file, false)
+    }
+
+    fn write_secret(&self, file: &SecretFile, sync_dir: bool) -> Result<(), SinkError> {
         let json = Zeroizing::new(serde_json::to_vec_pretty(file).map_err(|e| SinkError::Io {
             path: self.path(&file.account),
             source: io::Error::other(e),
         })?);
-        write_atomic(
-            &self.secrets,
-            &format!("{}.json", file.account),
-            &json,
-            0o600,
-        )
+        let name = format!("{}.json", file.account);
+        write_file(&self.secrets, &name, &json, 0o600, None, sync_dir)
     }
 
     /// `hmac-sha256:<hex>` of a password under the audit key.
@@ -295,15 +316,30 @@ impl Sink {
         format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
     }
 
-    /// Appends one line to `audit.jsonl` and syncs it.
+    /// Appends one line to `audit.jsonl` and returns once it is synced. Lines written at the
+    /// same time share one fdatasync (group commit): only the first writer syncs, for all.
     pub fn audit(&self, record: &AuditRecord) -> Result<(), SinkError> {
         let path = self.state_dir.join("audit.jsonl");
         let mut line =
             serde_json::to_vec(record).map_err(|e| io_error(&path)(io::Error::other(e)))?;
         line.push(b'\n');
-        let mut file = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&line).map_err(io_error(&path))?;
-        file.sync_data().map_err(io_error(&path))
+        let ticket = {
+            let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+            log.file.write_all(&line).map_err(io_error(&path))?;
+            log.written += 1;
+            log.written
+        };
+        // Whoever takes the sync lock first syncs every line written so far.
+        let mut synced = self.audit_synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced < ticket {
+            let (file, upto) = {
+                let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+                (log.file.try_clone().map_err(io_error(&path))?, log.written)
+            };
+            file.sync_data().map_err(io_error(&path))?;
+            *synced = upto;
+        }
+        Ok(())
     }
 }
 
@@ -392,7 +428,7 @@ pub fn read_secret(
 /// over the target, fsync of `dir`. On failure the target is untouched and the temporary file
 /// is removed.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), SinkError> {
-    write_atomic_owned(dir, name, contents, mode, None)
+    write_file(dir, name, contents, mode, None, true)
 }
 
 /// [`write_atomic`], giving the file to group `gid` before it replaces the target, so that
@@ -404,11 +440,30 @@ pub fn write_atomic_owned(
     mode: u32,
     gid: Option<u32>,
 ) -> Result<(), SinkError> {
+    write_file(dir, name, contents, mode, gid, true)
+}
+
+/// The atomic write; `sync_dir` says whether the rename itself must be durable on return.
+fn write_file(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    mode: u32,
+    gid: Option<u32>,
+    sync_dir: bool,
+) -> Result<(), SinkError> {
     let target = dir.join(name);
-    let token =
-        random::hex_token::<8>().map_err(|e| io_error(&target)(io::Error::other(e.to_string())))?;
-    let temp = dir.join(format!(".{name}.{token}.tmp"));
-    remove_stale_temps(dir, name);
+    // One name per target: only one process writes a target (the state lock), so a file by
+    // this name can only be left over from a crash between write and rename. Unlinking does
+    // not follow a symlink, and `create_new` refuses to write through one.
+    let temp = dir.join(format!(".{name}.tmp"));
+    match fs::remove_file(&temp) {
+        Ok(()) => {
+            tracing::info!(path = %temp.display(), "removed a temporary file left by a crash")
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&temp)(e)),
+    }
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -428,6 +483,9 @@ pub fn write_atomic_owned(
         drop(file);
         failpoint::crash("before_rename");
         fs::rename(&temp, &target).map_err(io_error(&target))?;
+        if !sync_dir {
+            return Ok(());
+        }
         failpoint::io("fsync").map_err(io_error(dir))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -437,25 +495,6 @@ pub fn write_atomic_owned(
         let _ = fs::remove_file(&temp);
     }
     result
-}
-
-/// Removes temporary files an earlier process left behind when it died between writing and
-/// renaming. Only one process writes a given target (the state lock), so none is in use.
-fn remove_stale_temps(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
-        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
-            tracing::info!(path = %entry.path().display(), "removing a temporary file left by a crash");
-            let _ = fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// Writes an account's render files from its current version. Returns every failure.

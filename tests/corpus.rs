@@ -206,7 +206,7 @@ fn an_inline_secret_in_a_loose_file_exits_2() {
     );
 }
 
-fn account() -> pwrotd::config::Account {
+fn account() -> std::sync::Arc<pwrotd::config::Account> {
     Config::parse(&format!("{HEAD}{ACCOUNT}"), Path::new("t.toml"))
         .expect("valid")
         .accounts

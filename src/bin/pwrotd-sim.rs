@@ -41,6 +41,10 @@ struct Args {
     /// Probability that a change is applied and the reply is not JSON.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     garbage: f64,
+    /// Accept replayed nonces, so that an HTTP load generator can replay pre-signed requests
+    /// (benchmarks only). Every other check stays on.
+    #[arg(long)]
+    allow_nonce_replay: bool,
     /// Delay before every reply, after the change is applied, like "200ms".
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -71,6 +75,7 @@ async fn main() -> ExitCode {
     };
     let sim = Sim::new(args.access_key_id.clone(), args.access_key_secret.clone());
     sim.register_config(&config);
+    sim.allow_nonce_replay(args.allow_nonce_replay);
     sim.set_fault_rates(FaultRates {
         throttle: args.throttle,
         server_error: args.server_error,

@@ -126,6 +126,8 @@ struct State {
     scripted: VecDeque<Fault>,
     rates: FaultRates,
     stats: Stats,
+    /// Accept a replayed nonce: only for load generators that replay pre-signed requests.
+    allow_nonce_replay: bool,
 }
 
 impl State {
@@ -262,6 +264,12 @@ impl Sim {
         self.account(service, resource_id, account_name)
             .and_then(|a| a.password)
             .is_some_and(|live| crate::cloud::sign::signatures_match(live.expose(), password))
+    }
+
+    /// Lets a nonce be reused, so that a load generator can replay pre-signed requests. Every
+    /// other check stays on. Never for a test of the client.
+    pub fn allow_nonce_replay(&self, allow: bool) {
+        self.lock().allow_nonce_replay = allow;
     }
 
     /// Replaces the random fault rates.
@@ -430,6 +438,9 @@ impl Sim {
             if let Some((_, old)) = state.nonce_order.pop_front() {
                 state.nonces.remove(&old);
             }
+        }
+        if state.allow_nonce_replay {
+            return Ok(());
         }
         if state.nonces.contains_key(nonce) {
             return Err(SimError::new(
