@@ -207,7 +207,7 @@ fn initial_states(
                         tracing::warn!(account = %account.name, "a pending password from an earlier run will be re-applied first");
                     }
                     if let Some(at) = file.last_success() {
-                        Metrics::set_time(&rotator.metrics.last_success, &account.name, at);
+                        rotator.metrics.set_last_success(&account.name, at);
                     }
                     Initial {
                         last_success: file.last_success(),

@@ -100,7 +100,7 @@ impl Rotator {
             .with_label_values(&[account.name.as_str(), outcome])
             .inc();
         if let Some(at) = report.last_success {
-            Metrics::set_time(&self.metrics.last_success, &account.name, at);
+            self.metrics.set_last_success(&account.name, at);
         }
         match report.outcome {
             Outcome::Success => {

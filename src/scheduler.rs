@@ -205,7 +205,7 @@ impl Scheduler {
             .accounts
             .set(i64::try_from(self.slots.len()).unwrap_or(i64::MAX));
         for (name, slot) in &self.slots {
-            Metrics::set_time(&metrics.next_rotation, name, slot.due);
+            metrics.set_next_rotation(name, slot.due);
         }
         self.metrics = Some(metrics);
         self
@@ -231,7 +231,7 @@ impl Scheduler {
             slot.due = due;
         }
         if let Some(m) = &self.metrics {
-            Metrics::set_time(&m.next_rotation, name, due);
+            m.set_next_rotation(name, due);
         }
     }
 
@@ -278,7 +278,7 @@ impl Scheduler {
             m.accounts
                 .set(i64::try_from(self.slots.len()).unwrap_or(i64::MAX));
             for (name, slot) in &self.slots {
-                Metrics::set_time(&m.next_rotation, name, slot.due);
+                m.set_next_rotation(name, slot.due);
             }
         }
     }

@@ -171,7 +171,7 @@ fn genpass_refuses_an_impossible_length() {
 fn check_prints_the_plan_or_every_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, common::CONFIG).expect("write");
+    std::fs::write(&good, common::config_text()).expect("write");
     let output = pwrotd()
         .arg("check")
         .arg("--config")
@@ -253,7 +253,7 @@ impl Drop for Reaper {
 async fn the_sim_binary_serves_the_client() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("sim.toml");
-    std::fs::write(&config, common::CONFIG).expect("write");
+    std::fs::write(&config, common::config_text()).expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pwrotd-sim"))
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&config)

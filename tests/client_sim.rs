@@ -11,7 +11,7 @@ use pwrotd::cloud::{
 };
 use pwrotd::password::{Password, Policy};
 use pwrotd::sim::{Fault, FaultRates};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::common::{self, BOTH, KEY_ID, SECRET};
 
@@ -466,27 +466,7 @@ async fn a_refused_connection_is_transient() {
 /// Reads one HTTP request from a raw loopback listener and answers it with `reply`.
 async fn capture_one(listener: &tokio::net::TcpListener, reply: &str) -> String {
     let (mut stream, _) = listener.accept().await.expect("accept");
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).await.expect("read");
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if raw.len() >= end + 4 + length {
-                break;
-            }
-        }
-        assert!(n > 0, "connection closed mid-request");
-    }
+    let raw = common::read_http_request(&mut stream).await;
     let response = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
         reply.len()

@@ -19,37 +19,13 @@ pub struct Env {
     pub config: PathBuf,
 }
 
-pub const ACCOUNTS: &str = r#"
-[defaults]
-every = "1h"
-jitter = "0s"
-retry_after_failure = "1s"
-
-[[account]]
-name = "orders-app"
-api = "ModifyAccountPassword"
-cluster_id = "pc-test0001"
-account_name = "app"
-grants = [{ db = "orders", privilege = "ReadWrite" }, { db = "reports", privilege = "ReadOnly" }]
-
-[[account]]
-name = "edge-app"
-api = "ModifyAccountPasswordZonal"
-cluster_id = "pc-test0002"
-account_name = "edge"
-
-[[account]]
-name = "admin"
-api = "ResetAccount"
-cluster_id = "pc-test0001"
-account_name = "root_admin"
-
-[[account]]
-name = "billing"
-api = "ResetAccountPassword"
-instance_id = "rm-test0001"
-account_name = "billing"
-"#;
+/// The shared accounts, with schedules that keep them quiet unless asked.
+fn accounts() -> String {
+    format!(
+        "\n[defaults]\nevery = \"1h\"\njitter = \"0s\"\nretry_after_failure = \"1s\"\n{}",
+        common::ACCOUNTS
+    )
+}
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -80,8 +56,9 @@ impl Env {
     pub fn write_config(&self, signature: &str, daemon_extra: &str) {
         let endpoint = self.server.url().as_str().trim_end_matches('/').to_owned();
         let text = format!(
-            "[daemon]\nstate_dir = \"{}\"\nshutdown_grace = \"5s\"\n{daemon_extra}\n\n[cloud]\nregion_id = \"cn-hangzhou\"\nsignature = \"{signature}\"\ntimeout = \"3s\"\n[cloud.endpoints]\npolardb = \"{endpoint}\"\nrds = \"{endpoint}\"\n{ACCOUNTS}",
-            self.state_dir().display()
+            "[daemon]\nstate_dir = \"{}\"\nshutdown_grace = \"5s\"\n{daemon_extra}\n\n[cloud]\nregion_id = \"cn-hangzhou\"\nsignature = \"{signature}\"\ntimeout = \"3s\"\n[cloud.endpoints]\npolardb = \"{endpoint}\"\nrds = \"{endpoint}\"\n{}",
+            self.state_dir().display(),
+            accounts()
         );
         std::fs::write(&self.config, text).expect("write config");
     }

@@ -9,7 +9,7 @@ use pwrotd::cloud::{
 };
 use pwrotd::password::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::common::{self, KEY_ID, SECRET};
 
@@ -23,34 +23,6 @@ enum Reply {
     HalfHeaders,
 }
 
-async fn read_request(stream: &mut TcpStream) {
-    let mut buf = vec![0u8; 65536];
-    let mut seen = Vec::new();
-    loop {
-        let Ok(n) = stream.read(&mut buf).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if seen.len() >= end + 4 + length {
-                return;
-            }
-        }
-    }
-}
-
 /// Serves `reply` to every connection until the test ends.
 async fn raw_server(reply: Reply) -> reqwest::Url {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -59,7 +31,7 @@ async fn raw_server(reply: Reply) -> reqwest::Url {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                read_request(&mut stream).await;
+                common::read_http_request(&mut stream).await;
                 let head = |status: u16, length: usize| {
                     format!(
                         "HTTP/1.1 {status} X\r\ncontent-type: text/html\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"

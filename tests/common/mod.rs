@@ -14,10 +14,8 @@ pub const KEY_ID: &str = "LTAI5tTestKeyId0001";
 /// Holds characters that V1's `secret + "&"` key and URL encoding must not trip on.
 pub const SECRET: &str = "test/Secret+Key=&0001";
 
-pub const CONFIG: &str = r#"
-[cloud]
-region_id = "cn-hangzhou"
-
+/// One account per API; `orders-app` has grants.
+pub const ACCOUNTS: &str = r#"
 [[account]]
 name = "orders-app"
 api = "ModifyAccountPassword"
@@ -44,8 +42,13 @@ instance_id = "rm-test0001"
 account_name = "billing"
 "#;
 
+/// A config with [`ACCOUNTS`]: what the simulator registers, and a pwrotd config for tests.
+pub fn config_text() -> String {
+    format!("[cloud]\nregion_id = \"cn-hangzhou\"\n{ACCOUNTS}")
+}
+
 pub fn config() -> Config {
-    Config::parse(CONFIG, Path::new("test.toml")).expect("the test config is valid")
+    Config::parse(&config_text(), Path::new("test.toml")).expect("the test config is valid")
 }
 
 pub async fn start_sim() -> SimServer {
@@ -84,3 +87,33 @@ pub fn client_with(config: ClientConfig, credentials: Credentials) -> Client {
 }
 
 pub const BOTH: [SignatureVersion; 2] = [SignatureVersion::V1, SignatureVersion::V3];
+
+/// Reads one HTTP/1.1 request (head and `content-length` body) from a raw stream.
+pub async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let Ok(n) = stream.read(&mut buf).await else {
+            return raw;
+        };
+        if n == 0 {
+            return raw;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                return raw;
+            }
+        }
+    }
+}
