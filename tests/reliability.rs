@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pwrotd::cloud::Service;
 use pwrotd::config::Config;
-use pwrotd::sim::FaultRates;
+use pwrotd::sim::{Fault, FaultRates};
 use serde_json::Value;
 
 use crate::daemon::{Env, eventually, signal};
@@ -582,6 +582,14 @@ async fn a_daemon_run_at_trace_with_every_failure_class_leaks_no_password() {
         garbage: 0.1,
         latency: Duration::from_millis(2),
     });
+    // Every class at least once, whatever the random draws: the first requests meet these.
+    env.server.sim.script_faults([
+        Fault::Throttle,
+        Fault::ServerError,
+        Fault::LockTimeout,
+        Fault::DropAfterApply,
+        Fault::Garbage,
+    ]);
     let mut daemon = env
         .command(&["run"])
         .env("RUST_LOG", "trace")
