@@ -230,10 +230,16 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "the sink files are under {}/secrets/; try `pwrotd status` with a config of your own.",
-        state_dir.display()
-    );
+    if once {
+        println!(
+            "the throwaway state directory is removed on exit; run `pwrotd demo` without --once to keep watching it."
+        );
+    } else {
+        println!(
+            "the sink files are under {}/secrets/ (one JSON file per account, mode 0600).",
+            state_dir.display()
+        );
+    }
     server.stop().await;
     Ok(all_good.load(Ordering::Relaxed))
 }
