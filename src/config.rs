@@ -442,18 +442,18 @@ impl Config {
 
     /// Parses and validates config text. `path` only labels the problems.
     pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError {
-            path: path.to_owned(),
-            problems,
+        let fail = |mut problems: Vec<Problem>| {
+            problems.sort_by_key(|p| p.line);
+            ConfigError {
+                path: path.to_owned(),
+                problems,
+            }
         };
         let mut check = Check::new(src);
         let raw: RawFile = match toml::from_str(src) {
             Ok(raw) => raw,
-            Err(e) => {
-                let (line, key) = e.span().map_or((0, String::new()), |s| {
-                    (check.line(s.start), key_at(src, s.start))
-                });
-                check.push(line, key, e.message().trim().to_owned());
+            Err(first) => {
+                type_errors(&mut check, src, first);
                 return Err(fail(check.problems));
             }
         };
@@ -509,6 +509,45 @@ impl Config {
 
     pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
         self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+/// Reports a TOML error, then every further one: serde stops at the first wrong type or unknown
+/// key, so the offending line is blanked (offsets and line numbers kept) and the text parsed
+/// again, up to a bound. A syntax error ends the search, as it may hide what follows.
+fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
+    const MAX: usize = 20;
+    let mut text = src.to_owned();
+    let mut error = first;
+    for _ in 0..MAX {
+        let Some(span) = error.span() else {
+            check.push(0, "", error.message().trim().to_owned());
+            return;
+        };
+        check.push(
+            check.line(span.start),
+            key_at(&text, span.start),
+            error.message().trim().to_owned(),
+        );
+        // Blank the whole line the error starts on, and stop if that changes nothing.
+        let start = text[..span.start.min(text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        if text[start..end].trim().is_empty() {
+            return;
+        }
+        text.replace_range(start..end, &" ".repeat(end - start));
+        match toml::from_str::<RawFile>(&text) {
+            Ok(_) => return,
+            Err(next) => {
+                let syntax = toml::from_str::<toml::Table>(&text).is_err();
+                if syntax {
+                    return;
+                }
+                error = next;
+            }
+        }
     }
 }
 
@@ -1199,6 +1238,21 @@ special = "!~"
             );
         }
         assert_eq!(found.len(), 10, "{found:?}");
+    }
+
+    #[test]
+    fn every_wrong_type_and_unknown_key_is_listed_at_once() {
+        let src = "[daemon]\nmax_concurrent = \"four\"\nshutdown_grace = 30\nloglevel = \"x\"\n[cloud]\nregion_id = 7\ntimeout = \"5s\"\n[[account]]\nname = \"a\"\nkeep_versions = \"five\"\n";
+        assert_eq!(
+            problems(src),
+            [
+                (2, "daemon.max_concurrent".to_owned()),
+                (3, "daemon.shutdown_grace".to_owned()),
+                (4, "daemon.loglevel".to_owned()),
+                (6, "cloud.region_id".to_owned()),
+                (10, "account.keep_versions".to_owned()),
+            ]
+        );
     }
 
     #[test]
