@@ -338,28 +338,47 @@ async fn a_full_or_read_only_disk_or_a_failing_fsync_means_no_api_call() {
         );
     };
     let metrics = env.metrics_url();
+    // Only the rotations this test triggers: no retry may start between its phases.
+    let text = std::fs::read_to_string(&env.config)
+        .expect("config")
+        .replace(
+            "retry_after_failure = \"1s\"",
+            "retry_after_failure = \"1h\"",
+        );
+    std::fs::write(&env.config, text).expect("write");
     let daemon = env.start_daemon();
     env.wait_ready().await;
-    eventually(Duration::from_secs(30), "the first rotations", || {
-        ACCOUNTS.iter().all(|(n, ..)| env.version(n) == Some(1))
-    })
-    .await;
-
-    let failures = |text: &str| -> u64 {
+    let count = |text: &str, outcome: &str| -> u64 {
         text.lines()
             .filter(|l| {
-                l.starts_with("pwrotd_rotations_total{") && l.contains("outcome=\"failure\"")
+                l.starts_with("pwrotd_rotations_total{")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
+    let failures = |text: &str| count(text, "failure");
     let scrape = || async { crate::daemon::get(&format!("{metrics}/metrics")).await.1 };
+    // Finished, grants included: a rotation is counted only when all of it is done.
+    let mut text = String::new();
+    for _ in 0..300 {
+        text = scrape().await;
+        if count(&text, "success") >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count(&text, "success"),
+        4,
+        "the first rotations did not finish:\n{text}"
+    );
+    assert!(ACCOUNTS.iter().all(|(n, ..)| env.version(n) == Some(1)));
 
     // A read-only secrets/: SIGUSR1 asks every account to rotate; each fails before any API call.
     let read_only = Tmpfs::read_only(&env.state_dir().join("secrets"));
     let requests = env.server.sim.stats().requests;
     signal(&daemon, "USR1");
-    let mut text = String::new();
     for _ in 0..100 {
         text = scrape().await;
         if failures(&text) >= 4 {
