@@ -5,6 +5,15 @@
 //! few seconds apart. Each rotation is printed as it happens, with a check that the sink's
 //! current password is the one the simulated database has. It never prints a password.
 
+/// Prints a line on stdout. A closed pipe (`pwrotd status | head`) ends the output quietly:
+/// `println!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -123,17 +132,17 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
         metrics.local_addr().map_err(|e| e.to_string())?
     );
 
-    println!("pwrotd demo");
-    println!(
+    say!("pwrotd demo");
+    say!(
         "  simulated PolarDB and RDS OpenAPI: {} (AccessKey {key_id})",
         server.url()
     );
-    println!(
+    say!(
         "  state directory (the vault-style sink): {}",
         state_dir.display()
     );
-    println!("  metrics: {metrics_url}");
-    println!(
+    say!("  metrics: {metrics_url}");
+    say!(
         "  accounts: {}",
         config
             .accounts
@@ -143,9 +152,9 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             .join(", ")
     );
     if once {
-        println!("  --once: every account rotates once, then the demo exits.\n");
+        say!("  --once: every account rotates once, then the demo exits.\n");
     } else {
-        println!("  schedules are seconds apart; press Ctrl-C to stop.\n");
+        say!("  schedules are seconds apart; press Ctrl-C to stop.\n");
     }
     // The very first API call is throttled, to show a transient failure retried.
     server.sim.script_faults([Fault::Throttle]);
@@ -183,7 +192,7 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
         if !in_sync {
             good.store(false, Ordering::Relaxed);
         }
-        println!(
+        say!(
             "{} {:<14} {:<8} {}\n{:>34} the database's password is the sink's {}: {}",
             &clock[11..19],
             report.account,
@@ -204,7 +213,7 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             && !once
         {
             // After the first round, drop one reply after applying, to show pending resolved.
-            println!(
+            say!(
                 "{:>34} (next: the simulator will apply a change and drop the reply)",
                 ""
             );
@@ -220,7 +229,7 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
     };
     daemon::run(options).await.map_err(|e| e.to_string())?;
     let stats = server.sim.stats();
-    println!(
+    say!(
         "\nthe simulator answered {} requests: {}",
         stats.requests,
         stats
@@ -231,11 +240,11 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             .join(", ")
     );
     if once {
-        println!(
+        say!(
             "the throwaway state directory is removed on exit; run `pwrotd demo` without --once to keep watching it."
         );
     } else {
-        println!(
+        say!(
             "the sink files are under {}/secrets/ (one JSON file per account, mode 0600).",
             state_dir.display()
         );

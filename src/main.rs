@@ -2,6 +2,15 @@
 //!
 //! Exit codes: 0 success; 1 a rotation or the daemon failed; 2 a usage or config error.
 
+/// Prints a line on stdout. A closed pipe (`pwrotd status | head`) ends the output quietly:
+/// `println!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -173,9 +182,12 @@ fn print_lines(lines: &[ReportLine]) -> ExitCode {
         let version = line
             .version
             .map_or_else(|| "-".to_owned(), |v| format!("v{v}"));
-        println!(
+        say!(
             "{:<24} {:<8} {:<5} {}",
-            line.account, line.outcome, version, line.message
+            line.account,
+            line.outcome,
+            version,
+            line.message
         );
     }
     if lines.iter().all(ReportLine::succeeded) {
@@ -342,18 +354,24 @@ fn status(path: &Path, json: bool) -> ExitCode {
         rows.push(row);
     }
     if json {
-        println!("{}", serde_json::Value::from(rows));
+        say!("{}", serde_json::Value::from(rows));
     } else {
-        println!(
+        say!(
             "{:<24} {:<27} {:>7}  {:<20} {:>9}  {:<7} {:<32} NEXT DUE",
-            "ACCOUNT", "API", "VERSION", "LAST SUCCESS", "AGE", "PENDING", "LAST ERROR"
+            "ACCOUNT",
+            "API",
+            "VERSION",
+            "LAST SUCCESS",
+            "AGE",
+            "PENDING",
+            "LAST ERROR"
         );
         for r in &rows {
             let text = |k: &str| r[k].as_str().map(str::to_owned);
             let age = r["age_seconds"]
                 .as_u64()
                 .map(|s| humantime::format_duration(Duration::from_secs(s - s % 60)).to_string());
-            println!(
+            say!(
                 "{:<24} {:<27} {:>7}  {:<20} {:>9}  {:<7} {:<32} {}",
                 text("account").unwrap_or_default(),
                 text("api").unwrap_or_default(),
@@ -384,7 +402,7 @@ fn check(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    println!(
+    say!(
         "{}: ok, {} account{}, region {}, signature {:?}, state in {}",
         path.display(),
         config.accounts.len(),
@@ -415,7 +433,7 @@ fn check(path: &Path) -> ExitCode {
             Ok(_) => "at start".to_owned(),
             Err(e) => format!("refused: {}", e.code()),
         };
-        println!(
+        say!(
             "  {:<24} {:<27} {:<32} {:<26} next {next}{}",
             a.name,
             a.api,
@@ -441,22 +459,32 @@ fn genpass(length: usize, count: usize) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for _ in 0..count {
-        let result = policy.generate().map_err(|e| e.to_string()).and_then(|p| {
-            use std::io::Write;
-            writeln!(out, "{}", p.expose()).map_err(|e| e.to_string())
-        });
-        if let Err(e) = result {
-            eprintln!("pwrotd genpass: {e}");
-            return ExitCode::FAILURE;
+        let password = match policy.generate() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("pwrotd genpass: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = writeln!(out, "{}", password.expose()) {
+            return write_failed(&e);
         }
     }
-    match std::io::Write::flush(&mut out) {
+    match out.flush() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pwrotd genpass: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => write_failed(&e),
+    }
+}
+
+/// A reader that stopped reading (`pwrotd genpass | head`) is a normal end; anything else fails.
+fn write_failed(e: &std::io::Error) -> ExitCode {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("pwrotd genpass: {e}");
+        ExitCode::FAILURE
     }
 }

@@ -341,3 +341,40 @@ async fn the_sim_binary_serves_the_client() {
         "SIGTERM stops pwrotd-sim cleanly"
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    // Enough accounts that `check` writes far more than a pipe holds (64 KiB).
+    let accounts: String = (0..3000)
+        .map(|i| format!("[[account]]\nname = \"a{i}\"\napi = \"ResetAccount\"\ncluster_id = \"pc-{i}\"\naccount_name = \"root\"\n"))
+        .collect();
+    std::fs::write(&config, format!("{}{accounts}", common::config_text())).expect("write");
+    for args in [
+        vec!["genpass", "--count", "200000"],
+        vec!["check", "--config", config.to_str().expect("utf-8")],
+    ] {
+        let mut child = pwrotd()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start");
+        // Read a little, then close the pipe, as `| head -1` does.
+        let mut first = [0u8; 8];
+        let _ = child.stdout.take().expect("stdout").read(&mut first);
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+        assert!(
+            !stderr.contains("panic") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
