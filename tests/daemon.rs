@@ -195,6 +195,20 @@ pub fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
+/// Scrapes `/metrics` every 100 ms until `ready` holds, for at most 30 s; returns the last
+/// scrape, for the caller's assertion and its message.
+pub async fn scrape_until(metrics: &str, ready: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    for _ in 0..300 {
+        text = get(&format!("{metrics}/metrics")).await.1;
+        if ready(&text) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    text
+}
+
 pub async fn get(url: &str) -> (u16, String) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -350,14 +364,10 @@ async fn the_daemon_rotates_on_signals_refuses_a_second_daemon_survives_a_bad_re
     )
     .expect("write");
     signal(&daemon, "HUP");
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = get(&format!("{metrics}/metrics")).await.1;
-        if text.contains("pwrotd_config_reloads_total{outcome=\"failure\"} 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut text = scrape_until(&metrics, |t| {
+        t.contains("pwrotd_config_reloads_total{outcome=\"failure\"} 1")
+    })
+    .await;
     assert!(
         text.contains("pwrotd_config_reloads_total{outcome=\"failure\"} 1"),
         "{text}"
@@ -365,13 +375,10 @@ async fn the_daemon_rotates_on_signals_refuses_a_second_daemon_survives_a_bad_re
     assert_eq!(get(&format!("{metrics}/healthz")).await.0, 200);
     std::fs::write(&env.config, &good).expect("write");
     signal(&daemon, "HUP");
-    for _ in 0..100 {
-        text = get(&format!("{metrics}/metrics")).await.1;
-        if text.contains("pwrotd_config_reloads_total{outcome=\"success\"} 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    text = scrape_until(&metrics, |t| {
+        t.contains("pwrotd_config_reloads_total{outcome=\"success\"} 1")
+    })
+    .await;
     assert!(
         text.contains("pwrotd_config_reloads_total{outcome=\"success\"} 1"),
         "{text}"

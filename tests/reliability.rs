@@ -11,7 +11,7 @@ use pwrotd::config::Config;
 use pwrotd::sim::{Fault, FaultRates};
 use serde_json::Value;
 
-use crate::daemon::{Env, eventually, signal};
+use crate::daemon::{Env, eventually, scrape_until, signal};
 
 const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
     ("orders-app", Service::PolarDb, "pc-test0001", "app"),
@@ -358,16 +358,8 @@ async fn a_full_or_read_only_disk_or_a_failing_fsync_means_no_api_call() {
             .sum()
     };
     let failures = |text: &str| count(text, "failure");
-    let scrape = || async { crate::daemon::get(&format!("{metrics}/metrics")).await.1 };
     // Finished, grants included: a rotation is counted only when all of it is done.
-    let mut text = String::new();
-    for _ in 0..300 {
-        text = scrape().await;
-        if count(&text, "success") >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut text = scrape_until(&metrics, |t| count(t, "success") >= 4).await;
     assert_eq!(
         count(&text, "success"),
         4,
@@ -379,13 +371,7 @@ async fn a_full_or_read_only_disk_or_a_failing_fsync_means_no_api_call() {
     let read_only = Tmpfs::read_only(&env.state_dir().join("secrets"));
     let requests = env.server.sim.stats().requests;
     signal(&daemon, "USR1");
-    for _ in 0..100 {
-        text = scrape().await;
-        if failures(&text) >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    text = scrape_until(&metrics, |t| failures(t) >= 4).await;
     assert!(
         failures(&text) >= 4,
         "read-only: the failures do not show in the metrics:\n{text}"
@@ -403,13 +389,7 @@ async fn a_full_or_read_only_disk_or_a_failing_fsync_means_no_api_call() {
     let _ = std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024]);
     let requests = env.server.sim.stats().requests;
     signal(&daemon, "USR1");
-    for _ in 0..100 {
-        text = scrape().await;
-        if failures(&text) >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    text = scrape_until(&metrics, |t| failures(t) >= 8).await;
     assert!(
         failures(&text) >= 8,
         "full: the failures do not show in the metrics:\n{text}"
