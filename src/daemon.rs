@@ -202,17 +202,15 @@ fn initial_states(
         .map(|account| {
             let initial = match rotator.sink.load(account) {
                 Ok(Some(file)) => {
-                    if file.pending.is_some() {
+                    let initial = Initial::of(Some(&file));
+                    if initial.pending {
                         rotator.note_pending(&account.name);
                         tracing::warn!(account = %account.name, "a pending password from an earlier run will be re-applied first");
                     }
-                    if let Some(at) = file.last_success() {
+                    if let Some(at) = initial.last_success {
                         rotator.metrics.set_last_success(&account.name, at);
                     }
-                    Initial {
-                        last_success: file.last_success(),
-                        pending: file.pending.is_some(),
-                    }
+                    initial
                 }
                 Ok(None) => Initial::default(),
                 Err(e) => {
@@ -292,7 +290,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
     let listener = match options.metrics_listener.take() {
         Some(l) => Some(l),
         None => match config.daemon.metrics_listen {
-            Some(addr) => Some(metrics::bind(addr).await.map_err(|e| {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
                 DaemonError::Setup(format!("cannot listen on {addr} for metrics: {e}"))
             })?),
             None => None,
@@ -534,14 +532,5 @@ pub fn request_from_daemon(
             )));
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Who holds the lock on `state_dir`, if anyone.
-pub fn lock_holder(state_dir: &Path) -> Option<Holder> {
-    let mut file = File::open(state_dir.join("pwrotd.lock")).ok()?;
-    match file.try_lock_shared() {
-        Ok(()) => None,
-        Err(_) => read_holder(&mut file),
     }
 }

@@ -319,12 +319,9 @@ fn status(path: &Path, json: bool) -> ExitCode {
         let row = match sink::read_secret(state_dir, account, uid) {
             Ok(file) => {
                 let file = file.as_ref();
-                let last = file.and_then(sink::SecretFile::last_success);
-                let pending = file.is_some_and(|f| f.pending.is_some());
-                let next = match (last, pending) {
-                    (Some(last), false) => Some(scheduler::next_after(&account.schedule, last)),
-                    _ => None,
-                };
+                let initial = scheduler::Initial::of(file);
+                let (last, pending) = (initial.last_success, initial.pending);
+                let next = scheduler::scheduled(account, initial);
                 serde_json::json!({
                     "account": account.name,
                     "api": account.api.as_str(),
@@ -419,18 +416,11 @@ fn check(path: &Path) -> ExitCode {
             Schedule::Cron(c) => format!("cron {:?} UTC", c.expression()),
         };
         let next = match sink::read_secret(&config.daemon.state_dir, a, uid) {
-            Ok(Some(file)) if file.pending.is_none() => match file.last_success() {
-                Some(last) => {
-                    let due = scheduler::next_after(&a.schedule, last);
-                    if due <= now {
-                        "overdue: caught up at start".to_owned()
-                    } else {
-                        sink::timestamp(due)
-                    }
-                }
+            Ok(file) => match scheduler::scheduled(a, scheduler::Initial::of(file.as_ref())) {
+                Some(due) if due <= now => "overdue: caught up at start".to_owned(),
+                Some(due) => sink::timestamp(due),
                 None => "at start".to_owned(),
             },
-            Ok(_) => "at start".to_owned(),
             Err(e) => format!("refused: {}", e.code()),
         };
         say!(

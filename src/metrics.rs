@@ -4,7 +4,6 @@
 //! resource secret.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -299,9 +298,4 @@ fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes
         http::HeaderValue::from_static(content_type),
     );
     response
-}
-
-/// Binds the metrics address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

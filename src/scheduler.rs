@@ -24,6 +24,7 @@ use crate::config::{Account, Schedule};
 use crate::metrics::Metrics;
 use crate::random;
 use crate::rotation::{Outcome, Report, Rotator};
+use crate::sink::SecretFile;
 
 /// Wall-clock time. `Tokio` follows tokio's clock, so paused-time tests move it too.
 #[derive(Debug, Clone, Copy)]
@@ -92,17 +93,30 @@ pub struct Initial {
     pub pending: bool,
 }
 
+impl Initial {
+    /// What an account's secret file says; `None` for an account never written.
+    pub fn of(file: Option<&SecretFile>) -> Initial {
+        Initial {
+            last_success: file.and_then(SecretFile::last_success),
+            pending: file.is_some_and(|f| f.pending.is_some()),
+        }
+    }
+}
+
+/// The account's next scheduled time by the sink alone; `None` when it is due at start,
+/// having never rotated or holding a pending password. It may lie in the past.
+pub fn scheduled(account: &Account, initial: Initial) -> Option<SystemTime> {
+    let last = initial.last_success.filter(|_| !initial.pending)?;
+    Some(next_after(&account.schedule, last))
+}
+
 /// When an account is first due after start: now if it never rotated or has a pending
 /// password; its next scheduled time otherwise, caught up (spread by `jitter`) if missed.
 pub fn initial_due(account: &Account, initial: Initial, now: SystemTime) -> SystemTime {
-    let Some(last) = initial.last_success.filter(|_| !initial.pending) else {
-        return now;
-    };
-    let scheduled = next_after(&account.schedule, last);
-    if scheduled <= now {
-        now + random::jitter(account.jitter)
-    } else {
-        scheduled
+    match scheduled(account, initial) {
+        None => now,
+        Some(at) if at <= now => now + random::jitter(account.jitter),
+        Some(at) => at,
     }
 }
 

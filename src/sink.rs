@@ -431,19 +431,9 @@ pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Resul
     write_file(dir, name, contents, mode, None, true)
 }
 
-/// [`write_atomic`], giving the file to group `gid` before it replaces the target, so that
-/// readers never see it with the wrong group.
-pub fn write_atomic_owned(
-    dir: &Path,
-    name: &str,
-    contents: &[u8],
-    mode: u32,
-    gid: Option<u32>,
-) -> Result<(), SinkError> {
-    write_file(dir, name, contents, mode, gid, true)
-}
-
-/// The atomic write; `sync_dir` says whether the rename itself must be durable on return.
+/// The atomic write. `gid` gives the file to a group before it replaces the target, so that
+/// readers never see it with the wrong group; `sync_dir` says whether the rename itself must
+/// be durable on return.
 fn write_file(
     dir: &Path,
     name: &str,
@@ -531,7 +521,7 @@ pub fn render(account: &Account, current: &Version) -> Vec<SinkError> {
         ) else {
             continue;
         };
-        if let Err(e) = write_atomic_owned(dir, name, &contents, render.mode, render.gid) {
+        if let Err(e) = write_file(dir, name, &contents, render.mode, render.gid, true) {
             errors.push(e);
         }
         failpoint::crash("during_render");
