@@ -5,15 +5,6 @@
 //! few seconds apart. Each rotation is printed as it happens, with a check that the sink's
 //! current password is the one the simulated database has. It never prints a password.
 
-/// Prints a line on stdout. A closed pipe (`pwrotd status | head`) ends the output quietly:
-/// `println!` would panic.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

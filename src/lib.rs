@@ -18,6 +18,16 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+/// Prints a line on stdout for the CLI and the demo. A reader that stopped reading
+/// (`pwrotd status | head`) ends the output quietly, where `println!` would panic.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod cloud;
 pub mod config;
 pub mod daemon;

@@ -2,15 +2,6 @@
 //!
 //! Exit codes: 0 success; 1 a rotation or the daemon failed; 2 a usage or config error.
 
-/// Prints a line on stdout. A closed pipe (`pwrotd status | head`) ends the output quietly:
-/// `println!` would panic.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +12,7 @@ use pwrotd::config::{Config, LogFormat, Schedule};
 use pwrotd::daemon::{self, DaemonError, ReportLine, RunOptions, StateLock};
 use pwrotd::metrics::Metrics;
 use pwrotd::password::{self, Policy};
+use pwrotd::say;
 use pwrotd::scheduler;
 use pwrotd::sink::{self, Sink};
 use tokio_util::sync::CancellationToken;
