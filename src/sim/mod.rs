@@ -157,7 +157,12 @@ impl std::fmt::Debug for Sim {
 /// A reply, or a dropped connection.
 #[derive(Debug)]
 pub enum Outcome {
-    Reply { status: u16, body: String },
+    /// `code` is what the stats count: `OK`, `Garbage` or the error's code.
+    Reply {
+        status: u16,
+        body: String,
+        code: String,
+    },
     Drop,
 }
 
@@ -303,17 +308,7 @@ impl Sim {
         state.stats.requests += 1;
         let code = match &outcome {
             Outcome::Drop => "Dropped".to_owned(),
-            Outcome::Reply { status, body } if *status == 200 => {
-                if body.starts_with('{') {
-                    "OK".to_owned()
-                } else {
-                    "Garbage".to_owned()
-                }
-            }
-            Outcome::Reply { body, .. } => serde_json::from_str::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v.get("Code").and_then(|c| c.as_str()).map(str::to_owned))
-                .unwrap_or_default(),
+            Outcome::Reply { code, .. } => code.clone(),
         };
         *state.stats.by_code.entry(code).or_default() += 1;
         outcome
@@ -387,10 +382,12 @@ impl Sim {
             (Ok(_), Some(Fault::Garbage)) => Outcome::Reply {
                 status: 200,
                 body: "<html><body>502 Bad Gateway</body></html>".into(),
+                code: "Garbage".into(),
             },
             (Ok(request_id), _) => Outcome::Reply {
                 status: 200,
                 body: serde_json::json!({ "RequestId": request_id }).to_string(),
+                code: "OK".into(),
             },
             (Err(e), _) => e.reply(host, Some(action.service)),
         }
@@ -737,6 +734,7 @@ impl SimError {
                 "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product={product}", self.code),
             })
             .to_string(),
+            code: self.code,
         }
     }
 }

@@ -121,7 +121,7 @@ async fn route(
                 host: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
             };
             match sim.handle(&request).await {
-                Outcome::Reply { status, body } => Ok(reply(status, body)),
+                Outcome::Reply { status, body, .. } => Ok(reply(status, body)),
                 Outcome::Drop => Err(DropConnection),
             }
         }
