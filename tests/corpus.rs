@@ -329,6 +329,17 @@ fn every_bad_sink_file_is_refused_and_left_alone() {
     );
 }
 
+/// Reads `bytes` as account "a"'s secret file (mode 0600) in a fresh state directory.
+fn read_fuzzed_sink(bytes: &[u8]) -> Result<(), pwrotd::sink::SinkError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
+    let path = dir.path().join("secrets/a.json");
+    std::fs::write(&path, bytes).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let uid = nix::unistd::geteuid().as_raw();
+    pwrotd::sink::read_secret(dir.path(), &account(), uid).map(|_| ())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
@@ -356,13 +367,7 @@ proptest! {
     /// The sink parser on arbitrary bytes: refused as corrupt (or accepted), never a panic.
     #[test]
     fn fuzz_sink_parser(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
-        let path = dir.path().join("secrets/a.json");
-        std::fs::write(&path, &bytes).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let uid = nix::unistd::geteuid().as_raw();
-        if let Err(e) = pwrotd::sink::read_secret(dir.path(), &account(), uid) {
+        if let Err(e) = read_fuzzed_sink(bytes.as_ref()) {
             prop_assert_eq!(e.code(), "SinkCorrupt");
         }
     }
@@ -372,13 +377,7 @@ proptest! {
     fn fuzz_sink_mutations(cut in 0usize..400, insert in "[ -~]{0,8}") {
         let at = cut.min(GOOD_SINK.len());
         let text = format!("{}{insert}{}", &GOOD_SINK[..at], &GOOD_SINK[at..]);
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
-        let path = dir.path().join("secrets/a.json");
-        std::fs::write(&path, &text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let uid = nix::unistd::geteuid().as_raw();
-        if let Err(e) = pwrotd::sink::read_secret(dir.path(), &account(), uid) {
+        if let Err(e) = read_fuzzed_sink(text.as_ref()) {
             prop_assert!(["SinkCorrupt", "SinkMismatch"].contains(&e.code()), "{}", e);
         }
     }
