@@ -20,6 +20,7 @@ use crate::cloud::{
     Api, ClientConfig, CredentialsConfig, Grant, Privilege, Service, SignatureVersion,
 };
 use crate::password::{self, Class, Policy};
+use crate::verify::{Engine, Tls, Verify};
 
 /// A validated config.
 #[derive(Debug, Clone)]
@@ -127,6 +128,33 @@ pub struct Account {
     pub policy: Arc<Policy>,
     /// Files written for applications after each success.
     pub render: Vec<Render>,
+    /// Which database user each rotation changes.
+    pub strategy: Strategy,
+    /// `[account.verify]`: log in with a new password before promoting it.
+    pub verify: Option<Verify>,
+}
+
+impl Account {
+    /// The database user the next rotation sets, given the user of the current version: always
+    /// `account_name`, or under the alternating strategy the user that is not current.
+    pub fn next_username(&self, current: Option<&str>) -> &str {
+        match (&self.strategy, current) {
+            (Strategy::Alternating { clone }, Some(current)) if current == self.account_name => {
+                clone
+            }
+            _ => &self.account_name,
+        }
+    }
+}
+
+/// Which database user a rotation changes (PRODUCT.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every rotation changes `account_name`.
+    Single,
+    /// Rotations alternate between `account_name` and its clone: each one changes the user that
+    /// is not current, so the previous user keeps working until the next rotation.
+    Alternating { clone: String },
 }
 
 /// A render file: the current credentials in an application's format.
@@ -288,6 +316,22 @@ struct RawAccount {
     password: RawPolicy,
     #[serde(default)]
     render: Vec<Spanned<RawRender>>,
+    strategy: Option<Spanned<String>>,
+    clone_account_name: Option<Spanned<String>>,
+    verify: Option<Spanned<RawVerify>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    engine: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    database: Option<Spanned<String>>,
+    /// A mode name, or `true` (verify-full) / `false` (disable).
+    tls: Option<Spanned<toml::Value>>,
+    ca_file: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -478,20 +522,23 @@ impl Config {
                         "is not unique",
                     );
                 }
-                if !targets.insert((
-                    a.api.service(),
-                    a.resource_id.clone(),
-                    a.account_name.clone(),
-                )) {
-                    let line = check.line(account.span().start);
-                    check.push(
-                        line,
-                        format!("account \"{}\".account_name", a.name),
-                        format!(
-                            "{} on {} is already rotated by another account entry",
-                            a.account_name, a.resource_id
-                        ),
-                    );
+                let users =
+                    std::iter::once(("account_name", &a.account_name)).chain(match &a.strategy {
+                        Strategy::Alternating { clone } => Some(("clone_account_name", clone)),
+                        Strategy::Single => None,
+                    });
+                for (field, user) in users {
+                    if !targets.insert((a.api.service(), a.resource_id.clone(), user.clone())) {
+                        let line = check.line(account.span().start);
+                        check.push(
+                            line,
+                            format!("account \"{}\".{field}", a.name),
+                            format!(
+                                "{user} on {} is already rotated by another account entry",
+                                a.resource_id
+                            ),
+                        );
+                    }
                 }
                 accounts.push(Arc::new(a));
             }
@@ -921,6 +968,11 @@ fn validate_account(
             render.push(valid);
         }
     }
+    let strategy = validate_strategy(check, a, &account_name, keep_versions, &key, start);
+    let verify = a
+        .verify
+        .as_ref()
+        .and_then(|v| validate_verify(check, v, &key("verify")));
 
     if check.problems.len() > before {
         return None;
@@ -938,6 +990,160 @@ fn validate_account(
         keep_versions,
         policy: policy?,
         render,
+        strategy,
+        verify,
+    })
+}
+
+fn validate_strategy(
+    check: &mut Check,
+    a: &RawAccount,
+    account_name: &str,
+    keep_versions: usize,
+    key: &dyn Fn(&str) -> String,
+    line: usize,
+) -> Strategy {
+    let alternating = match a.strategy.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "single")) => false,
+        Some((_, "alternating")) => true,
+        Some((s, other)) => {
+            check.at(
+                s,
+                key("strategy"),
+                format!("{other:?} is neither \"single\" nor \"alternating\""),
+            );
+            return Strategy::Single;
+        }
+    };
+    match (alternating, &a.clone_account_name) {
+        (false, None) => Strategy::Single,
+        (false, Some(clone)) => {
+            check.at(
+                clone,
+                key("clone_account_name"),
+                "is used only with strategy = \"alternating\"",
+            );
+            Strategy::Single
+        }
+        (true, None) => {
+            check.push(
+                line,
+                key("clone_account_name"),
+                "is required with strategy = \"alternating\": the second database user",
+            );
+            Strategy::Single
+        }
+        (true, Some(clone)) => {
+            let name = clone.get_ref().trim();
+            if name.is_empty() {
+                check.at(clone, key("clone_account_name"), "must not be empty");
+            } else if name == account_name {
+                check.at(
+                    clone,
+                    key("clone_account_name"),
+                    "must differ from account_name: alternating needs two database users",
+                );
+            }
+            if keep_versions == 0 {
+                check.push(
+                    line,
+                    key("keep_versions"),
+                    "must be at least 1 with strategy = \"alternating\": the previous user's \
+                     password stays in the sink until the next rotation",
+                );
+            }
+            Strategy::Alternating {
+                clone: name.to_owned(),
+            }
+        }
+    }
+}
+
+fn validate_verify(check: &mut Check, raw: &Spanned<RawVerify>, key: &str) -> Option<Verify> {
+    let before = check.problems.len();
+    let line = check.line(raw.span().start);
+    let v = raw.get_ref();
+    let engine = match v.engine.as_ref().map(|e| (e, e.get_ref().as_str())) {
+        Some((_, "mysql")) => Engine::Mysql,
+        Some((_, "postgresql")) => Engine::Postgresql,
+        Some((e, other)) => {
+            check.at(
+                e,
+                format!("{key}.engine"),
+                format!("{other:?} is neither \"mysql\" nor \"postgresql\""),
+            );
+            Engine::Mysql
+        }
+        None => {
+            check.push(
+                line,
+                format!("{key}.engine"),
+                "is required: \"mysql\" or \"postgresql\"",
+            );
+            Engine::Mysql
+        }
+    };
+    let host = required(check, &v.host, &format!("{key}.host"), line);
+    let port = u16::try_from(check.count(
+        &v.port,
+        &format!("{key}.port"),
+        1..=65535,
+        i64::from(engine.default_port()),
+    ))
+    .unwrap_or(engine.default_port());
+    let database = match &v.database {
+        Some(d) if d.get_ref().trim().is_empty() => {
+            check.at(d, format!("{key}.database"), "must not be empty");
+            None
+        }
+        d => d.as_ref().map(|d| d.get_ref().clone()),
+    };
+    let tls = match v.tls.as_ref() {
+        None => Some(Tls::VerifyFull),
+        Some(t) => match t.get_ref() {
+            toml::Value::Boolean(true) => Some(Tls::VerifyFull),
+            toml::Value::Boolean(false) => Some(Tls::Disable),
+            toml::Value::String(name) => Tls::parse(name),
+            _ => None,
+        }
+        .or_else(|| {
+            let names = Tls::NAMES.map(|n| format!("{n:?}")).join(", ");
+            check.at(
+                t,
+                format!("{key}.tls"),
+                format!("{} is not one of {names}, true or false", t.get_ref()),
+            );
+            None
+        }),
+    }
+    .unwrap_or(Tls::VerifyFull);
+    let ca_file = v.ca_file.as_ref().map(|ca| {
+        let path = PathBuf::from(ca.get_ref());
+        if !path.is_absolute() {
+            check.at(
+                ca,
+                format!("{key}.ca_file"),
+                format!("{:?} must be an absolute path", ca.get_ref()),
+            );
+        }
+        path
+    });
+    let timeout = check.duration(
+        &v.timeout,
+        &format!("{key}.timeout"),
+        Duration::from_secs(60),
+    );
+    if timeout.is_zero() {
+        check.push(line, format!("{key}.timeout"), "must be longer than zero");
+    }
+    (check.problems.len() == before).then_some(Verify {
+        engine,
+        host,
+        port,
+        database,
+        tls,
+        ca_file,
+        timeout,
     })
 }
 

@@ -40,3 +40,4 @@ pub mod rotation;
 pub mod scheduler;
 pub mod sim;
 pub mod sink;
+pub mod verify;

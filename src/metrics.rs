@@ -35,6 +35,9 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     pub accounts: IntGauge,
     pub config_reloads: IntCounterVec,
+    /// Logins that test a password (`[account.verify]`), by account and outcome: `success`,
+    /// `rejected` (the database refused the password) or `error` (no answer either way).
+    pub verifications: IntCounterVec,
     pub build_info: IntGaugeVec,
     /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
     pub healthy: AtomicBool,
@@ -88,6 +91,11 @@ impl Metrics {
                 "Config reloads by outcome.",
                 &["outcome"],
             ),
+            verifications: counter(
+                "pwrotd_verifications_total",
+                "Password verifications by login, by account and outcome.",
+                &["account", "outcome"],
+            ),
             build_info: IntGaugeVec::new(
                 Opts::new("pwrotd_build_info", "The running version."),
                 &["version"],
@@ -97,7 +105,7 @@ impl Metrics {
             pending_accounts: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(m.rotations.clone()),
             Box::new(m.rotation_duration.clone()),
             Box::new(TimesCollector::new(m.times.clone())),
@@ -105,6 +113,7 @@ impl Metrics {
             Box::new(m.api_requests.clone()),
             Box::new(m.accounts.clone()),
             Box::new(m.config_reloads.clone()),
+            Box::new(m.verifications.clone()),
             Box::new(m.build_info.clone()),
         ];
         for c in collectors {

@@ -19,10 +19,35 @@ use std::time::{Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::cloud::{Class, Client, CloudError, GrantAccountPrivilege, SetPassword};
-use crate::config::Account;
+use crate::config::{Account, Strategy};
 use crate::failpoint;
 use crate::metrics::Metrics;
 use crate::sink::{self, AuditRecord, Pending, SecretFile, Sink, SinkError, timestamp};
+use crate::verify::{Login, Verify};
+
+/// `settled` in the audit log: a login proved a pending password live.
+const LOGIN: &str = "login";
+/// `settled` in the audit log: the pending password was set again.
+const REAPPLY: &str = "reapply";
+
+/// What logins showed about a pending password of unknown fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// It logs in: it is live.
+    Live,
+    /// The password its user had before still logs in: it was not applied.
+    NotApplied,
+    /// Neither could be shown.
+    Unknown,
+}
+
+/// How a password was shown to be set.
+enum Applied {
+    /// The API accepted it: its RequestId.
+    Reply(String),
+    /// It logged in, so an earlier call must have applied it.
+    Login,
+}
 
 /// How a rotation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,9 +179,10 @@ impl Rotator {
                 };
                 let version = file.latest_version() + 1;
                 let created_time = timestamp(SystemTime::now());
+                let current_user = file.current.as_ref().map(|c| c.username.as_str());
                 let pending = Pending {
                     version,
-                    username: account.account_name.clone(),
+                    username: account.next_username(current_user).to_owned(),
                     client_token: client_token(&account.name, version, &created_time),
                     password,
                     created_time,
@@ -174,16 +200,6 @@ impl Rotator {
         report.pending = true;
         self.track_pending(&account.name, true);
 
-        // 2. Call the API with it.
-        let op = SetPassword::new(
-            account.api,
-            &account.resource_id,
-            &pending.username,
-            pending.password.clone(),
-            &pending.client_token,
-            account.password_type.as_deref(),
-        );
-        let result = self.client.call(&op).await;
         let hmac = self.sink.password_hmac(&pending.password);
         let mut audit = AuditRecord {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -198,92 +214,290 @@ impl Rotator {
             attempts: 0,
             duration_ms: 0,
             password_hmac: Some(hmac),
+            verification: None,
+            settled: None,
         };
 
-        match result {
-            // 3. Promote, then grants.
-            Ok(reply) => {
-                failpoint::crash("before_promote");
-                audit.request_id = Some(reply.request_id.clone());
-                audit.attempts = reply.attempts;
-                file.promote(reply.request_id.clone(), account.keep_versions);
-                if let Err(e) = self.store(&file).await {
-                    // The password is live and durably `pending`: the invariant holds, and the
-                    // next attempt re-applies it and promotes.
-                    report.outcome = Outcome::Pending;
-                    report.error_code = Some(e.code().to_owned());
-                    report.message = format!(
-                        "version {} is set (RequestId {}) but its promotion could not be written: {e}; \
-                         it stays pending and is re-applied next time",
-                        pending.version, reply.request_id
-                    );
-                    self.write_audit(audit, "pending", report.error_code.clone(), started)
-                        .await;
-                    return report;
+        // 2. Set it through the API. A pending password of unknown fate is first tested by
+        // login, when the account can be verified: if it already works, no call is needed.
+        let mut applied = None;
+        if inherited
+            && let Some(verify) = &account.verify
+            && self
+                .settle(account, verify, &file, &pending, &mut audit)
+                .await
+                == Settled::Live
+        {
+            applied = Some(Applied::Login);
+        }
+        // Whether an earlier call may have applied the password: then `pending` must stay.
+        let mut maybe_applied = inherited;
+        let mut calls = 0;
+        while applied.is_none() {
+            calls += 1;
+            let op = SetPassword::new(
+                account.api,
+                &account.resource_id,
+                &pending.username,
+                pending.password.clone(),
+                &pending.client_token,
+                account.password_type.as_deref(),
+            );
+            match self.client.call(&op).await {
+                Ok(reply) => {
+                    audit.attempts += reply.attempts;
+                    audit.request_id = Some(reply.request_id.clone());
+                    applied = Some(Applied::Reply(reply.request_id));
                 }
-                self.track_pending(&account.name, false);
-                report.outcome = Outcome::Success;
-                report.pending = false;
-                report.last_success = file.last_success();
-                report.message = format!(
-                    "rotated to version {}{} (RequestId {}, {} attempt{})",
-                    pending.version,
-                    if inherited {
-                        ", a pending password re-applied"
-                    } else {
-                        ""
-                    },
-                    reply.request_id,
-                    reply.attempts,
-                    if reply.attempts == 1 { "" } else { "s" }
-                );
-                self.write_audit(audit, "success", None, started).await;
-                failpoint::crash("before_render");
-                if let Some(current) = &file.current {
-                    let (render, current) = (account.clone(), current.clone());
-                    let errors = self
-                        .io(move |_| Ok(sink::render(&render, &current)))
-                        .await
-                        .unwrap_or_else(|e| vec![e]);
-                    if !errors.is_empty() {
-                        // The database and the sink agree; an application's file is stale. Fail
-                        // loudly, so the account is retried and the failure shows in metrics.
-                        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                        report.outcome = Outcome::Failure;
-                        report.error_code = Some("RenderFailed".into());
-                        report
-                            .message
-                            .push_str(&format!("; RENDER FILES FAILED: {}", text.join("; ")));
-                    }
-                }
-                failpoint::crash("before_grants");
-                if !account.grants.is_empty() {
-                    let grant = GrantAccountPrivilege::new(
-                        &account.resource_id,
-                        &pending.username,
-                        &account.grants,
-                    );
-                    match self.client.call(&grant).await {
-                        Ok(_) => report
-                            .message
-                            .push_str(&format!("; {} grants applied", account.grants.len())),
-                        Err(e) => {
-                            tracing::error!(account = %account.name, "the password rotated but the grants failed: {e}");
-                            report.message.push_str(&format!("; GRANTS FAILED: {e}"));
+                Err(error) => {
+                    audit.attempts += error.attempts;
+                    audit.request_id = error.request_id().map(str::to_owned);
+                    let ambiguous = error.class() == Class::Ambiguous;
+                    if ambiguous
+                        && calls == 1
+                        && let Some(verify) = &account.verify
+                    {
+                        // A login tells whether the lost call applied: promote without a
+                        // second call, or set it again now.
+                        maybe_applied = true;
+                        match self
+                            .settle(account, verify, &file, &pending, &mut audit)
+                            .await
+                        {
+                            Settled::Live => {
+                                applied = Some(Applied::Login);
+                                continue;
+                            }
+                            Settled::NotApplied => continue,
+                            Settled::Unknown => {}
                         }
                     }
+                    return self
+                        .failed(
+                            account,
+                            file,
+                            &pending,
+                            maybe_applied,
+                            error,
+                            audit,
+                            report,
+                            started,
+                        )
+                        .await;
                 }
-                report
-            }
-            Err(error) => {
-                audit.attempts = error.attempts;
-                audit.request_id = error.request_id().map(str::to_owned);
-                self.failed(
-                    account, file, &pending, inherited, error, audit, report, started,
-                )
-                .await
             }
         }
+        let applied = applied.unwrap_or(Applied::Login);
+        failpoint::crash("before_promote");
+        let alternating = matches!(account.strategy, Strategy::Alternating { .. });
+        let how = match (&applied, audit.settled.is_some()) {
+            (Applied::Login, _) => {
+                "settled by login: the password logs in, so no further API call".to_owned()
+            }
+            (Applied::Reply(id), true) => format!("a pending password re-applied (RequestId {id})"),
+            (Applied::Reply(id), false) => format!("RequestId {id}"),
+        };
+        let hold = |mut report: Report, code: &str, message: String| {
+            report.outcome = Outcome::Pending;
+            report.error_code = Some(code.to_owned());
+            report.message = message;
+            report
+        };
+
+        // 3a. Alternating: bring the new user's privileges in line before anyone moves to it.
+        if alternating && !account.grants.is_empty() {
+            let grant = GrantAccountPrivilege::new(
+                &account.resource_id,
+                &pending.username,
+                &account.grants,
+            );
+            if let Err(e) = self.client.call(&grant).await {
+                let code = e.code().to_owned();
+                let report = hold(
+                    report,
+                    &code,
+                    format!(
+                        "version {} is set for {} ({how}) but its grants failed: {e}; it stays \
+                         pending and {} stays current",
+                        pending.version,
+                        pending.username,
+                        file.current
+                            .as_ref()
+                            .map_or("no user", |c| c.username.as_str()),
+                    ),
+                );
+                self.write_audit(audit, "pending", Some(code), started)
+                    .await;
+                return report;
+            }
+        }
+
+        // 3b. Verification: the new password must log in before it is promoted.
+        if let Some(verify) = &account.verify
+            && !matches!(applied, Applied::Login)
+        {
+            let login = verify
+                .login_within(&pending.username, &pending.password)
+                .await;
+            self.count_verification(account, &login, &mut audit);
+            if login != Login::Accepted {
+                let code = match login {
+                    Login::Rejected(_) => "VerificationRejected",
+                    _ => "VerificationFailed",
+                };
+                let report = hold(
+                    report,
+                    code,
+                    format!(
+                        "version {} is set ({how}) but does not log in as {} after {}: {}; it is \
+                         not promoted and stays pending",
+                        pending.version,
+                        pending.username,
+                        humantime::format_duration(verify.timeout),
+                        login.reason()
+                    ),
+                );
+                self.write_audit(audit, "pending", Some(code.to_owned()), started)
+                    .await;
+                return report;
+            }
+        }
+
+        // 3c. Promote, then (single user) grants.
+        let request_id = match &applied {
+            Applied::Reply(id) => Some(id.clone()),
+            Applied::Login => None,
+        };
+        file.promote(request_id, account.keep_versions);
+        if let Err(e) = self.store(&file).await {
+            // The password is live and durably `pending`: the invariant holds, and the next
+            // attempt re-applies it and promotes.
+            let code = e.code().to_owned();
+            let report = hold(
+                report,
+                &code,
+                format!(
+                    "version {} is set ({how}) but its promotion could not be written: {e}; it \
+                     stays pending and is re-applied next time",
+                    pending.version
+                ),
+            );
+            self.write_audit(audit, "pending", Some(code), started)
+                .await;
+            return report;
+        }
+        self.track_pending(&account.name, false);
+        report.outcome = Outcome::Success;
+        report.pending = false;
+        report.last_success = file.last_success();
+        report.message = format!(
+            "rotated to version {}{} ({how}, {} API attempt{}{})",
+            pending.version,
+            if alternating {
+                format!(", now user {}", pending.username)
+            } else {
+                String::new()
+            },
+            audit.attempts,
+            if audit.attempts == 1 { "" } else { "s" },
+            if audit.verification.is_some() {
+                ", verified by login"
+            } else {
+                ""
+            },
+        );
+        self.write_audit(audit, "success", None, started).await;
+        failpoint::crash("before_render");
+        if let Some(current) = &file.current {
+            let (render, current) = (account.clone(), current.clone());
+            let errors = self
+                .io(move |_| Ok(sink::render(&render, &current)))
+                .await
+                .unwrap_or_else(|e| vec![e]);
+            if !errors.is_empty() {
+                // The database and the sink agree; an application's file is stale. Fail
+                // loudly, so the account is retried and the failure shows in metrics.
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                report.outcome = Outcome::Failure;
+                report.error_code = Some("RenderFailed".into());
+                report
+                    .message
+                    .push_str(&format!("; RENDER FILES FAILED: {}", text.join("; ")));
+            }
+        }
+        failpoint::crash("before_grants");
+        if !alternating && !account.grants.is_empty() {
+            let grant = GrantAccountPrivilege::new(
+                &account.resource_id,
+                &pending.username,
+                &account.grants,
+            );
+            match self.client.call(&grant).await {
+                Ok(_) => report
+                    .message
+                    .push_str(&format!("; {} grants applied", account.grants.len())),
+                Err(e) => {
+                    tracing::error!(account = %account.name, "the password rotated but the grants failed: {e}");
+                    report.message.push_str(&format!("; GRANTS FAILED: {e}"));
+                }
+            }
+        } else if alternating && !account.grants.is_empty() {
+            report
+                .message
+                .push_str(&format!("; {} grants applied", account.grants.len()));
+        }
+        report
+    }
+
+    /// Tests a pending password of unknown fate by login (PRODUCT.md §8). If it logs in, it is
+    /// live, and is promoted with no API call. If the password its user had before still logs
+    /// in, it was not applied, and is set again. If neither shows within the verification
+    /// timeout, the fate stays unknown. A login that fails for any reason but the database's
+    /// refusal proves nothing.
+    async fn settle(
+        &self,
+        account: &Account,
+        verify: &Verify,
+        file: &SecretFile,
+        pending: &Pending,
+        audit: &mut AuditRecord,
+    ) -> Settled {
+        let before = file.latest_of(&pending.username);
+        let mut patience = verify.patience();
+        loop {
+            let login = verify.login(&pending.username, &pending.password).await;
+            if login == Login::Accepted {
+                self.count_verification(account, &login, audit);
+                audit.settled = Some(LOGIN.to_owned());
+                return Settled::Live;
+            }
+            if let Some(before) = before
+                && verify.login(&before.username, &before.password).await == Login::Accepted
+            {
+                self.count_verification(account, &login, audit);
+                audit.settled = Some(REAPPLY.to_owned());
+                tracing::info!(account = %account.name, version = pending.version,
+                    "the pending password does not log in ({}) and the previous one does: re-applying it",
+                    login.reason());
+                return Settled::NotApplied;
+            }
+            if !patience.wait().await {
+                self.count_verification(account, &login, audit);
+                tracing::warn!(account = %account.name, version = pending.version,
+                    "a login cannot tell whether the pending password is live ({}): re-applying it",
+                    login.reason());
+                audit.settled = Some(REAPPLY.to_owned());
+                return Settled::Unknown;
+            }
+        }
+    }
+
+    fn count_verification(&self, account: &Account, login: &Login, audit: &mut AuditRecord) {
+        self.metrics
+            .verifications
+            .with_label_values(&[account.name.as_str(), login.outcome()])
+            .inc();
+        audit.verification = Some(login.outcome().to_owned());
     }
 
     /// Steps 4 and 5: decide what a failure means for the pending password.
@@ -293,7 +507,7 @@ impl Rotator {
         account: &Account,
         mut file: SecretFile,
         pending: &Pending,
-        inherited: bool,
+        maybe_applied: bool,
         error: CloudError,
         audit: AuditRecord,
         mut report: Report,
@@ -302,7 +516,7 @@ impl Rotator {
         let code = error.code().to_owned();
         report.error_code = Some(code.clone());
         let nothing_applied = matches!(error.class(), Class::Transient | Class::Permanent);
-        if nothing_applied && !inherited {
+        if nothing_applied && !maybe_applied {
             // 4. This attempt created the pending password and provably never applied it.
             file.pending = None;
             match self.store(&file).await {
@@ -325,9 +539,9 @@ impl Rotator {
         } else {
             // 5. The pending password may be live: keep it and re-apply it next time.
             report.outcome = Outcome::Pending;
-            report.message = if inherited && nothing_applied {
+            report.message = if maybe_applied && nothing_applied {
                 format!(
-                    "{error}; version {} stays pending because an earlier attempt may have applied it",
+                    "{error}; version {} stays pending because an earlier call may have applied it",
                     pending.version
                 )
             } else {

@@ -92,9 +92,19 @@ impl SecretFile {
             .and_then(|c| humantime::parse_rfc3339(&c.created_time).ok())
     }
 
+    /// The newest version, current or previous, that belongs to database user `username`: the
+    /// password that user had before a pending change.
+    pub fn latest_of(&self, username: &str) -> Option<&Version> {
+        self.current
+            .iter()
+            .chain(&self.previous)
+            .find(|v| v.username == username)
+    }
+
     /// Moves `pending` to `current`, the old `current` to the front of `previous`, and trims
-    /// `previous` to `keep` versions.
-    pub fn promote(&mut self, request_id: String, keep: usize) {
+    /// `previous` to `keep` versions. `request_id` is `None` when a login, not a reply, proved
+    /// the change applied.
+    pub fn promote(&mut self, request_id: Option<String>, keep: usize) {
         let Some(pending) = self.pending.take() else {
             return;
         };
@@ -107,7 +117,7 @@ impl SecretFile {
             username: pending.username,
             password: pending.password,
             created_time: pending.created_time,
-            request_id: Some(request_id),
+            request_id,
         });
     }
 }
@@ -165,6 +175,14 @@ pub struct AuditRecord {
     pub duration_ms: u64,
     /// `hmac-sha256:<hex>` of the password, keyed with `audit.key`; never the password.
     pub password_hmac: Option<String>,
+    /// The login that tested the password (`[account.verify]`): `success`, `rejected` or
+    /// `error`. Absent when no login was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
+    /// How a pending password of unknown fate was resolved: `login` (it logged in, so it was
+    /// promoted with no further API call) or `reapply` (it was set again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<String>,
 }
 
 /// The audit log and how many lines have been written to it.

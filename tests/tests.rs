@@ -6,6 +6,7 @@ mod client_sim;
 mod common;
 mod corpus;
 mod daemon;
+mod databases;
 mod policy;
 mod reliability;
 mod signing;

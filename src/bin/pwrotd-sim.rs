@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use pwrotd::config::Config;
-use pwrotd::sim::{FaultRates, Sim, SimServer};
+use pwrotd::sim::{Database, FaultRates, Sim, SimServer};
+use pwrotd::verify::Engine;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// A faithful local stand-in for the PolarDB and RDS OpenAPI.
@@ -48,6 +49,15 @@ struct Args {
     /// Delay before every reply, after the change is applied, like "200ms".
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     latency: Duration,
+    /// A real MySQL or MariaDB server, as `mysql://admin:password@host:port`: password
+    /// changes and grants of accounts whose `[account.verify]` engine is mysql become real
+    /// `ALTER USER` and `GRANT` statements there. Prefer the environment variable: argv is
+    /// visible to other users.
+    #[arg(long, env = "PWROTD_SIM_MYSQL_ADMIN", hide_env_values = true)]
+    mysql_admin: Option<String>,
+    /// The same for PostgreSQL, as `postgres://admin:password@host:port/database`.
+    #[arg(long, env = "PWROTD_SIM_POSTGRES_ADMIN", hide_env_values = true)]
+    postgres_admin: Option<String>,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -73,8 +83,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sim = Sim::new(args.access_key_id.clone(), args.access_key_secret.clone());
+    let mut sim = Sim::new(args.access_key_id.clone(), args.access_key_secret.clone());
+    for (engine, flag, url) in [
+        (Engine::Mysql, "--mysql-admin", &args.mysql_admin),
+        (Engine::Postgresql, "--postgres-admin", &args.postgres_admin),
+    ] {
+        let Some(url) = url else { continue };
+        match Database::from_url(engine, url) {
+            Ok(db) => sim.add_database_backend(db),
+            Err(e) => {
+                eprintln!("pwrotd-sim: {flag}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     sim.register_config(&config);
+    if let Err(e) = sim.prepare_databases().await {
+        eprintln!("pwrotd-sim: cannot prepare the real database: {e}");
+        return ExitCode::from(1);
+    }
     sim.allow_nonce_replay(args.allow_nonce_replay);
     sim.set_fault_rates(FaultRates {
         throttle: args.throttle,

@@ -12,10 +12,11 @@
 //! ever sending a password.
 
 mod auth;
+pub mod backend;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -25,7 +26,9 @@ use crate::cloud::{Privilege, Service};
 use crate::config::Config;
 use crate::password::{self, Password};
 use crate::random::{self, OsRandom};
+use crate::verify::Engine;
 
+pub use backend::{BackendError, Database};
 pub use server::SimServer;
 
 /// How far a request's timestamp may be from the simulator's clock, as on the real API.
@@ -51,6 +54,9 @@ pub struct SimAccount {
     pub privileges: BTreeMap<String, Privilege>,
     /// Password changes applied, counting idempotent replays once.
     pub changes: u64,
+    /// The real database server its changes are applied to, if any.
+    #[serde(skip)]
+    pub backend: Option<Engine>,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +79,9 @@ pub enum Fault {
     DropAfterApply,
     /// The change is applied, then a 200 reply that is not JSON.
     Garbage,
+    /// The API accepts the change and replies success, but it never reaches the real database:
+    /// a lost propagation, which only a login can reveal. Scripted only.
+    SkipDatabase,
 }
 
 /// Random fault rates, each the probability that one API request meets that fault.
@@ -144,6 +153,11 @@ pub struct Sim {
     access_key_id: String,
     access_key_secret: SecretString,
     state: Mutex<State>,
+    /// Real servers that accepted changes are applied to, one per engine.
+    databases: Vec<Arc<Database>>,
+    /// Serialises changes to the real servers, so that they land in the order the simulated
+    /// state records them.
+    database_order: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -172,23 +186,79 @@ impl Sim {
             access_key_id: access_key_id.into(),
             access_key_secret: SecretString::from(access_key_secret.into()),
             state: Mutex::new(State::default()),
+            databases: Vec::new(),
+            database_order: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Registers the clusters, instances, accounts and databases a pwrotd config names.
-    /// `ResetAccount` accounts are privileged; the others are normal accounts.
+    /// Backs the accounts whose `[account.verify]` names this engine with a real server.
+    /// Call before [`Sim::register_config`].
+    pub fn add_database_backend(&mut self, database: Database) {
+        self.databases.retain(|d| d.engine() != database.engine());
+        self.databases.push(Arc::new(database));
+    }
+
+    fn database(&self, engine: Option<Engine>) -> Option<&Arc<Database>> {
+        let engine = engine?;
+        self.databases.iter().find(|d| d.engine() == engine)
+    }
+
+    /// Creates, on the real servers, the users and databases that registered accounts need but
+    /// that do not exist yet. Users get a random password nobody knows, as a new cloud account
+    /// would before its first rotation.
+    pub async fn prepare_databases(&self) -> Result<(), BackendError> {
+        let mut users = Vec::new();
+        {
+            let state = self.lock();
+            for resource in state.polardb.values().chain(state.rds.values()) {
+                for (name, account) in &resource.accounts {
+                    if let Some(db) = self.database(account.backend) {
+                        users.push((db.clone(), name.clone(), resource.databases.clone()));
+                    }
+                }
+            }
+        }
+        for (db, user, databases) in users {
+            db.ensure_user(&user).await?;
+            for name in databases {
+                db.ensure_database(&name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the clusters, instances, accounts and databases a pwrotd config names, the
+    /// clone of an alternating account included. `ResetAccount` accounts are privileged; the
+    /// others are normal accounts. An account with `[account.verify]` is backed by the real
+    /// server of that engine, if the simulator has one.
     pub fn register_config(&self, config: &Config) {
         for account in &config.accounts {
             let account_type = match account.api {
                 crate::cloud::Api::ResetAccount => AccountType::Super,
                 _ => AccountType::Normal,
             };
-            self.add_account(
-                account.api.service(),
-                &account.resource_id,
-                &account.account_name,
-                account_type,
-            );
+            let engine = account.verify.as_ref().map(|v| v.engine);
+            let backend = self.database(engine).map(|d| d.engine());
+            let clone = match &account.strategy {
+                crate::config::Strategy::Alternating { clone } => Some(clone),
+                crate::config::Strategy::Single => None,
+            };
+            for user in std::iter::once(&account.account_name).chain(clone) {
+                self.add_account(
+                    account.api.service(),
+                    &account.resource_id,
+                    user,
+                    account_type,
+                );
+                let mut state = self.lock();
+                if let Some(a) = state
+                    .resources(account.api.service())
+                    .get_mut(&account.resource_id)
+                    .and_then(|r| r.accounts.get_mut(user.as_str()))
+                {
+                    a.backend = backend;
+                }
+            }
             for grant in &account.grants {
                 self.add_database(&account.resource_id, &grant.db);
             }
@@ -216,6 +286,7 @@ impl Sim {
                 password_sha256: None,
                 privileges: BTreeMap::new(),
                 changes: 0,
+                backend: None,
             });
     }
 
@@ -373,7 +444,10 @@ impl Sim {
             _ => {}
         }
 
-        let result = self.apply(action, params);
+        let result = match self.plan(action, params) {
+            Ok(change) => self.apply(change, fault == Some(Fault::SkipDatabase)).await,
+            Err(e) => Err(e),
+        };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -451,17 +525,16 @@ impl Sim {
         Ok(())
     }
 
-    /// Applies an accepted request; returns its RequestId.
-    fn apply(
+    /// Checks an accepted request and decides the change it makes, without making it.
+    fn plan(
         &self,
         action: &ActionSpec,
         params: &BTreeMap<String, String>,
-    ) -> Result<String, SimError> {
+    ) -> Result<Change, SimError> {
         let get = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
         let service = action.service;
         let resource_id = get(service.resource_param());
         let account_name = get("AccountName");
-        let request_id = new_request_id();
         let mut state = self.lock();
 
         let not_found = || match service {
@@ -476,9 +549,10 @@ impl Sim {
                 "Specified instance does not exist or not support.",
             ),
         };
-        if !state.resources(service).contains_key(resource_id) {
-            return Err(not_found());
-        }
+        let resource = state
+            .resources(service)
+            .get(resource_id)
+            .ok_or_else(not_found)?;
 
         if action.name == "GrantAccountPrivilege" {
             let dbs: Vec<&str> = get("DBName").split(',').collect();
@@ -490,23 +564,20 @@ impl Sim {
                     "The number of AccountPrivilege values must match the number of DBName values.",
                 ));
             }
-            let mut parsed = Vec::new();
-            for p in &privileges {
-                parsed.push(p.parse::<Privilege>().map_err(|_| {
+            let mut grants = Vec::new();
+            for (db, p) in dbs.into_iter().zip(privileges) {
+                let privilege = p.parse::<Privilege>().map_err(|_| {
                     SimError::new(
                         400,
                         "InvalidAccountPrivilege.Malformed",
                         "The specified parameter AccountPrivilege is not valid.",
                     )
-                })?);
+                })?;
+                grants.push((db.to_owned(), privilege));
             }
-            let resource = state
-                .resources(service)
-                .get_mut(resource_id)
-                .ok_or_else(not_found)?;
-            if dbs
+            if grants
                 .iter()
-                .any(|db| !resource.databases.iter().any(|d| d == db))
+                .any(|(db, _)| !resource.databases.iter().any(|d| d == db))
             {
                 return Err(SimError::new(
                     404,
@@ -516,13 +587,13 @@ impl Sim {
             }
             let account = resource
                 .accounts
-                .get_mut(account_name)
+                .get(account_name)
                 .ok_or_else(account_not_found)?;
-            for (db, privilege) in dbs.into_iter().zip(parsed) {
-                account.privileges.insert(db.to_owned(), privilege);
-            }
-            state.stats.applied += 1;
-            return Ok(request_id);
+            return Ok(Change::Grant {
+                target: (service, resource_id.to_owned(), account_name.to_owned()),
+                backend: account.backend,
+                grants,
+            });
         }
 
         let password = get(action.password_param.unwrap_or_default());
@@ -540,29 +611,25 @@ impl Sim {
                 ),
             });
         }
-        {
-            let resource = state
-                .resources(service)
-                .get_mut(resource_id)
-                .ok_or_else(not_found)?;
-            let account = resource
-                .accounts
-                .get(account_name)
-                .ok_or_else(account_not_found)?;
-            if action.name == "ResetAccount" && account.account_type != AccountType::Super {
-                return Err(SimError::new(
-                    400,
-                    "IncorrectAccountPrivilegeType",
-                    "ResetAccount applies to privileged accounts only.",
-                ));
-            }
+        let account = resource
+            .accounts
+            .get(account_name)
+            .ok_or_else(account_not_found)?;
+        if action.name == "ResetAccount" && account.account_type != AccountType::Super {
+            return Err(SimError::new(
+                400,
+                "IncorrectAccountPrivilegeType",
+                "ResetAccount applies to privileged accounts only.",
+            ));
         }
+        let backend = account.backend;
 
-        if let Some(token) = params
+        let mut token = None;
+        if let Some(t) = params
             .get("ClientToken")
             .filter(|_| action.name == "ModifyAccountPasswordZonal")
         {
-            if token.len() > 64 || !token.is_ascii() {
+            if t.len() > 64 || !t.is_ascii() {
                 return Err(SimError::new(
                     400,
                     "InvalidClientToken.Malformed",
@@ -570,8 +637,10 @@ impl Sim {
                 ));
             }
             let fingerprint = fingerprint(&[action.name, resource_id, account_name, password]);
-            match state.client_tokens.get(token) {
-                Some((seen, first_id)) if *seen == fingerprint => return Ok(first_id.clone()),
+            match state.client_tokens.get(t) {
+                Some((seen, first_id)) if *seen == fingerprint => {
+                    return Ok(Change::Replay(first_id.clone()));
+                }
                 Some(_) => {
                     return Err(SimError::new(
                         400,
@@ -579,31 +648,114 @@ impl Sim {
                         "The request uses the same client token as a previous, but non-identical request.",
                     ));
                 }
-                None => {
-                    state
-                        .client_tokens
-                        .insert(token.clone(), (fingerprint, request_id.clone()));
-                }
+                None => token = Some((t.clone(), fingerprint)),
             }
         }
+        Ok(Change::Password {
+            target: (service, resource_id.to_owned(), account_name.to_owned()),
+            backend,
+            password: Password::new(password.to_owned()),
+            token,
+            reset_privileges: action.name == "ResetAccount",
+        })
+    }
 
-        let resource = state
-            .resources(service)
-            .get_mut(resource_id)
-            .ok_or_else(not_found)?;
-        let account = resource
-            .accounts
-            .get_mut(account_name)
-            .ok_or_else(account_not_found)?;
-        account.password = Some(Password::new(password.to_owned()));
-        account.password_sha256 = Some(crate::cloud::sign::sha256_hex(password.as_bytes()));
-        account.changes += 1;
-        if action.name == "ResetAccount" {
-            account.privileges.clear();
+    /// Makes a planned change: on the real database first, if the account has one, then in the
+    /// simulated state. Returns the RequestId. A change the database refuses is not applied
+    /// and answers `InternalError`.
+    async fn apply(&self, change: Change, skip_database: bool) -> Result<String, SimError> {
+        let (target, backend) = match &change {
+            Change::Replay(request_id) => return Ok(request_id.clone()),
+            Change::Password {
+                target, backend, ..
+            }
+            | Change::Grant {
+                target, backend, ..
+            } => (target, *backend),
+        };
+        let _order = self.database_order.lock().await;
+        if let Some(db) = self.database(backend).filter(|_| !skip_database) {
+            let user = target.2.as_str();
+            let result = match &change {
+                Change::Password { password, .. } => db.set_password(user, password.expose()).await,
+                Change::Grant { grants, .. } => db.grant(user, grants).await,
+                Change::Replay(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(account = user, "the database did not take the change: {e}");
+                return Err(SimError::new(
+                    500,
+                    "InternalError",
+                    "The request processing has failed due to some unknown error.",
+                ));
+            }
+        }
+        Ok(self.commit(change))
+    }
+
+    /// Records an applied change in the simulated state.
+    fn commit(&self, change: Change) -> String {
+        let request_id = new_request_id();
+        let mut state = self.lock();
+        let (service, resource_id, account_name) = match &change {
+            Change::Replay(id) => return id.clone(),
+            Change::Password { target, .. } | Change::Grant { target, .. } => target.clone(),
+        };
+        if let Change::Password {
+            token: Some((token, fingerprint)),
+            ..
+        } = &change
+        {
+            state
+                .client_tokens
+                .insert(token.clone(), (*fingerprint, request_id.clone()));
         }
         state.stats.applied += 1;
-        Ok(request_id)
+        let Some(account) = state
+            .resources(service)
+            .get_mut(&resource_id)
+            .and_then(|r| r.accounts.get_mut(&account_name))
+        else {
+            return request_id;
+        };
+        match change {
+            Change::Password {
+                password,
+                reset_privileges,
+                ..
+            } => {
+                account.password_sha256 =
+                    Some(crate::cloud::sign::sha256_hex(password.expose().as_bytes()));
+                account.password = Some(password);
+                account.changes += 1;
+                if reset_privileges {
+                    account.privileges.clear();
+                }
+            }
+            Change::Grant { grants, .. } => account.privileges.extend(grants),
+            Change::Replay(_) => {}
+        }
+        request_id
     }
+}
+
+/// A change the simulated API accepted, before it is made.
+enum Change {
+    /// A ClientToken replay of a change already made: its first RequestId.
+    Replay(String),
+    Password {
+        target: (Service, String, String),
+        backend: Option<Engine>,
+        password: Password,
+        /// The ClientToken and the request's fingerprint, recorded once the change is made.
+        token: Option<(String, [u8; 32])>,
+        reset_privileges: bool,
+    },
+    Grant {
+        target: (Service, String, String),
+        backend: Option<Engine>,
+        grants: Vec<(String, Privilege)>,
+    },
 }
 
 fn account_not_found() -> SimError {

@@ -1,0 +1,513 @@
+//! Login verification and alternating users against real MariaDB and PostgreSQL servers
+//! (PRODUCT.md §8): the simulator applies each accepted change as a real `ALTER USER` or
+//! `GRANT`, and pwrotd proves each new password by logging in with it.
+//!
+//! The servers come from `.ci/databases`, which CI runs, through `PWROTD_TEST_MYSQL_ADMIN` and
+//! `PWROTD_TEST_POSTGRES_ADMIN`. Without them these tests say so on stderr and check nothing;
+//! with `PWROTD_REQUIRE_DATABASES=1` (set by CI) a missing server fails them instead.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use pwrotd::cloud::Service;
+use pwrotd::config::{Account, Config};
+use pwrotd::metrics::Metrics;
+use pwrotd::password::Password;
+use pwrotd::rotation::{Outcome, Report, Rotator};
+use pwrotd::sim::{Database, Fault, Sim, SimServer};
+use pwrotd::sink::{AuditRecord, SecretFile, Sink, read_audit};
+use pwrotd::verify::Engine;
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use crate::common::{self, KEY_ID, SECRET};
+
+/// The admin URL of a test server, or `None` (said on stderr) when there is none.
+fn admin_url(engine: Engine) -> Option<String> {
+    let var = match engine {
+        Engine::Mysql => "PWROTD_TEST_MYSQL_ADMIN",
+        Engine::Postgresql => "PWROTD_TEST_POSTGRES_ADMIN",
+    };
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("PWROTD_REQUIRE_DATABASES").is_some() => {
+            panic!(
+                "{var} is not set, and PWROTD_REQUIRE_DATABASES is: start the servers with .ci/databases"
+            )
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: no {} server; run `eval \"$(.ci/databases start /tmp/pwrotd-db)\"` first",
+                engine.as_str()
+            );
+            None
+        }
+    }
+}
+
+/// How an account rotates in a test.
+struct Setup<'a> {
+    api: &'a str,
+    alternating: bool,
+    grants: bool,
+}
+
+/// A simulator backed by a real server, one account on it, and a rotator.
+struct Rig {
+    engine: Engine,
+    admin: String,
+    host: String,
+    port: u16,
+    /// Unique per test, so that tests can share a server.
+    user: String,
+    clone: String,
+    db: String,
+    account: Arc<Account>,
+    rotator: Rotator,
+    server: SimServer,
+    state: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn new(engine: Engine, admin: String, setup: Setup<'_>) -> Rig {
+        let url = url::Url::parse(&admin).expect("an admin URL");
+        let host = url.host_str().expect("a host").to_owned();
+        let port = url.port().unwrap_or(engine.default_port());
+        let tag = pwrotd::random::hex_token::<4>().unwrap();
+        let (user, clone, db) = (
+            format!("app_{tag}"),
+            format!("app_{tag}_clone"),
+            format!("orders_{tag}"),
+        );
+        let (resource, strategy) = match (setup.api, setup.alternating) {
+            ("ResetAccountPassword", _) => (format!("instance_id = \"rm-{tag}\""), String::new()),
+            (_, false) => (format!("cluster_id = \"pc-{tag}\""), String::new()),
+            (_, true) => (
+                format!("cluster_id = \"pc-{tag}\""),
+                format!("strategy = \"alternating\"\nclone_account_name = \"{clone}\"\n"),
+            ),
+        };
+        let grants = if setup.grants {
+            format!("grants = [{{ db = \"{db}\", privilege = \"ReadWrite\" }}]\n")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "[cloud]\nregion_id = \"cn-hangzhou\"\n\
+             [[account]]\nname = \"acct\"\napi = \"{api}\"\n{resource}\naccount_name = \"{user}\"\n\
+             keep_versions = 3\n{strategy}{grants}\
+             [account.verify]\nengine = \"{engine}\"\nhost = \"{host}\"\nport = {port}\n\
+             tls = \"disable\"\ntimeout = \"2s\"\n",
+            api = setup.api,
+            engine = engine.as_str(),
+        );
+        let config = Config::parse(&text, Path::new("databases.toml")).expect("a valid config");
+        let mut sim = Sim::new(KEY_ID, SECRET);
+        sim.add_database_backend(Database::from_url(engine, &admin).expect("an admin URL"));
+        sim.register_config(&config);
+        sim.prepare_databases()
+            .await
+            .expect("the simulator creates the users and databases");
+        let server = SimServer::start(sim, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind 127.0.0.1:0");
+        let state = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            state.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let rotator = Rotator {
+            client: Arc::new(common::client(&server, pwrotd::cloud::SignatureVersion::V1)),
+            sink: Arc::new(Sink::open(state.path()).unwrap()),
+            metrics: Metrics::new(),
+        };
+        let rig = Rig {
+            engine,
+            admin,
+            host,
+            port,
+            user,
+            clone,
+            db,
+            account: config.accounts[0].clone(),
+            rotator,
+            server,
+            state,
+        };
+        if setup.grants {
+            rig.admin_sql(Some(&rig.db), "CREATE TABLE t (id INT)")
+                .await;
+        }
+        rig
+    }
+
+    async fn rotate(&self) -> Report {
+        self.rotator.rotate(&self.account).await
+    }
+
+    fn file(&self) -> SecretFile {
+        self.rotator
+            .sink
+            .load(&self.account)
+            .unwrap()
+            .expect("a secret file")
+    }
+
+    fn audit(&self) -> Vec<AuditRecord> {
+        read_audit(self.state.path()).unwrap()
+    }
+
+    fn verifications(&self, outcome: &str) -> u64 {
+        self.rotator
+            .metrics
+            .verifications
+            .with_label_values(&["acct", outcome])
+            .get()
+    }
+
+    /// Password-setting requests the simulator received, all codes.
+    fn api_requests(&self) -> u64 {
+        self.server.sim.stats().requests
+    }
+
+    /// Runs one statement as the admin, in `db` or the default database.
+    async fn admin_sql(&self, db: Option<&str>, sql: &str) {
+        match self.engine {
+            Engine::Mysql => {
+                let mut options: MySqlConnectOptions = self.admin.parse().unwrap();
+                if let Some(db) = db {
+                    options = options.database(db);
+                }
+                let mut c = options.connect().await.unwrap();
+                c.execute(sql).await.unwrap();
+                c.close().await.unwrap();
+            }
+            Engine::Postgresql => {
+                let mut options: PgConnectOptions = self.admin.parse().unwrap();
+                if let Some(db) = db {
+                    options = options.database(db);
+                }
+                let mut c = options.connect().await.unwrap();
+                c.execute(sql).await.unwrap();
+                c.close().await.unwrap();
+            }
+        }
+    }
+
+    /// Logs in as `user` with `password` (into `db` when given) and runs `sql` if given: the
+    /// test's own login, independent of pwrotd's verifier.
+    async fn session(
+        &self,
+        user: &str,
+        password: &Password,
+        db: Option<&str>,
+        sql: Option<&str>,
+    ) -> Result<(), String> {
+        let e = |e: sqlx::Error| e.to_string();
+        match self.engine {
+            Engine::Mysql => {
+                let mut options = MySqlConnectOptions::new()
+                    .host(&self.host)
+                    .port(self.port)
+                    .username(user)
+                    .password(password.expose())
+                    .ssl_mode(MySqlSslMode::Disabled);
+                if let Some(db) = db {
+                    options = options.database(db);
+                }
+                let mut c = options.connect().await.map_err(e)?;
+                if let Some(sql) = sql {
+                    c.execute(sql).await.map_err(e)?;
+                }
+                c.close().await.map_err(e)
+            }
+            Engine::Postgresql => {
+                let options = PgConnectOptions::new_without_pgpass()
+                    .host(&self.host)
+                    .port(self.port)
+                    .username(user)
+                    .password(password.expose())
+                    .database(db.unwrap_or("postgres"))
+                    .ssl_mode(PgSslMode::Disable);
+                let mut c = options.connect().await.map_err(e)?;
+                if let Some(sql) = sql {
+                    c.execute(sql).await.map_err(e)?;
+                }
+                c.close().await.map_err(e)
+            }
+        }
+    }
+
+    async fn logs_in(&self, user: &str, password: &Password) -> bool {
+        self.session(user, password, None, None).await.is_ok()
+    }
+
+    /// Whether `user` can write to the granted database's table.
+    async fn can_write(&self, user: &str, password: &Password) -> Result<(), String> {
+        self.session(
+            user,
+            password,
+            Some(&self.db),
+            Some("INSERT INTO t (id) VALUES (1)"),
+        )
+        .await
+    }
+}
+
+fn engines() -> Vec<(Engine, String)> {
+    [Engine::Mysql, Engine::Postgresql]
+        .into_iter()
+        .filter_map(|e| admin_url(e).map(|url| (e, url)))
+        .collect()
+}
+
+/// The API each engine's single-user test rotates through: a PolarDB for MySQL cluster, an RDS
+/// for PostgreSQL instance.
+fn single_api(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Mysql => "ModifyAccountPassword",
+        Engine::Postgresql => "ResetAccountPassword",
+    }
+}
+
+#[tokio::test]
+async fn single_user_rotation_is_verified_by_login() {
+    for (engine, admin) in engines() {
+        let api = single_api(engine);
+        let rig = Rig::new(
+            engine,
+            admin,
+            Setup {
+                api,
+                alternating: false,
+                grants: false,
+            },
+        )
+        .await;
+        let wrong = Password::new("Wrong-Password-123".into());
+        assert!(!rig.logs_in(&rig.user, &wrong).await, "{engine:?}");
+
+        let first = rig.rotate().await;
+        assert_eq!(first.outcome, Outcome::Success, "{engine:?}: {first:?}");
+        assert!(
+            first.message.contains("verified by login"),
+            "{}",
+            first.message
+        );
+        let v1 = rig.file().current.unwrap();
+        assert_eq!((v1.version, v1.username.as_str()), (1, rig.user.as_str()));
+        assert!(rig.logs_in(&rig.user, &v1.password).await, "{engine:?}");
+
+        let second = rig.rotate().await;
+        assert_eq!(second.outcome, Outcome::Success, "{engine:?}: {second:?}");
+        let v2 = rig.file().current.unwrap();
+        assert_eq!(v2.version, 2);
+        assert!(rig.logs_in(&rig.user, &v2.password).await, "{engine:?}");
+        assert!(
+            !rig.logs_in(&rig.user, &v1.password).await,
+            "{engine:?}: the old password must stop working"
+        );
+        assert!(!rig.logs_in(&rig.user, &wrong).await, "{engine:?}");
+
+        assert_eq!(rig.verifications("success"), 2, "{engine:?}");
+        let audit = rig.audit();
+        assert_eq!(audit.len(), 2);
+        assert!(audit.iter().all(|a| a.outcome == "success"
+            && a.verification.as_deref() == Some("success")
+            && a.api == api));
+        let account = rig
+            .server
+            .sim
+            .account(
+                rig.account.api.service(),
+                &rig.account.resource_id,
+                &rig.user,
+            )
+            .unwrap();
+        assert_eq!(account.changes, 2, "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_ambiguous_outcome_is_settled_by_login_with_no_second_call() {
+    for (engine, admin) in engines() {
+        let rig = Rig::new(
+            engine,
+            admin,
+            Setup {
+                api: "ModifyAccountPasswordZonal",
+                alternating: false,
+                grants: false,
+            },
+        )
+        .await;
+        assert_eq!(rig.rotate().await.outcome, Outcome::Success);
+        let before = rig.api_requests();
+
+        // The change is applied, then the connection drops: the client cannot know.
+        rig.server.sim.script_faults([Fault::DropAfterApply]);
+        let report = rig.rotate().await;
+        assert_eq!(report.outcome, Outcome::Success, "{engine:?}: {report:?}");
+        assert!(
+            report.message.contains("no further API call"),
+            "{}",
+            report.message
+        );
+        assert_eq!(
+            rig.api_requests() - before,
+            1,
+            "{engine:?}: the login settled it, so there is no second call"
+        );
+        let file = rig.file();
+        let current = file.current.unwrap();
+        assert_eq!(current.version, 2);
+        assert_eq!(current.request_id, None, "no reply, so no RequestId");
+        assert!(file.pending.is_none());
+        assert!(rig.logs_in(&rig.user, &current.password).await);
+        let last = rig.audit().pop().unwrap();
+        assert_eq!(
+            (last.outcome.as_str(), last.settled.as_deref()),
+            ("success", Some("login"))
+        );
+        assert_eq!(rig.verifications("success"), 2);
+    }
+}
+
+#[tokio::test]
+async fn a_password_the_database_rejects_is_never_promoted() {
+    for (engine, admin) in engines() {
+        let rig = Rig::new(
+            engine,
+            admin,
+            Setup {
+                api: single_api(engine),
+                alternating: false,
+                grants: false,
+            },
+        )
+        .await;
+        assert_eq!(rig.rotate().await.outcome, Outcome::Success);
+        let v1 = rig.file().current.unwrap();
+
+        // The API says success, but the database never gets the password.
+        rig.server.sim.script_faults([Fault::SkipDatabase]);
+        let report = rig.rotate().await;
+        assert_eq!(report.outcome, Outcome::Pending, "{engine:?}: {report:?}");
+        assert_eq!(report.error_code.as_deref(), Some("VerificationRejected"));
+        let file = rig.file();
+        let pending = file
+            .pending
+            .clone()
+            .expect("the unproven password stays pending");
+        assert_eq!(
+            file.current.as_ref().map(|c| c.version),
+            Some(1),
+            "{engine:?}: never promoted"
+        );
+        assert!(!rig.logs_in(&rig.user, &pending.password).await);
+        assert!(rig.logs_in(&rig.user, &v1.password).await);
+        assert_eq!(rig.verifications("rejected"), 1, "{engine:?}");
+        let last = rig.audit().pop().unwrap();
+        assert_eq!(
+            (
+                last.outcome.as_str(),
+                last.error_code.as_deref(),
+                last.verification.as_deref()
+            ),
+            ("pending", Some("VerificationRejected"), Some("rejected"))
+        );
+
+        // Next time, the old password still logs in, so the pending one is re-applied.
+        let report = rig.rotate().await;
+        assert_eq!(report.outcome, Outcome::Success, "{engine:?}: {report:?}");
+        let current = rig.file().current.unwrap();
+        assert_eq!(current.version, pending.version, "the same pending version");
+        assert!(rig.logs_in(&rig.user, &current.password).await);
+        assert!(!rig.logs_in(&rig.user, &v1.password).await);
+        let last = rig.audit().pop().unwrap();
+        assert_eq!(
+            (last.outcome.as_str(), last.settled.as_deref()),
+            ("success", Some("reapply"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn alternating_users_keep_the_previous_user_working_with_privileges_in_line() {
+    for (engine, admin) in engines() {
+        let rig = Rig::new(
+            engine,
+            admin,
+            Setup {
+                api: "ModifyAccountPassword",
+                alternating: true,
+                grants: true,
+            },
+        )
+        .await;
+        let mut expected_user = rig.user.clone();
+        let mut previous: Option<(String, Password)> = None;
+        for round in 1..=3u64 {
+            if round == 3 {
+                // Privileges drift between rotations; the next rotation brings them back.
+                let revoke = match engine {
+                    Engine::Mysql => format!(
+                        "REVOKE ALL PRIVILEGES ON `{}`.* FROM '{}'@'%'",
+                        rig.db, rig.user
+                    ),
+                    Engine::Postgresql => format!("REVOKE ALL ON t FROM \"{}\"", rig.user),
+                };
+                rig.admin_sql(Some(&rig.db), &revoke).await;
+            }
+            let report = rig.rotate().await;
+            assert_eq!(
+                report.outcome,
+                Outcome::Success,
+                "{engine:?} round {round}: {report:?}"
+            );
+            let file = rig.file();
+            let current = file.current.clone().unwrap();
+            assert_eq!(
+                (current.version, current.username.as_str()),
+                (round, expected_user.as_str()),
+                "{engine:?} round {round}"
+            );
+            rig.can_write(&current.username, &current.password)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{engine:?} round {round}: the new user cannot write: {e}")
+                });
+            if let Some((user, password)) = &previous {
+                let kept = &file.previous[0];
+                assert_eq!(&kept.username, user);
+                rig.can_write(user, password).await.unwrap_or_else(|e| {
+                    panic!("{engine:?} round {round}: the previous user stopped working: {e}")
+                });
+            }
+            // Two rounds ago, the same user had another password: that one is gone.
+            if round == 3 {
+                let old = &file.previous[1];
+                assert_eq!(old.username, current.username);
+                assert!(!rig.logs_in(&old.username, &old.password).await);
+            }
+            previous = Some((current.username.clone(), current.password.clone()));
+            expected_user = if expected_user == rig.user {
+                rig.clone.clone()
+            } else {
+                rig.user.clone()
+            };
+        }
+        let sim = &rig.server.sim;
+        for user in [&rig.user, &rig.clone] {
+            let account = sim
+                .account(Service::PolarDb, &rig.account.resource_id, user)
+                .unwrap();
+            assert!(account.changes >= 1, "{user}");
+            assert_eq!(account.privileges.len(), 1, "{user}");
+        }
+        assert_eq!(rig.verifications("success"), 3);
+    }
+}
