@@ -1542,6 +1542,86 @@ account_name = "app"
     }
 
     #[test]
+    fn verify_and_alternating() {
+        let src = r#"
+[cloud]
+region_id = "r"
+[[account]]
+name = "a"
+api = "ModifyAccountPassword"
+cluster_id = "pc-1"
+account_name = "app"
+strategy = "alternating"
+clone_account_name = "app_clone"
+[account.verify]
+engine = "postgresql"
+host = "db.internal"
+tls = true
+[[account]]
+name = "b"
+api = "ResetAccountPassword"
+instance_id = "rm-1"
+account_name = "b"
+[account.verify]
+engine = "mysql"
+host = "127.0.0.1"
+port = 3307
+database = "app"
+tls = "disable"
+timeout = "5s"
+"#;
+        let c = Config::parse(src, Path::new("t.toml")).unwrap();
+        let (a, b) = (c.account("a").unwrap(), c.account("b").unwrap());
+        let va = a.verify.as_ref().unwrap();
+        assert_eq!(
+            (
+                va.engine,
+                va.port,
+                va.tls,
+                va.timeout,
+                va.database.as_deref()
+            ),
+            (
+                Engine::Postgresql,
+                5432,
+                Tls::VerifyFull,
+                Duration::from_secs(60),
+                None
+            )
+        );
+        let vb = b.verify.as_ref().unwrap();
+        assert_eq!(
+            (
+                vb.engine,
+                vb.port,
+                vb.tls,
+                vb.timeout,
+                vb.database.as_deref()
+            ),
+            (
+                Engine::Mysql,
+                3307,
+                Tls::Disable,
+                Duration::from_secs(5),
+                Some("app")
+            )
+        );
+        // Alternating starts with account_name, then flips; single always rotates account_name.
+        assert_eq!(a.next_username(None), "app");
+        assert_eq!(a.next_username(Some("app")), "app_clone");
+        assert_eq!(a.next_username(Some("app_clone")), "app");
+        assert_eq!(b.strategy, Strategy::Single);
+        assert_eq!(b.next_username(Some("b")), "b");
+
+        // A clone that another entry already rotates is refused.
+        let taken = format!(
+            "{src}[[account]]\nname = \"c\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-1\"\naccount_name = \"app_clone\"\n"
+        );
+        let keys: Vec<String> = problems(&taken).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(keys, ["account \"c\".account_name"]);
+    }
+
+    #[test]
     fn inline_secret_needs_a_private_file() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,10 @@
 //! grants), and runs the real daemon against it with a throwaway state directory and schedules a
 //! few seconds apart. Each rotation is printed as it happens, with a check that the sink's
 //! current password is the one the simulated database has. It never prints a password.
+//!
+//! When a local MariaDB (or MySQL) answers, one more account shows verification by login and
+//! alternating users on it: the simulator applies each change as a real `ALTER USER`, and the
+//! demo's two users are dropped again at the end. When none answers, the demo says so.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,8 +22,9 @@ use crate::config::Config;
 use crate::daemon::{self, RunOptions};
 use crate::random;
 use crate::rotation::{Outcome, Report};
-use crate::sim::{Fault, Sim, SimServer};
+use crate::sim::{Database, Fault, Sim, SimServer};
 use crate::sink;
+use crate::verify::Engine;
 
 /// The demo's accounts; `{...}` fields are filled in at run time.
 const DEMO_CONFIG: &str = r#"
@@ -77,6 +82,55 @@ length = 16
 require = ["upper", "lower", "digit"]
 "#;
 
+/// The account on a real local MariaDB, when there is one.
+const VERIFIED_ACCOUNT: &str = r#"
+[[account]]
+name = "reports-app"
+api = "ModifyAccountPassword"
+cluster_id = "pc-demo0003"
+account_name = "pwrotd_demo_reports"
+strategy = "alternating"
+clone_account_name = "pwrotd_demo_reports_clone"
+every = "15s"
+[account.verify]
+engine = "mysql"
+host = "{db_host}"
+port = {db_port}
+tls = "disable"
+timeout = "10s"
+"#;
+
+/// The demo's users on a real server, dropped at the end.
+const VERIFIED_USERS: [&str; 2] = ["pwrotd_demo_reports", "pwrotd_demo_reports_clone"];
+
+/// Where the demo looks for MariaDB: `PWROTD_DEMO_MYSQL_ADMIN`, or else the Debian package's
+/// socket, as the current OS user (how root logs in there).
+fn mariadb_admin_url() -> String {
+    std::env::var("PWROTD_DEMO_MYSQL_ADMIN").unwrap_or_else(|_| {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map_or_else(|| "root".to_owned(), |u| u.name);
+        format!("mysql://{user}@localhost?socket=/run/mysqld/mysqld.sock")
+    })
+}
+
+/// A local MariaDB that answers: its admin URL, and the host and port logins go to.
+async fn local_mariadb() -> Result<(String, String, u16), String> {
+    let url = mariadb_admin_url();
+    let db = Database::from_url(Engine::Mysql, &url).map_err(|e| e.to_string())?;
+    let port = tokio::time::timeout(std::time::Duration::from_secs(5), db.probe())
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let host = url::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .filter(|h| h != "localhost")
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    Ok((url, host, port))
+}
+
 /// Runs the demo; the exit code says whether it went as it should.
 pub async fn run(once: bool) -> ExitCode {
     let dir = std::env::temp_dir().join(format!(
@@ -104,10 +158,23 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
     );
     let secret = random::hex_token::<20>().map_err(|e| e.to_string())?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = SimServer::start(Sim::new(key_id.clone(), secret.clone()), loopback)
+    let mut sim = Sim::new(key_id.clone(), secret.clone());
+    let mariadb = local_mariadb().await;
+    let mut text = DEMO_CONFIG.to_owned();
+    if let Ok((url, host, port)) = &mariadb {
+        sim.add_database_backend(
+            Database::from_url(Engine::Mysql, url).map_err(|e| e.to_string())?,
+        );
+        text.push_str(
+            &VERIFIED_ACCOUNT
+                .replace("{db_host}", host)
+                .replace("{db_port}", &port.to_string()),
+        );
+    }
+    let server = SimServer::start(sim, loopback)
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
-    let text = DEMO_CONFIG
+    let text = text
         .replace("{state_dir}", &state_dir.display().to_string())
         .replace("{signature}", "v1")
         .replace("{endpoint}", server.url().as_str().trim_end_matches('/'))
@@ -115,6 +182,11 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
         .replace("{secret}", &secret);
     let config = Config::parse(&text, &PathBuf::from("<demo>")).map_err(|e| e.to_string())?;
     server.sim.register_config(&config);
+    server
+        .sim
+        .prepare_databases()
+        .await
+        .map_err(|e| format!("cannot create the demo's users on MariaDB: {e}"))?;
     let metrics = TcpListener::bind(loopback)
         .await
         .map_err(|e| format!("cannot bind a metrics port: {e}"))?;
@@ -142,6 +214,23 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    match &mariadb {
+        Ok((_, host, port)) => say!(
+            "  login verification: MariaDB at {host}:{port}. reports-app alternates between two real users, \
+             {} and {}; each new password must log in before it is promoted.",
+            VERIFIED_USERS[0],
+            VERIFIED_USERS[1]
+        ),
+        Err(e) => say!(
+            "  login verification: not shown, no MariaDB answered at {} ({e}). Set \
+             PWROTD_DEMO_MYSQL_ADMIN=mysql://admin:password@127.0.0.1:3306 to include it.",
+            if std::env::var_os("PWROTD_DEMO_MYSQL_ADMIN").is_some() {
+                "PWROTD_DEMO_MYSQL_ADMIN"
+            } else {
+                "/run/mysqld/mysqld.sock"
+            }
+        ),
+    }
     if once {
         say!("  --once: every account rotates once, then the demo exits.\n");
     } else {
@@ -166,16 +255,16 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             .flatten();
         let in_sync = file.as_ref().is_some_and(|f| {
             [
-                f.current.as_ref().map(|c| &c.password),
-                f.pending.as_ref().map(|p| &p.password),
+                f.current.as_ref().map(|c| (&c.username, &c.password)),
+                f.pending.as_ref().map(|p| (&p.username, &p.password)),
             ]
             .into_iter()
             .flatten()
-            .any(|p| {
+            .any(|(user, p)| {
                 sim.login(
                     account.api.service(),
                     &account.resource_id,
-                    &account.account_name,
+                    user,
                     p.expose(),
                 )
             })
@@ -241,5 +330,13 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
         );
     }
     server.stop().await;
+    if let Ok((url, ..)) = &mariadb {
+        let db = Database::from_url(Engine::Mysql, url).map_err(|e| e.to_string())?;
+        for user in VERIFIED_USERS {
+            if let Err(e) = db.drop_user(user).await {
+                say!("could not drop the demo's MariaDB user {user}: {e}");
+            }
+        }
+    }
     Ok(all_good.load(Ordering::Relaxed))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use pwrotd::config::{Config, LogFormat, Schedule};
+use pwrotd::config::{Config, LogFormat, Schedule, Strategy};
 use pwrotd::daemon::{self, DaemonError, ReportLine, RunOptions, StateLock};
 use pwrotd::metrics::Metrics;
 use pwrotd::password::{self, Policy};
@@ -320,6 +320,8 @@ fn status(path: &Path, json: bool) -> ExitCode {
                     "resource_id": account.resource_id,
                     "account_name": account.account_name,
                     "version": file.and_then(|f| f.current.as_ref()).map(|c| c.version),
+                    // The user applications log in as: under the alternating strategy, it flips.
+                    "username": file.and_then(|f| f.current.as_ref()).map(|c| c.username.as_str()),
                     "last_success": last.map(sink::timestamp),
                     "age_seconds": last.and_then(|l| now.duration_since(l).ok()).map(|d| d.as_secs()),
                     "pending": pending,
@@ -415,17 +417,23 @@ fn check(path: &Path) -> ExitCode {
             },
             Err(e) => format!("refused: {}", e.code()),
         };
+        let users = match &a.strategy {
+            Strategy::Single => a.account_name.clone(),
+            Strategy::Alternating { clone } => format!("{}<>{clone}", a.account_name),
+        };
+        let mut extra = String::new();
+        if !a.grants.is_empty() {
+            extra.push_str(&format!(", {} grants", a.grants.len()));
+        }
+        if let Some(v) = &a.verify {
+            extra.push_str(&format!(", verified by login to {}", v.target()));
+        }
         say!(
-            "  {:<24} {:<27} {:<32} {:<26} next {next}{}",
+            "  {:<24} {:<27} {:<32} {:<26} next {next}{extra}",
             a.name,
             a.api,
-            format!("{}/{}", a.resource_id, a.account_name),
+            format!("{}/{users}", a.resource_id),
             schedule,
-            if a.grants.is_empty() {
-                String::new()
-            } else {
-                format!(", {} grants", a.grants.len())
-            },
         );
     }
     ExitCode::SUCCESS

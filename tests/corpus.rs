@@ -153,6 +153,56 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
             with("render = [{ format = \"env\", path = \"/run/a.env\", mode = \"0644\" }]\n"),
             "render.mode",
         ),
+        (
+            "unknown strategy",
+            with("strategy = \"blue-green\"\n"),
+            "strategy",
+        ),
+        (
+            "alternating without a clone",
+            with("strategy = \"alternating\"\n"),
+            "clone_account_name",
+        ),
+        (
+            "a clone that is the account itself",
+            with("strategy = \"alternating\"\nclone_account_name = \"app\"\n"),
+            "clone_account_name",
+        ),
+        (
+            "a clone without alternating",
+            with("clone_account_name = \"app2\"\n"),
+            "clone_account_name",
+        ),
+        (
+            "alternating that keeps no previous version",
+            with("strategy = \"alternating\"\nclone_account_name = \"app2\"\nkeep_versions = 0\n"),
+            "keep_versions",
+        ),
+        (
+            "unknown engine",
+            with("[account.verify]\nengine = \"oracle\"\nhost = \"db\"\n"),
+            "verify.engine",
+        ),
+        (
+            "verify without a host",
+            with("[account.verify]\nengine = \"mysql\"\n"),
+            "verify.host",
+        ),
+        (
+            "verify port out of range",
+            with("[account.verify]\nengine = \"postgresql\"\nhost = \"db\"\nport = 70000\n"),
+            "verify.port",
+        ),
+        (
+            "unknown tls mode",
+            with("[account.verify]\nengine = \"mysql\"\nhost = \"db\"\ntls = \"yes\"\n"),
+            "verify.tls",
+        ),
+        (
+            "unknown verify key",
+            with("[account.verify]\nengine = \"mysql\"\nhost = \"db\"\npassword = \"x\"\n"),
+            "verify.password",
+        ),
         ("not TOML", "[cloud\nregion_id = ".to_owned(), ""),
         ("binary junk", "\u{0}\u{1}\u{2}\u{fffd}".to_owned(), ""),
     ]

@@ -67,6 +67,52 @@ impl Database {
         self.engine
     }
 
+    /// Connects once, to show the server is there; returns the TCP port it listens on.
+    pub async fn probe(&self) -> Result<u16, BackendError> {
+        let port: i64 = match &self.target {
+            Target::Mysql(options) => {
+                let mut c = options.connect().await.map_err(failed("connect"))?;
+                let port = sqlx::query_scalar::<_, i64>("SELECT CAST(@@port AS SIGNED)")
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(failed("@@port"))?;
+                c.close().await.map_err(failed("disconnect"))?;
+                port
+            }
+            Target::Postgres(options) => {
+                let mut c = options.connect().await.map_err(failed("connect"))?;
+                let port = sqlx::query_scalar::<_, String>("SHOW port")
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(failed("port"))?;
+                c.close().await.map_err(failed("disconnect"))?;
+                port.parse().unwrap_or(0)
+            }
+        };
+        u16::try_from(port).map_err(|_| BackendError(format!("the server reports port {port}")))
+    }
+
+    /// Drops the user if it exists.
+    pub async fn drop_user(&self, user: &str) -> Result<(), BackendError> {
+        let user = checked(user)?;
+        match &self.target {
+            Target::Mysql(options) => {
+                let mut c = options.connect().await.map_err(failed("connect"))?;
+                c.execute(format!("DROP USER IF EXISTS '{user}'@'%'").as_str())
+                    .await
+                    .map_err(failed("DROP USER"))?;
+                c.close().await.map_err(failed("disconnect"))
+            }
+            Target::Postgres(options) => {
+                let mut c = options.connect().await.map_err(failed("connect"))?;
+                c.execute(format!("DROP ROLE IF EXISTS \"{user}\"").as_str())
+                    .await
+                    .map_err(failed("DROP ROLE"))?;
+                c.close().await.map_err(failed("disconnect"))
+            }
+        }
+    }
+
     /// Creates the user, with a random password nobody knows, unless it exists: a cloud
     /// account exists before anyone rotates it.
     pub async fn ensure_user(&self, user: &str) -> Result<(), BackendError> {
