@@ -10,6 +10,7 @@
 //! - [`random`]: the OS CSPRNG, the only source of randomness.
 //! - [`cloud`]: request signing (V1, V3), credentials, the five operations, the client, errors.
 //! - [`config`]: the TOML config file, parsed and validated.
+//! - [`verify`]: proving a password by logging in to the database with it.
 //! - [`demo`]: `pwrotd demo`, the first thing a newcomer runs.
 //! - [`sim`]: `pwrotd-sim`, a faithful local stand-in for the PolarDB and RDS OpenAPI.
 //!

@@ -220,77 +220,72 @@ impl Rotator {
 
         // 2. Set it through the API. A pending password of unknown fate is first tested by
         // login, when the account can be verified: if it already works, no call is needed.
-        let mut applied = None;
-        if inherited
-            && let Some(verify) = &account.verify
-            && self
-                .settle(account, verify, &file, &pending, &mut audit)
-                .await
-                == Settled::Live
-        {
-            applied = Some(Applied::Login);
-        }
+        let proven = match &account.verify {
+            Some(verify) if inherited => {
+                self.settle(account, verify, &file, &pending, &mut audit)
+                    .await
+                    == Settled::Live
+            }
+            _ => false,
+        };
         // Whether an earlier call may have applied the password: then `pending` must stay.
         let mut maybe_applied = inherited;
-        let mut calls = 0;
-        while applied.is_none() {
-            calls += 1;
-            let op = SetPassword::new(
-                account.api,
-                &account.resource_id,
-                &pending.username,
-                pending.password.clone(),
-                &pending.client_token,
-                account.password_type.as_deref(),
-            );
-            match self.client.call(&op).await {
-                Ok(reply) => {
-                    audit.attempts += reply.attempts;
-                    audit.request_id = Some(reply.request_id.clone());
-                    applied = Some(Applied::Reply(reply.request_id));
-                }
-                Err(error) => {
-                    audit.attempts += error.attempts;
-                    audit.request_id = error.request_id().map(str::to_owned);
-                    let ambiguous = error.class() == Class::Ambiguous;
-                    if ambiguous
-                        && calls == 1
-                        && let Some(verify) = &account.verify
-                    {
-                        // A login tells whether the lost call applied: promote without a
-                        // second call, or set it again now.
-                        maybe_applied = true;
-                        match self
-                            .settle(account, verify, &file, &pending, &mut audit)
-                            .await
-                        {
-                            Settled::Live => {
-                                applied = Some(Applied::Login);
-                                continue;
-                            }
-                            Settled::NotApplied => continue,
-                            Settled::Unknown => {}
-                        }
+        let applied = if proven {
+            Applied::Login
+        } else {
+            loop {
+                let op = SetPassword::new(
+                    account.api,
+                    &account.resource_id,
+                    &pending.username,
+                    pending.password.clone(),
+                    &pending.client_token,
+                    account.password_type.as_deref(),
+                );
+                let error = match self.client.call(&op).await {
+                    Ok(reply) => {
+                        audit.attempts += reply.attempts;
+                        audit.request_id = Some(reply.request_id.clone());
+                        break Applied::Reply(reply.request_id);
                     }
-                    return self
-                        .failed(
-                            account,
-                            file,
-                            &pending,
-                            maybe_applied,
-                            error,
-                            audit,
-                            report,
-                            started,
-                        )
-                        .await;
+                    Err(error) => error,
+                };
+                audit.attempts += error.attempts;
+                audit.request_id = error.request_id().map(str::to_owned);
+                // A login tells whether the lost call applied: promote without a second call,
+                // or set it again now. Once per attempt: a pending password that was already
+                // settled and set again stays pending for the next attempt.
+                if error.class() == Class::Ambiguous
+                    && audit.settled.is_none()
+                    && let Some(verify) = &account.verify
+                {
+                    maybe_applied = true;
+                    match self
+                        .settle(account, verify, &file, &pending, &mut audit)
+                        .await
+                    {
+                        Settled::Live => break Applied::Login,
+                        Settled::NotApplied => continue,
+                        Settled::Unknown => {}
+                    }
                 }
+                return self
+                    .failed(
+                        account,
+                        file,
+                        &pending,
+                        maybe_applied,
+                        error,
+                        audit,
+                        report,
+                        started,
+                    )
+                    .await;
             }
-        }
-        let applied = applied.unwrap_or(Applied::Login);
+        };
         failpoint::crash("before_promote");
         let alternating = matches!(account.strategy, Strategy::Alternating { .. });
-        let how = match (&applied, audit.settled.is_some()) {
+        let how = match (&applied, inherited || audit.settled.is_some()) {
             (Applied::Login, _) => {
                 "settled by login: the password logs in, so no further API call".to_owned()
             }
@@ -341,16 +336,16 @@ impl Rotator {
                 .await;
             self.count_verification(account, &login, &mut audit);
             if login != Login::Accepted {
-                let code = match login {
-                    Login::Rejected(_) => "VerificationRejected",
-                    _ => "VerificationFailed",
+                let (code, verdict) = match login {
+                    Login::Rejected(_) => ("VerificationRejected", "the database refuses it"),
+                    _ => ("VerificationFailed", "no login could test it"),
                 };
                 let report = hold(
                     report,
                     code,
                     format!(
-                        "version {} is set ({how}) but does not log in as {} after {}: {}; it is \
-                         not promoted and stays pending",
+                        "version {} is set ({how}) but {verdict} as user {} within {}: {}; it \
+                         is not promoted and stays pending",
                         pending.version,
                         pending.username,
                         humantime::format_duration(verify.timeout),

@@ -1,8 +1,6 @@
 //! The real binaries: `pwrotd genpass`, `check` and `demo`, and `pwrotd-sim` serving the client.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use pwrotd::cloud::{Api, Credentials, SetPassword, SignatureVersion};
@@ -239,46 +237,12 @@ fn demo_once_rotates_every_api_through_the_daemon() {
     }
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Reaper(std::process::Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_sim_binary_serves_the_client() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("sim.toml");
     std::fs::write(&config, common::config_text()).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pwrotd-sim"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pwrotd-sim");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut reaper = Reaper(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("pwrotd-sim printed its address");
-    let url = line
-        .trim()
-        .strip_prefix("pwrotd-sim listening on ")
-        .expect("the address line");
-    let url = reqwest::Url::parse(url).expect("a URL");
+    let (mut reaper, url) = common::spawn_sim_binary(&config, &[]);
 
     for signature in [SignatureVersion::V1, SignatureVersion::V3] {
         let client = common::client_with(

@@ -15,7 +15,7 @@ use pwrotd::config::{Account, Config};
 use pwrotd::metrics::Metrics;
 use pwrotd::password::Password;
 use pwrotd::rotation::{Outcome, Report, Rotator};
-use pwrotd::sim::{Database, Fault, Sim, SimServer};
+use pwrotd::sim::{Database, Fault, FaultRates, Sim, SimServer};
 use pwrotd::sink::{AuditRecord, SecretFile, Sink, read_audit};
 use pwrotd::verify::Engine;
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
@@ -52,6 +52,20 @@ struct Setup<'a> {
     api: &'a str,
     alternating: bool,
     grants: bool,
+    /// The `tls` keys of `[account.verify]`.
+    tls: &'a str,
+}
+
+impl<'a> Setup<'a> {
+    /// One user, no grants, plain TCP to the loopback test servers.
+    fn single(api: &'a str) -> Setup<'a> {
+        Setup {
+            api,
+            alternating: false,
+            grants: false,
+            tls: "tls = \"disable\"",
+        }
+    }
 }
 
 /// A simulator backed by a real server, one account on it, and a rotator.
@@ -99,8 +113,9 @@ impl Rig {
              [[account]]\nname = \"acct\"\napi = \"{api}\"\n{resource}\naccount_name = \"{user}\"\n\
              keep_versions = 3\n{strategy}{grants}\
              [account.verify]\nengine = \"{engine}\"\nhost = \"{host}\"\nport = {port}\n\
-             tls = \"disable\"\ntimeout = \"2s\"\n",
+             {tls}\ntimeout = \"2s\"\n",
             api = setup.api,
+            tls = setup.tls,
             engine = engine.as_str(),
         );
         let config = Config::parse(&text, Path::new("databases.toml")).expect("a valid config");
@@ -197,8 +212,6 @@ impl Rig {
         }
     }
 
-    /// Logs in as `user` with `password` (into `db` when given) and runs `sql` if given: the
-    /// test's own login, independent of pwrotd's verifier.
     async fn session(
         &self,
         user: &str,
@@ -206,39 +219,7 @@ impl Rig {
         db: Option<&str>,
         sql: Option<&str>,
     ) -> Result<(), String> {
-        let e = |e: sqlx::Error| e.to_string();
-        match self.engine {
-            Engine::Mysql => {
-                let mut options = MySqlConnectOptions::new()
-                    .host(&self.host)
-                    .port(self.port)
-                    .username(user)
-                    .password(password.expose())
-                    .ssl_mode(MySqlSslMode::Disabled);
-                if let Some(db) = db {
-                    options = options.database(db);
-                }
-                let mut c = options.connect().await.map_err(e)?;
-                if let Some(sql) = sql {
-                    c.execute(sql).await.map_err(e)?;
-                }
-                c.close().await.map_err(e)
-            }
-            Engine::Postgresql => {
-                let options = PgConnectOptions::new_without_pgpass()
-                    .host(&self.host)
-                    .port(self.port)
-                    .username(user)
-                    .password(password.expose())
-                    .database(db.unwrap_or("postgres"))
-                    .ssl_mode(PgSslMode::Disable);
-                let mut c = options.connect().await.map_err(e)?;
-                if let Some(sql) = sql {
-                    c.execute(sql).await.map_err(e)?;
-                }
-                c.close().await.map_err(e)
-            }
-        }
+        session(self.engine, &self.host, self.port, user, password, db, sql).await
     }
 
     async fn logs_in(&self, user: &str, password: &Password) -> bool {
@@ -254,6 +235,52 @@ impl Rig {
             Some("INSERT INTO t (id) VALUES (1)"),
         )
         .await
+    }
+}
+
+/// Logs in as `user` with `password` (into `db` when given) and runs `sql` if given: the
+/// test's own login, independent of pwrotd's verifier.
+async fn session(
+    engine: Engine,
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &Password,
+    db: Option<&str>,
+    sql: Option<&str>,
+) -> Result<(), String> {
+    let e = |e: sqlx::Error| e.to_string();
+    match engine {
+        Engine::Mysql => {
+            let mut options = MySqlConnectOptions::new()
+                .host(host)
+                .port(port)
+                .username(user)
+                .password(password.expose())
+                .ssl_mode(MySqlSslMode::Disabled);
+            if let Some(db) = db {
+                options = options.database(db);
+            }
+            let mut c = options.connect().await.map_err(e)?;
+            if let Some(sql) = sql {
+                c.execute(sql).await.map_err(e)?;
+            }
+            c.close().await.map_err(e)
+        }
+        Engine::Postgresql => {
+            let options = PgConnectOptions::new_without_pgpass()
+                .host(host)
+                .port(port)
+                .username(user)
+                .password(password.expose())
+                .database(db.unwrap_or("postgres"))
+                .ssl_mode(PgSslMode::Disable);
+            let mut c = options.connect().await.map_err(e)?;
+            if let Some(sql) = sql {
+                c.execute(sql).await.map_err(e)?;
+            }
+            c.close().await.map_err(e)
+        }
     }
 }
 
@@ -277,16 +304,7 @@ fn single_api(engine: Engine) -> &'static str {
 async fn single_user_rotation_is_verified_by_login() {
     for (engine, admin) in engines() {
         let api = single_api(engine);
-        let rig = Rig::new(
-            engine,
-            admin,
-            Setup {
-                api,
-                alternating: false,
-                grants: false,
-            },
-        )
-        .await;
+        let rig = Rig::new(engine, admin, Setup::single(api)).await;
         let wrong = Password::new("Wrong-Password-123".into());
         assert!(!rig.logs_in(&rig.user, &wrong).await, "{engine:?}");
 
@@ -334,16 +352,7 @@ async fn single_user_rotation_is_verified_by_login() {
 #[tokio::test]
 async fn an_ambiguous_outcome_is_settled_by_login_with_no_second_call() {
     for (engine, admin) in engines() {
-        let rig = Rig::new(
-            engine,
-            admin,
-            Setup {
-                api: "ModifyAccountPasswordZonal",
-                alternating: false,
-                grants: false,
-            },
-        )
-        .await;
+        let rig = Rig::new(engine, admin, Setup::single("ModifyAccountPasswordZonal")).await;
         assert_eq!(rig.rotate().await.outcome, Outcome::Success);
         let before = rig.api_requests();
 
@@ -379,16 +388,7 @@ async fn an_ambiguous_outcome_is_settled_by_login_with_no_second_call() {
 #[tokio::test]
 async fn a_password_the_database_rejects_is_never_promoted() {
     for (engine, admin) in engines() {
-        let rig = Rig::new(
-            engine,
-            admin,
-            Setup {
-                api: single_api(engine),
-                alternating: false,
-                grants: false,
-            },
-        )
-        .await;
+        let rig = Rig::new(engine, admin, Setup::single(single_api(engine))).await;
         assert_eq!(rig.rotate().await.outcome, Outcome::Success);
         let v1 = rig.file().current.unwrap();
 
@@ -442,9 +442,9 @@ async fn alternating_users_keep_the_previous_user_working_with_privileges_in_lin
             engine,
             admin,
             Setup {
-                api: "ModifyAccountPassword",
                 alternating: true,
                 grants: true,
+                ..Setup::single("ModifyAccountPassword")
             },
         )
         .await;
@@ -509,5 +509,194 @@ async fn alternating_users_keep_the_previous_user_working_with_privileges_in_lin
             assert_eq!(account.privileges.len(), 1, "{user}");
         }
         assert_eq!(rig.verifications("success"), 3);
+    }
+}
+
+/// Ambiguous outcomes under random faults, half of them applied and half not: each is settled
+/// by login (applied: promoted, no further call) or by re-apply (not applied: set again), and
+/// after every rotation a real login shows the database's password is the sink's current or
+/// pending. `PWROTD_TALLY_ROTATIONS` scales it up for RELIABILITY.md's figures.
+#[tokio::test]
+async fn every_ambiguous_outcome_is_settled_by_login_or_reapply() {
+    let rotations: usize = std::env::var("PWROTD_TALLY_ROTATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    for (engine, admin) in engines() {
+        let rig = Rig::new(engine, admin, Setup::single("ModifyAccountPasswordZonal")).await;
+        // Each kind at least once, whatever the random draws.
+        rig.server.sim.script_faults([
+            Fault::DropAfterApply,
+            Fault::DropBeforeApply,
+            Fault::Garbage,
+        ]);
+        rig.server.sim.set_fault_rates(FaultRates {
+            drop_after_apply: 0.15,
+            drop_before_apply: 0.2,
+            garbage: 0.05,
+            ..FaultRates::default()
+        });
+        let (mut success, mut pending) = (0, 0);
+        for i in 0..rotations {
+            let report = rig.rotate().await;
+            match report.outcome {
+                Outcome::Success => success += 1,
+                Outcome::Pending => pending += 1,
+                Outcome::Failure => panic!("{engine:?} rotation {i}: {report:?}"),
+            }
+            let file = rig.file();
+            let mut live = false;
+            for (user, password) in [
+                file.current.as_ref().map(|c| (&c.username, &c.password)),
+                file.pending.as_ref().map(|p| (&p.username, &p.password)),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                live |= rig.logs_in(user, password).await;
+            }
+            assert!(
+                live,
+                "{engine:?} rotation {i}: the database's password is not in the sink"
+            );
+        }
+        let audit = rig.audit();
+        let settled = |how: &str| {
+            audit
+                .iter()
+                .filter(|a| a.settled.as_deref() == Some(how))
+                .count()
+        };
+        let (by_login, by_reapply) = (settled("login"), settled("reapply"));
+        let stats = rig.server.sim.stats();
+        let code = |c: &str| stats.by_code.get(c).copied().unwrap_or(0) as usize;
+        let ambiguous = code("Dropped") + code("DroppedBeforeApply") + code("Garbage");
+        let unsettled = usize::from(rig.file().pending.is_some());
+        eprintln!(
+            "{engine:?}: {rotations} rotations ({success} success, {pending} pending at the end of \
+             an attempt); {} API requests; {ambiguous} ambiguous replies: {by_login} settled by \
+             login with no further call, {by_reapply} by re-apply, {unsettled} still pending",
+            stats.requests
+        );
+        assert!(by_login >= 1 && by_reapply >= 1, "{engine:?}");
+        assert_eq!(
+            by_login + by_reapply + unsettled,
+            ambiguous,
+            "{engine:?}: every ambiguous reply is settled exactly once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_logins_check_the_certificate_and_a_tls_failure_is_never_a_rejection() {
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+    let trusted = format!("tls = \"verify-full\"\nca_file = \"{ca}\"");
+    for (engine, admin) in engines() {
+        let setup = |tls| Setup {
+            tls,
+            ..Setup::single(single_api(engine))
+        };
+        // The servers present a certificate for 127.0.0.1 from the test CA.
+        let rig = Rig::new(engine, admin.clone(), setup(&trusted)).await;
+        let report = rig.rotate().await;
+        assert_eq!(report.outcome, Outcome::Success, "{engine:?}: {report:?}");
+        assert_eq!(rig.verifications("success"), 1);
+
+        // Without the test CA, the certificate is refused: that says nothing about the
+        // password, so the new one stays pending, neither promoted nor called rejected.
+        let rig = Rig::new(engine, admin, setup("tls = \"verify-full\"")).await;
+        let report = rig.rotate().await;
+        assert_eq!(report.outcome, Outcome::Pending, "{engine:?}: {report:?}");
+        assert_eq!(report.error_code.as_deref(), Some("VerificationFailed"));
+        assert_eq!(
+            (rig.verifications("error"), rig.verifications("rejected")),
+            (1, 0),
+            "{engine:?}"
+        );
+        let file = rig.file();
+        assert!(file.current.is_none(), "{engine:?}: never promoted");
+        let pending = file.pending.expect("still pending");
+        assert!(
+            rig.logs_in(&rig.user, &pending.password).await,
+            "{engine:?}: the API did apply it"
+        );
+    }
+}
+
+/// The real binaries end to end: `pwrotd-sim` backed by the server through its environment
+/// variable, and `pwrotd rotate` run twice on an alternating, verified account.
+#[tokio::test]
+async fn the_binaries_rotate_an_alternating_verified_account_on_a_real_server() {
+    for (engine, admin) in engines() {
+        let url = url::Url::parse(&admin).unwrap();
+        let host = url.host_str().unwrap().to_owned();
+        let port = url.port().unwrap_or(engine.default_port());
+        let tag = pwrotd::random::hex_token::<4>().unwrap();
+        let (user, clone) = (format!("bin_{tag}"), format!("bin_{tag}_clone"));
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = format!(
+            "[[account]]\nname = \"bin\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-{tag}\"\n\
+             account_name = \"{user}\"\nstrategy = \"alternating\"\nclone_account_name = \"{clone}\"\n\
+             [account.verify]\nengine = \"{}\"\nhost = \"{host}\"\nport = {port}\n\
+             tls = \"disable\"\ntimeout = \"5s\"\n",
+            engine.as_str()
+        );
+        let sim_config = dir.path().join("sim.toml");
+        std::fs::write(
+            &sim_config,
+            format!("[cloud]\nregion_id = \"cn-hangzhou\"\n{accounts}"),
+        )
+        .unwrap();
+        let variable = match engine {
+            Engine::Mysql => "PWROTD_SIM_MYSQL_ADMIN",
+            Engine::Postgresql => "PWROTD_SIM_POSTGRES_ADMIN",
+        };
+        let (_sim, sim_url) = common::spawn_sim_binary(&sim_config, &[(variable, &admin)]);
+        let endpoint = sim_url.as_str().trim_end_matches('/');
+        let state = dir.path().join("state");
+        let config_path = dir.path().join("pwrotd.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\nmetrics_listen = \"\"\n\
+                 [cloud]\nregion_id = \"cn-hangzhou\"\n\
+                 [cloud.endpoints]\npolardb = \"{endpoint}\"\nrds = \"{endpoint}\"\n{accounts}",
+                state.display()
+            ),
+        )
+        .unwrap();
+        for round in 1..=2 {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_pwrotd"))
+                .args(["rotate", "--all", "--config"])
+                .arg(&config_path)
+                .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)
+                .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{engine:?} round {round}: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(stdout.contains("verified by login"), "{stdout}");
+        }
+        let config = Config::load(&config_path).unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let file = pwrotd::sink::read_secret(&state, &config.accounts[0], uid)
+            .unwrap()
+            .unwrap();
+        let current = file.current.unwrap();
+        assert_eq!((current.version, &current.username), (2, &clone));
+        assert_eq!(file.previous[0].username, user);
+        for (who, password) in [
+            (&clone, &current.password),
+            (&user, &file.previous[0].password),
+        ] {
+            session(engine, &host, port, who, password, None, None)
+                .await
+                .unwrap_or_else(|e| panic!("{engine:?}: {who} cannot log in: {e}"));
+        }
     }
 }

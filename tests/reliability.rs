@@ -180,6 +180,7 @@ async fn soak(kills: usize) -> String {
         server_error: 0.1,
         lock_timeout: 0.05,
         drop_after_apply: 0.1,
+        drop_before_apply: 0.05,
         garbage: 0.02,
         latency: Duration::from_millis(5),
     });
@@ -247,13 +248,14 @@ async fn soak(kills: usize) -> String {
         .sum();
     let code = |c: &str| stats.by_code.get(c).copied().unwrap_or(0);
     format!(
-        "kills {kills}, {:.0} s; rotations completed {rotations}; API requests {}; injected: throttled {}, 5xx {}, LockTimeout {}, dropped after apply {}, garbage replies {}; kills that left a pending password {pending_seen}; lost passwords 0",
+        "kills {kills}, {:.0} s; rotations completed {rotations}; API requests {}; injected: throttled {}, 5xx {}, LockTimeout {}, dropped after apply {}, dropped before apply {}, garbage replies {}; kills that left a pending password {pending_seen}; lost passwords 0",
         started.elapsed().as_secs_f64(),
         stats.requests,
         code("Throttling.User"),
         code("ServiceUnavailable"),
         code("LockTimeout"),
         code("Dropped"),
+        code("DroppedBeforeApply"),
         code("Garbage"),
     )
 }
@@ -578,6 +580,7 @@ async fn a_daemon_run_at_trace_with_every_failure_class_leaks_no_password() {
         server_error: 0.1,
         lock_timeout: 0.1,
         drop_after_apply: 0.1,
+        drop_before_apply: 0.05,
         garbage: 0.1,
         latency: Duration::from_millis(2),
     });
@@ -587,6 +590,7 @@ async fn a_daemon_run_at_trace_with_every_failure_class_leaks_no_password() {
         Fault::ServerError,
         Fault::LockTimeout,
         Fault::DropAfterApply,
+        Fault::DropBeforeApply,
         Fault::Garbage,
     ]);
     let mut daemon = env
@@ -639,6 +643,7 @@ async fn a_daemon_run_at_trace_with_every_failure_class_leaks_no_password() {
         "ServiceUnavailable",
         "LockTimeout",
         "Dropped",
+        "DroppedBeforeApply",
         "Garbage",
         "InvalidDBClusterId.NotFound",
     ] {

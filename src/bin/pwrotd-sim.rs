@@ -39,6 +39,9 @@ struct Args {
     /// Probability that a change is applied and the connection closed without a reply.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     drop_after_apply: f64,
+    /// Probability that the connection is closed without a reply and nothing is applied.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    drop_before_apply: f64,
     /// Probability that a change is applied and the reply is not JSON.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     garbage: f64,
@@ -108,6 +111,7 @@ async fn main() -> ExitCode {
         server_error: args.server_error,
         lock_timeout: args.lock_timeout,
         drop_after_apply: args.drop_after_apply,
+        drop_before_apply: args.drop_before_apply,
         garbage: args.garbage,
         latency: args.latency,
     });

@@ -43,6 +43,18 @@ fn failed(what: &str) -> impl FnOnce(sqlx::Error) -> BackendError + '_ {
     move |e| BackendError(format!("{what}: {e}"))
 }
 
+/// For statements that carry a password: a server's message can quote the statement, so only
+/// its error code is kept.
+fn failed_quietly(what: &str) -> impl FnOnce(sqlx::Error) -> BackendError + '_ {
+    move |e| match e {
+        sqlx::Error::Database(db) => BackendError(format!(
+            "{what}: the server refused it with code {} (its message is withheld: it may quote the password)",
+            db.code().unwrap_or_default()
+        )),
+        other => failed(what)(other),
+    }
+}
+
 impl Database {
     /// Parses an admin URL: `mysql://user:password@host:port` or
     /// `postgres://user:password@host:port/database`.
@@ -126,7 +138,7 @@ impl Database {
                     format!("CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'");
                 c.execute(sql.as_str())
                     .await
-                    .map_err(failed("CREATE USER"))?;
+                    .map_err(failed_quietly("CREATE USER"))?;
                 c.close().await.map_err(failed("disconnect"))
             }
             Target::Postgres(options) => {
@@ -141,7 +153,7 @@ impl Database {
                     let sql = format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'");
                     c.execute(sql.as_str())
                         .await
-                        .map_err(failed("CREATE ROLE"))?;
+                        .map_err(failed_quietly("CREATE ROLE"))?;
                 }
                 c.close().await.map_err(failed("disconnect"))
             }
@@ -196,7 +208,7 @@ impl Database {
                     let sql = format!("ALTER USER '{user}'@'{host}' IDENTIFIED BY '{password}'");
                     c.execute(sql.as_str())
                         .await
-                        .map_err(failed("ALTER USER"))?;
+                        .map_err(failed_quietly("ALTER USER"))?;
                 }
                 c.close().await.map_err(failed("disconnect"))
             }
@@ -205,7 +217,7 @@ impl Database {
                 let sql = format!("ALTER ROLE \"{user}\" PASSWORD '{password}'");
                 c.execute(sql.as_str())
                     .await
-                    .map_err(failed("ALTER ROLE"))?;
+                    .map_err(failed_quietly("ALTER ROLE"))?;
                 c.close().await.map_err(failed("disconnect"))
             }
         }

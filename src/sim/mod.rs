@@ -77,6 +77,9 @@ pub enum Fault {
     LockTimeout,
     /// The change is applied, then the connection is closed without a reply.
     DropAfterApply,
+    /// The connection is closed without a reply and nothing is applied: as ambiguous to the
+    /// client as [`Fault::DropAfterApply`], with the opposite truth.
+    DropBeforeApply,
     /// The change is applied, then a 200 reply that is not JSON.
     Garbage,
     /// The API accepts the change and replies success, but it never reaches the real database:
@@ -92,6 +95,7 @@ pub struct FaultRates {
     pub server_error: f64,
     pub lock_timeout: f64,
     pub drop_after_apply: f64,
+    pub drop_before_apply: f64,
     pub garbage: f64,
     /// Delay before every API reply, after the change is applied: a client that times out
     /// first sees an ambiguous outcome.
@@ -120,7 +124,7 @@ pub struct Stats {
     pub requests: u64,
     /// Password changes and grants applied.
     pub applied: u64,
-    /// Replies by code: `OK` or the error code, plus `Dropped` and `Garbage`.
+    /// Replies by code: `OK` or the error code, plus `Dropped`, `DroppedBeforeApply` and `Garbage`.
     pub by_code: BTreeMap<String, u64>,
 }
 
@@ -177,7 +181,9 @@ pub enum Outcome {
         body: String,
         code: String,
     },
-    Drop,
+    /// The connection is closed with no reply; `code` is what the stats count: `Dropped`
+    /// (after applying) or `DroppedBeforeApply`.
+    Drop { code: &'static str },
 }
 
 impl Sim {
@@ -378,7 +384,7 @@ impl Sim {
         let mut state = self.lock();
         state.stats.requests += 1;
         let code = match &outcome {
-            Outcome::Drop => "Dropped".to_owned(),
+            Outcome::Drop { code } => (*code).to_owned(),
             Outcome::Reply { code, .. } => code.clone(),
         };
         *state.stats.by_code.entry(code).or_default() += 1;
@@ -441,6 +447,11 @@ impl Sim {
                 )
                 .reply(host, Some(action.service));
             }
+            Some(Fault::DropBeforeApply) => {
+                return Outcome::Drop {
+                    code: "DroppedBeforeApply",
+                };
+            }
             _ => {}
         }
 
@@ -452,7 +463,7 @@ impl Sim {
             tokio::time::sleep(latency).await;
         }
         match (result, fault) {
-            (Ok(_), Some(Fault::DropAfterApply)) => Outcome::Drop,
+            (Ok(_), Some(Fault::DropAfterApply)) => Outcome::Drop { code: "Dropped" },
             (Ok(_), Some(Fault::Garbage)) => Outcome::Reply {
                 status: 200,
                 body: "<html><body>502 Bad Gateway</body></html>".into(),
@@ -479,6 +490,7 @@ impl Sim {
             (rates.server_error, Fault::ServerError),
             (rates.lock_timeout, Fault::LockTimeout),
             (rates.drop_after_apply, Fault::DropAfterApply),
+            (rates.drop_before_apply, Fault::DropBeforeApply),
             (rates.garbage, Fault::Garbage),
         ] {
             if rate > 0.0 && rand::RngExt::random_bool(&mut rng, rate.min(1.0)) {

@@ -122,7 +122,7 @@ async fn route(
             };
             match sim.handle(&request).await {
                 Outcome::Reply { status, body, .. } => Ok(reply(status, body)),
-                Outcome::Drop => Err(DropConnection),
+                Outcome::Drop { .. } => Err(DropConnection),
             }
         }
         _ => Ok(reply(404, r#"{"Code":"InvalidAction.NotFound","Message":"Specified api is not found, please check your url and method."}"#.into())),

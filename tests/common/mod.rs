@@ -86,6 +86,48 @@ pub fn client_with(config: ClientConfig, credentials: Credentials) -> Client {
     Client::new(config, CredentialSource::fixed(credentials)).expect("valid client config")
 }
 
+/// Kills the child when the test ends, however it ends.
+pub struct Reaper(pub std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the `pwrotd-sim` binary on 127.0.0.1:0 with this config and extra environment, and
+/// returns it with the URL it printed.
+pub fn spawn_sim_binary(config: &Path, env: &[(&str, &str)]) -> (Reaper, reqwest::Url) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pwrotd-sim"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pwrotd-sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let reaper = Reaper(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("pwrotd-sim printed its address");
+    let url = line
+        .trim()
+        .strip_prefix("pwrotd-sim listening on ")
+        .unwrap_or_else(|| panic!("not the address line: {line:?}"));
+    (reaper, reqwest::Url::parse(url).expect("a URL"))
+}
+
 pub const BOTH: [SignatureVersion; 2] = [SignatureVersion::V1, SignatureVersion::V3];
 
 /// Reads one HTTP/1.1 request (head and `content-length` body) from a raw stream.
