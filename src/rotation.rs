@@ -11,7 +11,15 @@
 //!    password this very attempt created: one found in the sink may have been applied earlier.
 //! 5. On an ambiguous failure, or a crash anywhere, `pending` stays for the next attempt.
 //!
-//! At every instant the database's password is the sink's `current` or its `pending`.
+//! With `[account.verify]` (PRODUCT.md §8), logins add two rules. A password is promoted only
+//! after it logs in; until then it stays `pending`. And a pending password of unknown fate (found
+//! in the sink, or this attempt's reply lost) is tested by login first: if it logs in it is
+//! promoted with no further call; if its user's previous password still logs in it is set again.
+//! Under the alternating strategy the pending password belongs to the user that is not current,
+//! whose privileges are brought in line before it is verified and promoted.
+//!
+//! At every instant the database's password is the sink's `current` or its `pending` (per user,
+//! under the alternating strategy: the newest version of that user, or `pending`).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -202,7 +210,7 @@ impl Rotator {
 
         let hmac = self.sink.password_hmac(&pending.password);
         let mut audit = AuditRecord {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time: String::new(),
             account: account.name.clone(),
             api: account.api.as_str().to_owned(),
             resource_id: account.resource_id.clone(),
@@ -558,6 +566,7 @@ impl Rotator {
         error_code: Option<String>,
         started: Instant,
     ) {
+        record.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         record.outcome = outcome.to_owned();
         record.error_code = error_code;
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

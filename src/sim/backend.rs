@@ -98,7 +98,8 @@ impl Database {
                     .await
                     .map_err(failed("port"))?;
                 c.close().await.map_err(failed("disconnect"))?;
-                port.parse().unwrap_or(0)
+                port.parse()
+                    .map_err(|_| BackendError(format!("the server reports port {port:?}")))?
             }
         };
         u16::try_from(port).map_err(|_| BackendError(format!("the server reports port {port}")))

@@ -685,8 +685,13 @@ impl Sim {
                 target, backend, ..
             } => (target, *backend),
         };
-        let _order = self.database_order.lock().await;
-        if let Some(db) = self.database(backend).filter(|_| !skip_database) {
+        let database = self.database(backend).filter(|_| !skip_database);
+        // Held until the change is recorded; simulated-only accounts never wait on it.
+        let _order = match database {
+            Some(_) => Some(self.database_order.lock().await),
+            None => None,
+        };
+        if let Some(db) = database {
             let user = target.2.as_str();
             let result = match &change {
                 Change::Password { password, .. } => db.set_password(user, password.expose()).await,
