@@ -623,20 +623,34 @@ async fn tls_logins_check_the_certificate_and_a_tls_failure_is_never_a_rejection
     }
 }
 
-/// The real binaries end to end: `pwrotd-sim` backed by the server through its environment
-/// variable, and `pwrotd rotate` run twice on an alternating, verified account.
-#[tokio::test]
-async fn the_binaries_rotate_an_alternating_verified_account_on_a_real_server() {
-    for (engine, admin) in engines() {
-        let url = url::Url::parse(&admin).unwrap();
+/// The real binaries: `pwrotd-sim` backed by a real server through its environment variable,
+/// and `pwrotd rotate` against it, with one account `bin`.
+struct Binaries {
+    engine: Engine,
+    host: String,
+    port: u16,
+    user: String,
+    clone: String,
+    config_path: std::path::PathBuf,
+    state: std::path::PathBuf,
+    sim_url: reqwest::Url,
+    _sim: common::Reaper,
+    _dir: tempfile::TempDir,
+}
+
+impl Binaries {
+    /// `extra` goes into the account, before its `[account.verify]`.
+    fn start(engine: Engine, admin: &str, extra: &str) -> Binaries {
+        let url = url::Url::parse(admin).unwrap();
         let host = url.host_str().unwrap().to_owned();
         let port = url.port().unwrap_or(engine.default_port());
         let tag = pwrotd::random::hex_token::<4>().unwrap();
         let (user, clone) = (format!("bin_{tag}"), format!("bin_{tag}_clone"));
+        let extra = extra.replace("{clone}", &clone);
         let dir = tempfile::tempdir().unwrap();
         let accounts = format!(
             "[[account]]\nname = \"bin\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-{tag}\"\n\
-             account_name = \"{user}\"\nstrategy = \"alternating\"\nclone_account_name = \"{clone}\"\n\
+             account_name = \"{user}\"\n{extra}\
              [account.verify]\nengine = \"{}\"\nhost = \"{host}\"\nport = {port}\n\
              tls = \"disable\"\ntimeout = \"5s\"\n",
             engine.as_str()
@@ -651,7 +665,7 @@ async fn the_binaries_rotate_an_alternating_verified_account_on_a_real_server() 
             Engine::Mysql => "PWROTD_SIM_MYSQL_ADMIN",
             Engine::Postgresql => "PWROTD_SIM_POSTGRES_ADMIN",
         };
-        let (_sim, sim_url) = common::spawn_sim_binary(&sim_config, &[(variable, &admin)]);
+        let (sim, sim_url) = common::spawn_sim_binary(&sim_config, &[(variable, admin)]);
         let endpoint = sim_url.as_str().trim_end_matches('/');
         let state = dir.path().join("state");
         let config_path = dir.path().join("pwrotd.toml");
@@ -665,38 +679,155 @@ async fn the_binaries_rotate_an_alternating_verified_account_on_a_real_server() 
             ),
         )
         .unwrap();
-        for round in 1..=2 {
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_pwrotd"))
-                .args(["rotate", "--all", "--config"])
-                .arg(&config_path)
-                .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)
-                .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert_eq!(
-                output.status.code(),
-                Some(0),
-                "{engine:?} round {round}: {stdout}{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        Binaries {
+            engine,
+            host,
+            port,
+            user,
+            clone,
+            config_path,
+            state,
+            sim_url,
+            _sim: sim,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `pwrotd rotate --all`, with a failpoint if given.
+    fn rotate(&self, failpoint: Option<&str>) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pwrotd"));
+        command
+            .args(["rotate", "--all", "--config"])
+            .arg(&self.config_path)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET);
+        if let Some(point) = failpoint {
+            command.env("PWROTD_FAILPOINT", point);
+        }
+        command.output().unwrap()
+    }
+
+    /// Runs `pwrotd rotate --all` and expects exit 0; returns its output.
+    fn rotate_ok(&self) -> String {
+        let output = self.rotate(None);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{:?}: {stdout}{}",
+            self.engine,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    fn file(&self) -> SecretFile {
+        let config = Config::load(&self.config_path).unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        pwrotd::sink::read_secret(&self.state, &config.accounts[0], uid)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// API requests the simulator received, from its stats hook.
+    async fn requests(&self) -> u64 {
+        let body = reqwest::get(self.sim_url.join("/_sim/stats").unwrap())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        stats["requests"].as_u64().unwrap()
+    }
+
+    async fn logs_in(&self, user: &str, password: &Password) -> Result<(), String> {
+        session(
+            self.engine,
+            &self.host,
+            self.port,
+            user,
+            password,
+            None,
+            None,
+        )
+        .await
+    }
+}
+
+/// The real binaries end to end, on an alternating, verified account.
+#[tokio::test]
+async fn the_binaries_rotate_an_alternating_verified_account_on_a_real_server() {
+    for (engine, admin) in engines() {
+        let bin = Binaries::start(
+            engine,
+            &admin,
+            "strategy = \"alternating\"\nclone_account_name = \"{clone}\"\n",
+        );
+        for _ in 1..=2 {
+            let stdout = bin.rotate_ok();
             assert!(stdout.contains("verified by login"), "{stdout}");
         }
-        let config = Config::load(&config_path).unwrap();
-        let uid = nix::unistd::geteuid().as_raw();
-        let file = pwrotd::sink::read_secret(&state, &config.accounts[0], uid)
-            .unwrap()
-            .unwrap();
+        let file = bin.file();
         let current = file.current.unwrap();
-        assert_eq!((current.version, &current.username), (2, &clone));
-        assert_eq!(file.previous[0].username, user);
+        assert_eq!((current.version, &current.username), (2, &bin.clone));
+        let previous = &file.previous[0];
+        assert_eq!(previous.username, bin.user);
         for (who, password) in [
-            (&clone, &current.password),
-            (&user, &file.previous[0].password),
+            (&bin.clone, &current.password),
+            (&bin.user, &previous.password),
         ] {
-            session(engine, &host, port, who, password, None, None)
+            bin.logs_in(who, password)
                 .await
                 .unwrap_or_else(|e| panic!("{engine:?}: {who} cannot log in: {e}"));
         }
+    }
+}
+
+/// `kill -9` in the middle of a rotation, then a new start: a login settles the pending
+/// password. Killed before the call, the previous password still logs in, so the pending one is
+/// set again; killed after the API said yes, the pending one logs in and is promoted with no
+/// second call.
+#[tokio::test]
+async fn after_a_crash_the_next_start_settles_the_pending_password_by_login() {
+    for (engine, admin) in engines() {
+        let bin = Binaries::start(engine, &admin, "");
+        bin.rotate_ok();
+        assert_eq!(bin.requests().await, 1);
+
+        let killed = bin.rotate(Some("after_pending"));
+        assert_eq!(killed.status.code(), None, "{engine:?}: killed by a signal");
+        assert_eq!(bin.requests().await, 1, "{engine:?}: no call was made");
+        assert!(bin.file().pending.is_some());
+        let stdout = bin.rotate_ok();
+        assert!(stdout.contains("re-applied"), "{stdout}");
+        assert_eq!(bin.requests().await, 2, "{engine:?}: set once");
+        let last = read_audit(&bin.state).unwrap().pop().unwrap();
+        assert_eq!(last.settled.as_deref(), Some("reapply"));
+
+        let killed = bin.rotate(Some("before_promote"));
+        assert_eq!(killed.status.code(), None, "{engine:?}: killed by a signal");
+        assert_eq!(bin.requests().await, 3);
+        let pending = bin
+            .file()
+            .pending
+            .expect("the applied password is still pending");
+        let stdout = bin.rotate_ok();
+        assert!(stdout.contains("settled by login"), "{stdout}");
+        assert_eq!(
+            bin.requests().await,
+            3,
+            "{engine:?}: promoted with no second call"
+        );
+        let file = bin.file();
+        let current = file.current.unwrap();
+        assert_eq!(
+            (current.version, current.request_id.as_deref()),
+            (pending.version, None)
+        );
+        assert!(file.pending.is_none());
+        bin.logs_in(&bin.user, &current.password).await.unwrap();
+        let last = read_audit(&bin.state).unwrap().pop().unwrap();
+        assert_eq!(last.settled.as_deref(), Some("login"));
     }
 }
