@@ -308,3 +308,23 @@ fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifications_are_exported_by_account_and_outcome() {
+        let m = Metrics::new();
+        m.verifications
+            .with_label_values(&["orders-app", "rejected"])
+            .inc();
+        let text = m.render();
+        assert!(
+            text.contains(
+                "pwrotd_verifications_total{account=\"orders-app\",outcome=\"rejected\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}

@@ -159,8 +159,28 @@ impl Rig {
         rig
     }
 
+    /// Rotates once, and checks that no password of the account reached the report or the
+    /// audit log, whatever happened.
     async fn rotate(&self) -> Report {
-        self.rotator.rotate(&self.account).await
+        let report = self.rotator.rotate(&self.account).await;
+        let audit =
+            std::fs::read_to_string(self.state.path().join("audit.jsonl")).unwrap_or_default();
+        if let Ok(Some(file)) = self.rotator.sink.load(&self.account) {
+            let passwords = file
+                .current
+                .iter()
+                .chain(&file.previous)
+                .map(|v| &v.password)
+                .chain(file.pending.iter().map(|p| &p.password));
+            for password in passwords {
+                assert!(
+                    !report.message.contains(password.expose())
+                        && !audit.contains(password.expose()),
+                    "a password leaked into the report or the audit log"
+                );
+            }
+        }
+        report
     }
 
     fn file(&self) -> SecretFile {
@@ -830,4 +850,58 @@ async fn after_a_crash_the_next_start_settles_the_pending_password_by_login() {
         let last = read_audit(&bin.state).unwrap().pop().unwrap();
         assert_eq!(last.settled.as_deref(), Some("login"));
     }
+}
+
+/// `pwrotd demo --once` with a MariaDB: the verified, alternating account rotates on real users,
+/// which the demo drops again at the end.
+#[test]
+fn the_demo_shows_verification_on_a_local_mariadb() {
+    let Some(admin) = admin_url(Engine::Mysql) else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pwrotd"))
+        .args(["demo", "--once"])
+        .env("PWROTD_DEMO_MYSQL_ADMIN", &admin)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("login verification: MariaDB at 127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("now user pwrotd_demo_reports (") && stdout.contains("verified by login"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("the database's password is the sink's current: yes")
+            .count(),
+        5,
+        "{stdout}"
+    );
+    let left = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut c = admin
+                .parse::<MySqlConnectOptions>()
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM mysql.user WHERE User LIKE 'pwrotd\\_demo\\_%'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        });
+    assert_eq!(left, 0, "the demo drops its users");
 }
