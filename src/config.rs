@@ -131,7 +131,7 @@ pub struct Account {
     /// Which database user each rotation changes.
     pub strategy: Strategy,
     /// `[account.verify]`: log in with a new password before promoting it.
-    pub verify: Option<Verify>,
+    pub verify: Option<Box<Verify>>,
 }
 
 impl Account {
@@ -972,7 +972,8 @@ fn validate_account(
     let verify = a
         .verify
         .as_ref()
-        .and_then(|v| validate_verify(check, v, &key("verify")));
+        .and_then(|v| validate_verify(check, v, &key("verify")))
+        .map(Box::new);
 
     if check.problems.len() > before {
         return None;
