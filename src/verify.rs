@@ -144,19 +144,19 @@ impl Verify {
     /// Logs in once as `user` with `password`, then disconnects.
     pub async fn login(&self, user: &str, password: &Password) -> Login {
         let limit = LOGIN_TIMEOUT.min(self.timeout.max(Duration::from_secs(1)));
+        // Connected means authenticated: how the goodbye goes says nothing about the password.
         let attempt = async {
             match self.engine {
                 Engine::Mysql => {
-                    let options = self.mysql(user, password);
-                    let connection = options.connect().await?;
-                    sqlx::Connection::close(connection).await
+                    let connection = self.mysql(user, password).connect().await?;
+                    let _ = sqlx::Connection::close(connection).await;
                 }
                 Engine::Postgresql => {
-                    let options = self.postgres(user, password);
-                    let connection = options.connect().await?;
-                    sqlx::Connection::close(connection).await
+                    let connection = self.postgres(user, password).connect().await?;
+                    let _ = sqlx::Connection::close(connection).await;
                 }
             }
+            Ok::<(), sqlx::Error>(())
         };
         match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(())) => Login::Accepted,
@@ -255,5 +255,43 @@ impl Verify {
             options = options.ssl_root_cert(ca);
         }
         options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_modes() {
+        for name in Tls::NAMES {
+            assert!(Tls::parse(name).is_some(), "{name}");
+        }
+        assert_eq!(Tls::parse("verify-full"), Some(Tls::VerifyFull));
+        assert_eq!(Tls::parse("true"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn patience_backs_off_and_ends_by_the_timeout() {
+        let verify = Verify {
+            engine: Engine::Mysql,
+            host: "db".into(),
+            port: 3306,
+            database: None,
+            tls: Tls::VerifyFull,
+            ca_file: None,
+            timeout: Duration::from_secs(20),
+        };
+        let start = tokio::time::Instant::now();
+        let mut patience = verify.patience();
+        let mut pauses = Vec::new();
+        let mut before = start;
+        while patience.wait().await {
+            pauses.push(before.elapsed().as_millis());
+            before = tokio::time::Instant::now();
+        }
+        // 0.5, 1, 2, 4, 5, 5 s: 17.5 s; a seventh pause would end past 20 s.
+        assert_eq!(pauses, [500, 1000, 2000, 4000, 5000, 5000]);
+        assert!(start.elapsed() <= verify.timeout);
     }
 }
