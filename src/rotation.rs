@@ -487,7 +487,7 @@ impl Rotator {
             if !patience.wait().await {
                 self.count_verification(account, &login, audit);
                 tracing::warn!(account = %account.name, version = pending.version,
-                    "a login cannot tell whether the pending password is live ({}): re-applying it",
+                    "a login cannot tell whether the pending password is live ({}); it will be set again",
                     login.reason());
                 audit.settled = Some(REAPPLY.to_owned());
                 return Settled::Unknown;
