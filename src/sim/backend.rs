@@ -7,7 +7,7 @@
 //! text: utility statements take no bind parameters. Every name and password is checked against
 //! a strict alphabet first, so quoting is never in doubt.
 
-use sqlx::mysql::MySqlConnectOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
@@ -231,69 +231,65 @@ impl Database {
         user: &str,
         grants: &[(String, Privilege)],
     ) -> Result<(), BackendError> {
-        for (db, privilege) in grants {
-            self.grant_one(user, db, *privilege).await?;
-        }
-        Ok(())
-    }
-
-    async fn grant_one(
-        &self,
-        user: &str,
-        db: &str,
-        privilege: Privilege,
-    ) -> Result<(), BackendError> {
-        let (user, db) = (checked(user)?, checked(db)?);
+        let user = checked(user)?;
         match &self.target {
             Target::Mysql(options) => {
                 let mut c = options.connect().await.map_err(failed("connect"))?;
-                let privileges = mysql_privileges(privilege);
-                for host in mysql_hosts(&mut c, user).await? {
-                    let account = format!("'{user}'@'{host}'");
-                    // 1141: there was nothing to revoke.
-                    match c
-                        .execute(
-                            format!("REVOKE ALL PRIVILEGES ON `{db}`.* FROM {account}").as_str(),
-                        )
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42000") => {}
-                        Err(e) => return Err(failed("REVOKE")(e)),
+                let hosts = mysql_hosts(&mut c, user).await?;
+                for (db, privilege) in grants {
+                    let db = checked(db)?;
+                    let privileges = mysql_privileges(*privilege);
+                    for host in &hosts {
+                        let account = format!("'{user}'@'{host}'");
+                        let revoke = format!("REVOKE ALL PRIVILEGES ON `{db}`.* FROM {account}");
+                        match c.execute(revoke.as_str()).await {
+                            Ok(_) => {}
+                            Err(sqlx::Error::Database(e))
+                                if e.try_downcast_ref::<MySqlDatabaseError>()
+                                    .is_some_and(|e| e.number() == MYSQL_NO_SUCH_GRANT) => {}
+                            Err(e) => return Err(failed("REVOKE")(e)),
+                        }
+                        c.execute(format!("GRANT {privileges} ON `{db}`.* TO {account}").as_str())
+                            .await
+                            .map_err(failed("GRANT"))?;
                     }
-                    c.execute(format!("GRANT {privileges} ON `{db}`.* TO {account}").as_str())
-                        .await
-                        .map_err(failed("GRANT"))?;
                 }
                 c.close().await.map_err(failed("disconnect"))
             }
             Target::Postgres(options) => {
-                // Table and schema privileges live in the database itself.
-                let mut c = options
-                    .clone()
-                    .database(db)
-                    .connect()
-                    .await
-                    .map_err(failed("connect"))?;
-                let (database, schema, tables) = postgres_privileges(privilege);
-                let mut sql = format!(
-                    "REVOKE ALL ON DATABASE \"{db}\" FROM \"{user}\";\
-                     REVOKE ALL ON SCHEMA public FROM \"{user}\";\
-                     REVOKE ALL ON ALL TABLES IN SCHEMA public FROM \"{user}\";\
-                     GRANT {database} ON DATABASE \"{db}\" TO \"{user}\";\
-                     GRANT {schema} ON SCHEMA public TO \"{user}\";"
-                );
-                if let Some(tables) = tables {
-                    sql.push_str(&format!(
-                        "GRANT {tables} ON ALL TABLES IN SCHEMA public TO \"{user}\";"
-                    ));
+                for (db, privilege) in grants {
+                    let db = checked(db)?;
+                    // Table and schema privileges live in the database itself.
+                    let mut c = options
+                        .clone()
+                        .database(db)
+                        .connect()
+                        .await
+                        .map_err(failed("connect"))?;
+                    let (database, schema, tables) = postgres_privileges(*privilege);
+                    let mut sql = format!(
+                        "REVOKE ALL ON DATABASE \"{db}\" FROM \"{user}\";\
+                         REVOKE ALL ON SCHEMA public FROM \"{user}\";\
+                         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM \"{user}\";\
+                         GRANT {database} ON DATABASE \"{db}\" TO \"{user}\";\
+                         GRANT {schema} ON SCHEMA public TO \"{user}\";"
+                    );
+                    if let Some(tables) = tables {
+                        sql.push_str(&format!(
+                            "GRANT {tables} ON ALL TABLES IN SCHEMA public TO \"{user}\";"
+                        ));
+                    }
+                    c.execute(sql.as_str()).await.map_err(failed("GRANT"))?;
+                    c.close().await.map_err(failed("disconnect"))?;
                 }
-                c.execute(sql.as_str()).await.map_err(failed("GRANT"))?;
-                c.close().await.map_err(failed("disconnect"))
+                Ok(())
             }
         }
     }
 }
+
+/// MySQL's ER_NONEXISTING_GRANT: a REVOKE found nothing to revoke.
+const MYSQL_NO_SUCH_GRANT: u16 = 1141;
 
 /// A user or database name the simulator can quote without doubt.
 fn checked(name: &str) -> Result<&str, BackendError> {
