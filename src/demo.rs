@@ -115,8 +115,8 @@ fn mariadb_admin_url() -> String {
     })
 }
 
-/// A local MariaDB that answers: its admin URL, and the host and port logins go to.
-async fn local_mariadb() -> Result<(String, String, u16), String> {
+/// A local MariaDB that answers: its admin connection, and the host and port logins go to.
+async fn local_mariadb() -> Result<(Arc<Database>, String, u16), String> {
     let url = mariadb_admin_url();
     let db = Database::from_url(Engine::Mysql, &url).map_err(|e| e.to_string())?;
     let port = tokio::time::timeout(std::time::Duration::from_secs(5), db.probe())
@@ -128,7 +128,7 @@ async fn local_mariadb() -> Result<(String, String, u16), String> {
         .and_then(|u| u.host_str().map(str::to_owned))
         .filter(|h| h != "localhost")
         .unwrap_or_else(|| "127.0.0.1".to_owned());
-    Ok((url, host, port))
+    Ok((Arc::new(db), host, port))
 }
 
 /// Runs the demo; the exit code says whether it went as it should.
@@ -161,10 +161,8 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
     let mut sim = Sim::new(key_id.clone(), secret.clone());
     let mariadb = local_mariadb().await;
     let mut text = DEMO_CONFIG.to_owned();
-    if let Ok((url, host, port)) = &mariadb {
-        sim.add_database_backend(
-            Database::from_url(Engine::Mysql, url).map_err(|e| e.to_string())?,
-        );
+    if let Ok((db, host, port)) = &mariadb {
+        sim.add_database_backend(db.clone());
         text.push_str(
             &VERIFIED_ACCOUNT
                 .replace("{db_host}", host)
@@ -330,8 +328,7 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
         );
     }
     server.stop().await;
-    if let Ok((url, ..)) = &mariadb {
-        let db = Database::from_url(Engine::Mysql, url).map_err(|e| e.to_string())?;
+    if let Ok((db, ..)) = &mariadb {
         for user in VERIFIED_USERS {
             if let Err(e) = db.drop_user(user).await {
                 say!("could not drop the demo's MariaDB user {user}: {e}");

@@ -199,9 +199,10 @@ impl Sim {
 
     /// Backs the accounts whose `[account.verify]` names this engine with a real server.
     /// Call before [`Sim::register_config`].
-    pub fn add_database_backend(&mut self, database: Database) {
+    pub fn add_database_backend(&mut self, database: impl Into<Arc<Database>>) {
+        let database = database.into();
         self.databases.retain(|d| d.engine() != database.engine());
-        self.databases.push(Arc::new(database));
+        self.databases.push(database);
     }
 
     fn database(&self, engine: Option<Engine>) -> Option<&Arc<Database>> {
@@ -456,7 +457,10 @@ impl Sim {
         }
 
         let result = match self.plan(action, params) {
-            Ok(change) => self.apply(change, fault == Some(Fault::SkipDatabase)).await,
+            Ok(Planned::Replay(request_id)) => Ok(request_id),
+            Ok(Planned::Change(change)) => {
+                self.apply(change, fault == Some(Fault::SkipDatabase)).await
+            }
             Err(e) => Err(e),
         };
         if !latency.is_zero() {
@@ -542,7 +546,7 @@ impl Sim {
         &self,
         action: &ActionSpec,
         params: &BTreeMap<String, String>,
-    ) -> Result<Change, SimError> {
+    ) -> Result<Planned, SimError> {
         let get = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
         let service = action.service;
         let resource_id = get(service.resource_param());
@@ -601,11 +605,11 @@ impl Sim {
                 .accounts
                 .get(account_name)
                 .ok_or_else(account_not_found)?;
-            return Ok(Change::Grant {
+            return Ok(Planned::Change(Change {
                 target: (service, resource_id.to_owned(), account_name.to_owned()),
                 backend: account.backend,
-                grants,
-            });
+                kind: ChangeKind::Grant(grants),
+            }));
         }
 
         let password = get(action.password_param.unwrap_or_default());
@@ -651,7 +655,7 @@ impl Sim {
             let fingerprint = fingerprint(&[action.name, resource_id, account_name, password]);
             match state.client_tokens.get(t) {
                 Some((seen, first_id)) if *seen == fingerprint => {
-                    return Ok(Change::Replay(first_id.clone()));
+                    return Ok(Planned::Replay(first_id.clone()));
                 }
                 Some(_) => {
                     return Err(SimError::new(
@@ -663,40 +667,34 @@ impl Sim {
                 None => token = Some((t.clone(), fingerprint)),
             }
         }
-        Ok(Change::Password {
+        Ok(Planned::Change(Change {
             target: (service, resource_id.to_owned(), account_name.to_owned()),
             backend,
-            password: Password::new(password.to_owned()),
-            token,
-            reset_privileges: action.name == "ResetAccount",
-        })
+            kind: ChangeKind::Password {
+                password: Password::new(password.to_owned()),
+                token,
+                reset_privileges: action.name == "ResetAccount",
+            },
+        }))
     }
 
     /// Makes a planned change: on the real database first, if the account has one, then in the
     /// simulated state. Returns the RequestId. A change the database refuses is not applied
     /// and answers `InternalError`.
     async fn apply(&self, change: Change, skip_database: bool) -> Result<String, SimError> {
-        let (target, backend) = match &change {
-            Change::Replay(request_id) => return Ok(request_id.clone()),
-            Change::Password {
-                target, backend, ..
-            }
-            | Change::Grant {
-                target, backend, ..
-            } => (target, *backend),
-        };
-        let database = self.database(backend).filter(|_| !skip_database);
+        let database = self.database(change.backend).filter(|_| !skip_database);
         // Held until the change is recorded; simulated-only accounts never wait on it.
         let _order = match database {
             Some(_) => Some(self.database_order.lock().await),
             None => None,
         };
         if let Some(db) = database {
-            let user = target.2.as_str();
-            let result = match &change {
-                Change::Password { password, .. } => db.set_password(user, password.expose()).await,
-                Change::Grant { grants, .. } => db.grant(user, grants).await,
-                Change::Replay(_) => Ok(()),
+            let user = change.target.2.as_str();
+            let result = match &change.kind {
+                ChangeKind::Password { password, .. } => {
+                    db.set_password(user, password.expose()).await
+                }
+                ChangeKind::Grant(grants) => db.grant(user, grants).await,
             };
             if let Err(e) = result {
                 tracing::warn!(account = user, "the database did not take the change: {e}");
@@ -714,29 +712,26 @@ impl Sim {
     fn commit(&self, change: Change) -> String {
         let request_id = new_request_id();
         let mut state = self.lock();
-        let (service, resource_id, account_name) = match &change {
-            Change::Replay(id) => return id.clone(),
-            Change::Password { target, .. } | Change::Grant { target, .. } => target.clone(),
-        };
-        if let Change::Password {
+        if let ChangeKind::Password {
             token: Some((token, fingerprint)),
             ..
-        } = &change
+        } = &change.kind
         {
             state
                 .client_tokens
                 .insert(token.clone(), (*fingerprint, request_id.clone()));
         }
         state.stats.applied += 1;
+        let (service, resource_id, account_name) = &change.target;
         let Some(account) = state
-            .resources(service)
-            .get_mut(&resource_id)
-            .and_then(|r| r.accounts.get_mut(&account_name))
+            .resources(*service)
+            .get_mut(resource_id)
+            .and_then(|r| r.accounts.get_mut(account_name))
         else {
             return request_id;
         };
-        match change {
-            Change::Password {
+        match change.kind {
+            ChangeKind::Password {
                 password,
                 reset_privileges,
                 ..
@@ -749,30 +744,35 @@ impl Sim {
                     account.privileges.clear();
                 }
             }
-            Change::Grant { grants, .. } => account.privileges.extend(grants),
-            Change::Replay(_) => {}
+            ChangeKind::Grant(grants) => account.privileges.extend(grants),
         }
         request_id
     }
 }
 
-/// A change the simulated API accepted, before it is made.
-enum Change {
+/// What the simulated API decided to do with an accepted request.
+enum Planned {
     /// A ClientToken replay of a change already made: its first RequestId.
     Replay(String),
+    Change(Change),
+}
+
+/// A change the simulated API accepted, before it is made.
+struct Change {
+    /// Service, resource and account name.
+    target: (Service, String, String),
+    backend: Option<Engine>,
+    kind: ChangeKind,
+}
+
+enum ChangeKind {
     Password {
-        target: (Service, String, String),
-        backend: Option<Engine>,
         password: Password,
         /// The ClientToken and the request's fingerprint, recorded once the change is made.
         token: Option<(String, [u8; 32])>,
         reset_privileges: bool,
     },
-    Grant {
-        target: (Service, String, String),
-        backend: Option<Engine>,
-        grants: Vec<(String, Privilege)>,
-    },
+    Grant(Vec<(String, Privilege)>),
 }
 
 fn account_not_found() -> SimError {
