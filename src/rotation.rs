@@ -308,31 +308,27 @@ impl Rotator {
         };
 
         // 3a. Alternating: bring the new user's privileges in line before anyone moves to it.
-        if alternating && !account.grants.is_empty() {
-            let grant = GrantAccountPrivilege::new(
-                &account.resource_id,
-                &pending.username,
-                &account.grants,
+        if alternating
+            && !account.grants.is_empty()
+            && let Err(e) = self.grant(account, &pending.username).await
+        {
+            let code = e.code().to_owned();
+            let report = hold(
+                report,
+                &code,
+                format!(
+                    "version {} is set for {} ({how}) but its grants failed: {e}; it stays \
+                     pending and {} stays current",
+                    pending.version,
+                    pending.username,
+                    file.current
+                        .as_ref()
+                        .map_or("no user", |c| c.username.as_str()),
+                ),
             );
-            if let Err(e) = self.client.call(&grant).await {
-                let code = e.code().to_owned();
-                let report = hold(
-                    report,
-                    &code,
-                    format!(
-                        "version {} is set for {} ({how}) but its grants failed: {e}; it stays \
-                         pending and {} stays current",
-                        pending.version,
-                        pending.username,
-                        file.current
-                            .as_ref()
-                            .map_or("no user", |c| c.username.as_str()),
-                    ),
-                );
-                self.write_audit(audit, "pending", Some(code), started)
-                    .await;
-                return report;
-            }
+            self.write_audit(audit, "pending", Some(code), started)
+                .await;
+            return report;
         }
 
         // 3b. Verification: the new password must log in before it is promoted.
@@ -429,14 +425,15 @@ impl Rotator {
             }
         }
         failpoint::crash("before_grants");
-        if !alternating && !account.grants.is_empty() {
-            let grant = GrantAccountPrivilege::new(
-                &account.resource_id,
-                &pending.username,
-                &account.grants,
-            );
-            match self.client.call(&grant).await {
-                Ok(_) => report
+        if !account.grants.is_empty() {
+            // Alternating: applied before verification (3a), so done already.
+            let granted = if alternating {
+                Ok(())
+            } else {
+                self.grant(account, &pending.username).await
+            };
+            match granted {
+                Ok(()) => report
                     .message
                     .push_str(&format!("; {} grants applied", account.grants.len())),
                 Err(e) => {
@@ -444,12 +441,14 @@ impl Rotator {
                     report.message.push_str(&format!("; GRANTS FAILED: {e}"));
                 }
             }
-        } else if alternating && !account.grants.is_empty() {
-            report
-                .message
-                .push_str(&format!("; {} grants applied", account.grants.len()));
         }
         report
+    }
+
+    /// Brings `user`'s privileges in line with the account's `grants` (GrantAccountPrivilege).
+    async fn grant(&self, account: &Account, user: &str) -> Result<(), CloudError> {
+        let grant = GrantAccountPrivilege::new(&account.resource_id, user, &account.grants);
+        self.client.call(&grant).await.map(drop)
     }
 
     /// Tests a pending password of unknown fate by login (PRODUCT.md §8). If it logs in, it is
