@@ -195,6 +195,15 @@ pub fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
+/// Waits at most 15 s for the daemon to stop, and asserts that it exited 0.
+pub async fn exits_cleanly(daemon: &mut Child) {
+    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait())
+        .await
+        .expect("the daemon stops within its grace")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
 /// Scrapes `/metrics` every 100 ms until `ready` holds, for at most 30 s; returns the last
 /// scrape, for the caller's assertion and its message.
 pub async fn scrape_until(metrics: &str, ready: impl Fn(&str) -> bool) -> String {
@@ -405,11 +414,7 @@ async fn the_daemon_rotates_on_signals_refuses_a_second_daemon_survives_a_bad_re
 
     // SIGTERM: exit 0.
     signal(&daemon, "TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait())
-        .await
-        .expect("the daemon stops within its grace")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    exits_cleanly(&mut daemon).await;
     let mut stderr = String::new();
     if let Some(mut pipe) = daemon.stderr.take() {
         use tokio::io::AsyncReadExt;
@@ -488,11 +493,7 @@ async fn a_drop_after_apply_stays_pending_and_the_next_start_resolves_it_with_th
         "{audit}"
     );
     signal(&daemon, "TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait())
-        .await
-        .expect("stops")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    exits_cleanly(&mut daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,11 +770,7 @@ async fn the_daemon_speaks_sd_notify() {
     receive_until("RELOADING=1", &mut seen).await;
     signal(&daemon, "TERM");
     receive_until("STOPPING=1", &mut seen).await;
-    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait())
-        .await
-        .expect("stops")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    exits_cleanly(&mut daemon).await;
     assert!(
         seen.matches("READY=1").count() >= 2,
         "READY=1 again after the reload: {seen:?}"

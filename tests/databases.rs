@@ -652,6 +652,7 @@ struct Binaries {
     user: String,
     clone: String,
     config_path: std::path::PathBuf,
+    account: Arc<Account>,
     state: std::path::PathBuf,
     sim_url: reqwest::Url,
     _sim: common::Reaper,
@@ -699,6 +700,7 @@ impl Binaries {
             ),
         )
         .unwrap();
+        let account = Config::load(&config_path).unwrap().accounts[0].clone();
         Binaries {
             engine,
             host,
@@ -706,6 +708,7 @@ impl Binaries {
             user,
             clone,
             config_path,
+            account,
             state,
             sim_url,
             _sim: sim,
@@ -742,9 +745,8 @@ impl Binaries {
     }
 
     fn file(&self) -> SecretFile {
-        let config = Config::load(&self.config_path).unwrap();
         let uid = nix::unistd::geteuid().as_raw();
-        pwrotd::sink::read_secret(&self.state, &config.accounts[0], uid)
+        pwrotd::sink::read_secret(&self.state, &self.account, uid)
             .unwrap()
             .unwrap()
     }

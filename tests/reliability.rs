@@ -11,7 +11,7 @@ use pwrotd::config::Config;
 use pwrotd::sim::{Fault, FaultRates};
 use serde_json::Value;
 
-use crate::daemon::{Env, eventually, scrape_until, signal};
+use crate::daemon::{Env, eventually, exits_cleanly, scrape_until, signal};
 
 const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
     ("orders-app", Service::PolarDb, "pc-test0001", "app"),
@@ -625,11 +625,7 @@ async fn a_daemon_run_at_trace_with_every_failure_class_leaks_no_password() {
         "the scrape failed"
     );
     signal(&daemon, "TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait())
-        .await
-        .expect("stops")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    exits_cleanly(&mut daemon).await;
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&stdout.await.expect("stdout")),
