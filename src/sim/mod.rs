@@ -256,15 +256,8 @@ impl Sim {
                     &account.resource_id,
                     user,
                     account_type,
+                    backend,
                 );
-                let mut state = self.lock();
-                if let Some(a) = state
-                    .resources(account.api.service())
-                    .get_mut(&account.resource_id)
-                    .and_then(|r| r.accounts.get_mut(user.as_str()))
-                {
-                    a.backend = backend;
-                }
             }
             for grant in &account.grants {
                 self.add_database(&account.resource_id, &grant.db);
@@ -272,12 +265,14 @@ impl Sim {
         }
     }
 
+    /// Adds an account, unless it exists; either way its changes go to `backend`'s server.
     pub fn add_account(
         &self,
         service: Service,
         resource_id: &str,
         account_name: &str,
         account_type: AccountType,
+        backend: Option<Engine>,
     ) {
         let mut state = self.lock();
         let resource = state
@@ -294,7 +289,8 @@ impl Sim {
                 privileges: BTreeMap::new(),
                 changes: 0,
                 backend: None,
-            });
+            })
+            .backend = backend;
     }
 
     /// Adds a database to a PolarDB cluster, for `GrantAccountPrivilege`.
