@@ -423,7 +423,8 @@ fn check(path: &Path) -> ExitCode {
         };
         let mut extra = String::new();
         if !a.grants.is_empty() {
-            extra.push_str(&format!(", {} grants", a.grants.len()));
+            let n = a.grants.len();
+            extra.push_str(&format!(", {n} grant{}", if n == 1 { "" } else { "s" }));
         }
         if let Some(v) = &a.verify {
             extra.push_str(&format!(", verified by login to {}", v.target()));

@@ -433,9 +433,11 @@ impl Rotator {
                 self.grant(account, &pending.username).await
             };
             match granted {
-                Ok(()) => report
-                    .message
-                    .push_str(&format!("; {} grants applied", account.grants.len())),
+                Ok(()) => {
+                    let n = account.grants.len();
+                    let s = if n == 1 { "" } else { "s" };
+                    report.message.push_str(&format!("; {n} grant{s} applied"));
+                }
                 Err(e) => {
                     tracing::error!(account = %account.name, "the password rotated but the grants failed: {e}");
                     report.message.push_str(&format!("; GRANTS FAILED: {e}"));
