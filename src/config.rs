@@ -134,7 +134,31 @@ pub struct Account {
     pub verify: Option<Box<Verify>>,
 }
 
+/// One database user, the thing a password belongs to: whatever an account is named, no two
+/// rotations of the same user may ever run at once, and its secret file follows it across a
+/// rename.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey {
+    pub service: Service,
+    pub resource_id: String,
+    pub username: String,
+}
+
 impl Account {
+    /// The database users this account rotates: `account_name`, and its clone under the
+    /// alternating strategy.
+    pub fn users(&self) -> Vec<UserKey> {
+        let key = |username: &str| UserKey {
+            service: self.api.service(),
+            resource_id: self.resource_id.clone(),
+            username: username.to_owned(),
+        };
+        match &self.strategy {
+            Strategy::Single => vec![key(&self.account_name)],
+            Strategy::Alternating { clone } => vec![key(&self.account_name), key(clone)],
+        }
+    }
+
     /// The database user the next rotation sets, given the user of the current version: always
     /// `account_name`, or under the alternating strategy the user that is not current.
     pub fn next_username(&self, current: Option<&str>) -> &str {

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::random;
 use crate::rotation::{Outcome, Report, Rotator};
-use crate::scheduler::{Clock, Command, Initial, ReportHook, Scheduler};
+use crate::scheduler::{Clock, Command, Job, ReportHook, Scheduler};
 use crate::sink::{self, Sink};
 
 /// Why the daemon (or an in-process rotation) could not run.
@@ -142,6 +142,9 @@ pub struct ReportLine {
     pub version: Option<u64>,
     pub error_code: Option<String>,
     pub message: String,
+    /// A render file could not be written, though the rotation stands.
+    #[serde(default)]
+    pub render_failed: bool,
 }
 
 impl From<&Report> for ReportLine {
@@ -152,13 +155,15 @@ impl From<&Report> for ReportLine {
             version: r.version,
             error_code: r.error_code.clone(),
             message: r.message.clone(),
+            render_failed: r.render_failed,
         }
     }
 }
 
 impl ReportLine {
+    /// Whether the rotation succeeded and every render file was written.
     pub fn succeeded(&self) -> bool {
-        self.outcome == Outcome::Success.as_str()
+        self.outcome == Outcome::Success.as_str() && !self.render_failed
     }
 }
 
@@ -184,43 +189,12 @@ pub fn rotator(
                 .with_label_values(&[action, code])
                 .inc();
         }));
-    Ok(Rotator {
-        client: Arc::new(client),
+    Ok(Rotator::new(
+        Arc::new(client),
         sink,
         metrics,
-    })
-}
-
-/// What the sink says about each account, for the scheduler.
-fn initial_states(
-    config: &Config,
-    rotator: &Rotator,
-) -> Vec<(Arc<crate::config::Account>, Initial)> {
-    config
-        .accounts
-        .iter()
-        .map(|account| {
-            let initial = match rotator.sink.load(account) {
-                Ok(Some(file)) => {
-                    let initial = Initial::of(Some(&file));
-                    if initial.pending {
-                        rotator.note_pending(&account.name);
-                        tracing::warn!(account = %account.name, "a pending password from an earlier run will be re-applied first");
-                    }
-                    if let Some(at) = initial.last_success {
-                        rotator.metrics.set_last_success(&account.name, at);
-                    }
-                    initial
-                }
-                Ok(None) => Initial::default(),
-                Err(e) => {
-                    tracing::error!(account = %account.name, "{e}");
-                    Initial::default()
-                }
-            };
-            (account.clone(), initial)
-        })
-        .collect()
+        &config.accounts,
+    ))
 }
 
 /// How `run` is started.
@@ -267,18 +241,19 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
 
     let metrics = Metrics::new();
     let rotator = Arc::new(rotator(&config, sink.clone(), metrics.clone())?);
-    let accounts = initial_states(&config, &rotator);
-    let total = accounts.len();
+    let total = config.accounts.len();
     let (once_tx, mut once_rx) = mpsc::unbounded_channel::<()>();
     let user_hook = options.on_report.take();
     let hook: ReportHook = Arc::new(move |report: &Report| {
         if let Some(hook) = &user_hook {
             hook(report);
         }
-        let _ = once_tx.send(());
+        if report.job == Job::Rotate {
+            let _ = once_tx.send(());
+        }
     });
     let scheduler = Scheduler::new(
-        accounts,
+        config.accounts.clone(),
         rotator,
         Clock::System,
         config.daemon.max_concurrent,
@@ -399,10 +374,9 @@ async fn reload(
     }
     match rotator(&new, sink.clone(), metrics.clone()) {
         Ok(rotator) => {
-            let accounts = initial_states(&new, &rotator);
             let _ = commands
                 .send(Command::Reload {
-                    accounts,
+                    accounts: new.accounts.clone(),
                     rotate: Arc::new(rotator),
                 })
                 .await;

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Logins that test a password (`[account.verify]`), by account and outcome: `success`,
     /// `rejected` (the database refused the password) or `error` (no answer either way).
     pub verifications: IntCounterVec,
+    /// Render files that could not be written, by account: retried as renders.
+    pub render_failures: IntCounterVec,
     pub build_info: IntGaugeVec,
     /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
     pub healthy: AtomicBool,
@@ -96,6 +98,11 @@ impl Metrics {
                 "Password verifications by login, by account and outcome.",
                 &["account", "outcome"],
             ),
+            render_failures: counter(
+                "pwrotd_render_failures_total",
+                "Render files that could not be written, by account.",
+                &["account"],
+            ),
             build_info: IntGaugeVec::new(
                 Opts::new("pwrotd_build_info", "The running version."),
                 &["version"],
@@ -105,7 +112,7 @@ impl Metrics {
             pending_accounts: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(m.rotations.clone()),
             Box::new(m.rotation_duration.clone()),
             Box::new(TimesCollector::new(m.times.clone())),
@@ -114,6 +121,7 @@ impl Metrics {
             Box::new(m.accounts.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.verifications.clone()),
+            Box::new(m.render_failures.clone()),
             Box::new(m.build_info.clone()),
         ];
         for c in collectors {

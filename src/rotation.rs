@@ -21,15 +21,17 @@
 //! At every instant the database's password is the sink's `current` or its `pending` (per user,
 //! under the alternating strategy: the newest version of that user, or `pending`).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::cloud::{Class, Client, CloudError, GrantAccountPrivilege, SetPassword};
+use crate::cloud::{Client, CloudError, GrantAccountPrivilege, SetPassword};
 use crate::config::{Account, Strategy};
 use crate::failpoint;
 use crate::metrics::Metrics;
+use crate::scheduler::{Initial, Job};
 use crate::sink::{self, AuditRecord, Pending, SecretFile, Sink, SinkError, timestamp};
 use crate::verify::{Login, Verify};
 
@@ -78,10 +80,14 @@ impl Outcome {
     }
 }
 
-/// What one rotation did, for the scheduler, the CLI and the logs. Never holds a password.
+/// What one rotation (or render) did, for the scheduler, the CLI and the logs. Never holds a
+/// password.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub account: String,
+    /// What the task did: a rotation, or a render without one.
+    pub job: Job,
+    /// How the rotation ended; for a render, `Success` or `Failure`.
     pub outcome: Outcome,
     /// The version that was set or attempted.
     pub version: Option<u64>,
@@ -92,6 +98,26 @@ pub struct Report {
     pub last_success: Option<SystemTime>,
     /// Whether the sink holds a pending password after this rotation.
     pub pending: bool,
+    /// Whether a render file could not be written. The rotation itself stands: this is
+    /// retried as a render, never as another rotation.
+    pub render_failed: bool,
+}
+
+impl Report {
+    /// A report of a failure with no details yet.
+    pub fn new(account: &str, job: Job) -> Report {
+        Report {
+            account: account.to_owned(),
+            job,
+            outcome: Outcome::Failure,
+            version: None,
+            error_code: None,
+            message: String::new(),
+            last_success: None,
+            pending: false,
+            render_failed: false,
+        }
+    }
 }
 
 /// Performs rotations. Shared by the daemon's tasks and the in-process `rotate` command.
@@ -99,6 +125,11 @@ pub struct Rotator {
     pub client: Arc<Client>,
     pub sink: Arc<Sink>,
     pub metrics: Arc<Metrics>,
+    /// The account names of the config: a secret file of another name may be taken over by
+    /// a renamed account.
+    configured: HashSet<String>,
+    /// The secret files no configured account claims, listed once when first needed.
+    unclaimed: Mutex<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Rotator {
@@ -109,6 +140,14 @@ impl std::fmt::Debug for Rotator {
     }
 }
 
+/// Appends `part` to a report's message, after a `; ` when it has one.
+fn push_part(message: &mut String, part: &str) {
+    if !message.is_empty() {
+        message.push_str("; ");
+    }
+    message.push_str(part);
+}
+
 /// The ClientToken of a pending version: stable for that version, at most 64 ASCII characters.
 fn client_token(account: &str, version: u64, created_time: &str) -> String {
     let digest = Sha256::digest(format!("{account}\0{version}\0{created_time}").as_bytes());
@@ -116,6 +155,150 @@ fn client_token(account: &str, version: u64, created_time: &str) -> String {
 }
 
 impl Rotator {
+    pub fn new(
+        client: Arc<Client>,
+        sink: Arc<Sink>,
+        metrics: Arc<Metrics>,
+        accounts: &[Arc<Account>],
+    ) -> Rotator {
+        Rotator {
+            client,
+            sink,
+            metrics,
+            configured: accounts.iter().map(|a| a.name.clone()).collect(),
+            unclaimed: Mutex::new(None),
+        }
+    }
+
+    /// What the sink says about an account, for the scheduler. An account with no secret file
+    /// first takes over the file of a renamed account that held the same database users
+    /// (`renamed_from` names one the caller knows of). The caller guarantees that no task
+    /// holds any of its users.
+    pub fn initial(&self, account: &Account, renamed_from: Option<&str>) -> Initial {
+        let file = match self.load_or_adopt(account, renamed_from) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::error!(account = %account.name, "{e}");
+                return Initial::default();
+            }
+        };
+        let initial = Initial::of(file.as_ref());
+        self.track_pending(&account.name, initial.pending);
+        if initial.pending {
+            tracing::warn!(account = %account.name, "a pending password from an earlier run will be re-applied first");
+        }
+        if let Some(at) = initial.last_success {
+            self.metrics.set_last_success(&account.name, at);
+        }
+        initial
+    }
+
+    /// Reads an account's secret file; with none, takes over a renamed account's file.
+    fn load_or_adopt(
+        &self,
+        account: &Account,
+        renamed_from: Option<&str>,
+    ) -> Result<Option<SecretFile>, SinkError> {
+        if let Some(file) = self.sink.load(account)? {
+            return Ok(Some(file));
+        }
+        let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|p| p.into_inner());
+        if unclaimed.is_none() {
+            *unclaimed = Some(self.sink.unclaimed(|n| self.configured.contains(n))?);
+        }
+        let names = unclaimed.get_or_insert_default();
+        let candidates: Vec<String> = renamed_from
+            .filter(|n| !self.configured.contains(*n) && !names.iter().any(|m| m == n))
+            .map(str::to_owned)
+            .into_iter()
+            .chain(names.iter().cloned())
+            .collect();
+        for from in candidates {
+            match self.sink.adopt(account, &from) {
+                Ok(Some(file)) => {
+                    names.retain(|n| *n != from);
+                    return Ok(Some(file));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(account = %account.name, "cannot read {from}'s secret file: {e}")
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rewrites the render files of an account that are not what they should be, without
+    /// rotating: after a render failure, and at start and reload (PRODUCT.md §4).
+    pub async fn rerender(&self, account: &Arc<Account>) -> Report {
+        let mut report = Report::new(&account.name, Job::Render);
+        let load = account.clone();
+        let file = match self.io(move |sink| sink.load(&load)).await {
+            Ok(file) => file,
+            Err(e) => {
+                report.render_failed = true;
+                report.error_code = Some(e.code().to_owned());
+                report.message = format!("render files not checked: {e}");
+                return self.finish(account, report);
+            }
+        };
+        report.last_success = file.as_ref().and_then(SecretFile::last_success);
+        report.version = file
+            .as_ref()
+            .and_then(|f| f.current.as_ref())
+            .map(|c| c.version);
+        self.render(account, file.and_then(|f| f.current), false, &mut report)
+            .await;
+        if !report.render_failed {
+            report.outcome = Outcome::Success;
+        }
+        self.finish(account, report)
+    }
+
+    /// Writes an account's render files from `current`: all of them after a rotation, or
+    /// only those whose content is not what it should be.
+    async fn render(
+        &self,
+        account: &Arc<Account>,
+        current: Option<sink::Version>,
+        always: bool,
+        report: &mut Report,
+    ) {
+        let Some(current) = current.filter(|_| !account.render.is_empty()) else {
+            return;
+        };
+        let render = account.clone();
+        let rendered = self
+            .io(move |_| Ok(sink::render(&render, &current, always)))
+            .await
+            .unwrap_or_else(|e| sink::Rendered {
+                written: 0,
+                errors: vec![e],
+            });
+        if !rendered.errors.is_empty() {
+            // The database and the sink agree; an application's file is stale. It is
+            // retried as a render, never as another rotation.
+            let text: Vec<String> = rendered.errors.iter().map(ToString::to_string).collect();
+            report.render_failed = true;
+            report
+                .error_code
+                .get_or_insert_with(|| "RenderFailed".into());
+            push_part(
+                &mut report.message,
+                &format!(
+                    "RENDER FILES FAILED: {}; they are retried without rotating",
+                    text.join("; ")
+                ),
+            );
+        } else if rendered.written > 0 && !always {
+            let n = rendered.written;
+            push_part(
+                &mut report.message,
+                &format!("{n} render file{} rewritten", if n == 1 { "" } else { "s" }),
+            );
+        }
+    }
+
     /// Rotates one account now. The caller guarantees no other rotation of the same account
     /// runs at the same time.
     pub async fn rotate(&self, account: &Arc<Account>) -> Report {
@@ -124,41 +307,49 @@ impl Rotator {
         self.metrics
             .rotation_duration
             .observe(started.elapsed().as_secs_f64());
-        let outcome = match report.outcome {
-            Outcome::Success => "success",
-            Outcome::Failure | Outcome::Pending => "failure",
-        };
-        self.metrics
-            .rotations
-            .with_label_values(&[account.name.as_str(), outcome])
-            .inc();
+        self.finish(account, report)
+    }
+
+    /// Counts and logs what a rotation or a render did.
+    fn finish(&self, account: &Account, report: Report) -> Report {
+        if report.job == Job::Rotate {
+            let outcome = match report.outcome {
+                Outcome::Success => "success",
+                Outcome::Failure | Outcome::Pending => "failure",
+            };
+            self.metrics
+                .rotations
+                .with_label_values(&[account.name.as_str(), outcome])
+                .inc();
+        }
+        if report.render_failed {
+            self.metrics
+                .render_failures
+                .with_label_values(&[account.name.as_str()])
+                .inc();
+        }
         if let Some(at) = report.last_success {
             self.metrics.set_last_success(&account.name, at);
         }
-        match report.outcome {
-            Outcome::Success => {
-                tracing::info!(account = %account.name, version = report.version, "{}", report.message)
+        let version = report.version;
+        let name = account.name.as_str();
+        match (report.outcome, report.render_failed) {
+            (Outcome::Success, false) if report.job == Job::Render && report.message.is_empty() => {
+                tracing::debug!(account = name, version, "render files are up to date")
             }
-            Outcome::Pending => {
-                tracing::warn!(account = %account.name, version = report.version, "{}", report.message)
+            (Outcome::Success, false) => {
+                tracing::info!(account = name, version, "{}", report.message)
             }
-            Outcome::Failure => {
-                tracing::error!(account = %account.name, version = report.version, "{}", report.message)
+            (Outcome::Pending, _) | (Outcome::Success, true) => {
+                tracing::warn!(account = name, version, "{}", report.message)
             }
+            (Outcome::Failure, _) => tracing::error!(account = name, version, "{}", report.message),
         }
         report
     }
 
     async fn rotate_inner(&self, account: &Arc<Account>, started: Instant) -> Report {
-        let mut report = Report {
-            account: account.name.clone(),
-            outcome: Outcome::Failure,
-            version: None,
-            error_code: None,
-            message: String::new(),
-            last_success: None,
-            pending: false,
-        };
+        let mut report = Report::new(&account.name, Job::Rotate);
         let refuse = |mut report: Report, error: &SinkError| {
             report.error_code = Some(error.code().to_owned());
             report.message = format!("refused, no API call made: {error}");
@@ -263,7 +454,7 @@ impl Rotator {
                 // A login tells whether the lost call applied: promote without a second call,
                 // or set it again now. Once per attempt: a pending password that was already
                 // settled and set again stays pending for the next attempt.
-                if error.class() == Class::Ambiguous
+                if error.may_have_applied()
                     && audit.settled.is_none()
                     && let Some(verify) = &account.verify
                 {
@@ -407,23 +598,8 @@ impl Rotator {
         );
         self.write_audit(audit, "success", None, started).await;
         failpoint::crash("before_render");
-        if let Some(current) = &file.current {
-            let (render, current) = (account.clone(), current.clone());
-            let errors = self
-                .io(move |_| Ok(sink::render(&render, &current)))
-                .await
-                .unwrap_or_else(|e| vec![e]);
-            if !errors.is_empty() {
-                // The database and the sink agree; an application's file is stale. Fail
-                // loudly, so the account is retried and the failure shows in metrics.
-                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                report.outcome = Outcome::Failure;
-                report.error_code = Some("RenderFailed".into());
-                report
-                    .message
-                    .push_str(&format!("; RENDER FILES FAILED: {}", text.join("; ")));
-            }
-        }
+        self.render(account, file.current.clone(), true, &mut report)
+            .await;
         failpoint::crash("before_grants");
         if !account.grants.is_empty() {
             // Alternating: applied before verification (3a), so done already.
@@ -519,7 +695,7 @@ impl Rotator {
     ) -> Report {
         let code = error.code().to_owned();
         report.error_code = Some(code.clone());
-        let nothing_applied = matches!(error.class(), Class::Transient | Class::Permanent);
+        let nothing_applied = !error.may_have_applied();
         if nothing_applied && !maybe_applied {
             // 4. This attempt created the pending password and provably never applied it.
             file.pending = None;
@@ -624,11 +800,6 @@ impl Rotator {
             .pending_accounts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Notes accounts whose sink already holds a pending password, at start-up.
-    pub fn note_pending(&self, account: &str) {
-        self.track_pending(account, true);
     }
 }
 

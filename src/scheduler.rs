@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Account, Schedule};
+use crate::config::{Account, Schedule, UserKey};
 use crate::metrics::Metrics;
 use crate::random;
 use crate::rotation::{Outcome, Report, Rotator};
@@ -128,14 +128,46 @@ pub fn retry_delay(account: &Account, failures: u32, now: SystemTime) -> Duratio
     doubled.min(period(&account.schedule, now).max(account.retry_after_failure))
 }
 
+/// What a task does for an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Rotate the password (and write the render files after a success).
+    Rotate,
+    /// Rewrite render files that are not what they should be, without rotating: after a
+    /// render failure, and at start and reload.
+    Render,
+}
+
 /// Something that rotates an account: the real [`Rotator`], or a stand-in in tests.
 pub trait Rotate: Send + Sync + 'static {
-    fn run(self: Arc<Self>, account: Arc<Account>) -> Pin<Box<dyn Future<Output = Report> + Send>>;
+    fn run(
+        self: Arc<Self>,
+        account: Arc<Account>,
+        job: Job,
+    ) -> Pin<Box<dyn Future<Output = Report> + Send>>;
+
+    /// What the store says about an account, taking over the secret file of a renamed
+    /// account that held the same database users first (`renamed_from` names the task that
+    /// held them, if one just ended). Called only while no task holds any of its users.
+    fn initial(&self, account: &Account, renamed_from: Option<&str>) -> Initial;
 }
 
 impl Rotate for Rotator {
-    fn run(self: Arc<Self>, account: Arc<Account>) -> Pin<Box<dyn Future<Output = Report> + Send>> {
-        Box::pin(async move { self.rotate(&account).await })
+    fn run(
+        self: Arc<Self>,
+        account: Arc<Account>,
+        job: Job,
+    ) -> Pin<Box<dyn Future<Output = Report> + Send>> {
+        Box::pin(async move {
+            match job {
+                Job::Rotate => self.rotate(&account).await,
+                Job::Render => self.rerender(&account).await,
+            }
+        })
+    }
+
+    fn initial(&self, account: &Account, renamed_from: Option<&str>) -> Initial {
+        Rotator::initial(self, account, renamed_from)
     }
 }
 
@@ -149,7 +181,7 @@ pub enum Command {
     },
     /// Replace the accounts and the rotator (a config reload).
     Reload {
-        accounts: Vec<(Arc<Account>, Initial)>,
+        accounts: Vec<Arc<Account>>,
         rotate: Arc<dyn Rotate>,
     },
 }
@@ -159,14 +191,62 @@ pub type ReportHook = Arc<dyn Fn(&Report) + Send + Sync>;
 
 struct Slot {
     account: Arc<Account>,
+    /// When the next rotation is due.
     due: SystemTime,
+    /// When the render files are next checked and rewritten without a rotation.
+    render_due: Option<SystemTime>,
     failures: u32,
+    render_failures: u32,
+    /// A task of this name runs (a rotation or a render).
     in_flight: bool,
+    /// A task of another name holds one of this account's database users (a rename during a
+    /// rotation): nothing starts until it ends, then the state is read from the store again.
+    parked: bool,
+    /// This name now stands for other database users than its running task's: when the task
+    /// ends, the state is read from the store again rather than from the task's report.
+    reinit: bool,
+    /// The key under which this slot sits in the queue, if it does.
+    queued: Option<SystemTime>,
     /// Rotate again as soon as the running rotation ends.
     rerun: bool,
     /// Requests waiting for the next rotation to start, and for the running one.
     waiting_next: Vec<u64>,
     waiting_running: Vec<u64>,
+}
+
+impl Slot {
+    fn new(account: Arc<Account>) -> Slot {
+        Slot {
+            due: SystemTime::UNIX_EPOCH,
+            render_due: None,
+            account,
+            failures: 0,
+            render_failures: 0,
+            in_flight: false,
+            parked: false,
+            reinit: false,
+            queued: None,
+            rerun: false,
+            waiting_next: Vec::new(),
+            waiting_running: Vec::new(),
+        }
+    }
+
+    /// When this slot next needs a task; `None` while one runs or it is parked.
+    fn wake(&self) -> Option<SystemTime> {
+        if self.in_flight || self.parked {
+            return None;
+        }
+        Some(self.render_due.map_or(self.due, |r| r.min(self.due)))
+    }
+}
+
+/// A running task.
+struct Task {
+    name: String,
+    job: Job,
+    /// The database users it holds until it ends.
+    users: Vec<UserKey>,
 }
 
 struct Waiting {
@@ -177,13 +257,15 @@ struct Waiting {
 /// The scheduling loop's state.
 pub struct Scheduler {
     slots: BTreeMap<String, Slot>,
-    /// The idle accounts by due time: the next one to start is always the first.
+    /// The idle accounts by the time they next need a task: the next to start is the first.
     queue: BTreeSet<(SystemTime, String)>,
     rotate: Arc<dyn Rotate>,
     clock: Clock,
     max_concurrent: usize,
     tasks: JoinSet<Report>,
-    task_accounts: HashMap<tokio::task::Id, String>,
+    running: HashMap<tokio::task::Id, Task>,
+    /// The database users held by running tasks: one user, one task, whatever its name.
+    busy: HashMap<UserKey, tokio::task::Id>,
     waiting: HashMap<u64, Waiting>,
     next_request: u64,
     metrics: Option<Arc<Metrics>>,
@@ -191,8 +273,9 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler for `accounts`, their state read from the store through `rotate`.
     pub fn new(
-        accounts: Vec<(Arc<Account>, Initial)>,
+        accounts: Vec<Arc<Account>>,
         rotate: Arc<dyn Rotate>,
         clock: Clock,
         max_concurrent: usize,
@@ -204,7 +287,8 @@ impl Scheduler {
             clock,
             max_concurrent: max_concurrent.max(1),
             tasks: JoinSet::new(),
-            task_accounts: HashMap::new(),
+            running: HashMap::new(),
+            busy: HashMap::new(),
             waiting: HashMap::new(),
             next_request: 0,
             metrics: None,
@@ -235,46 +319,100 @@ impl Scheduler {
         self.slots.iter().map(|(n, s)| (n.clone(), s.due)).collect()
     }
 
-    /// Moves an account's due time, keeping the queue in step for an idle account.
+    /// Puts a slot in the queue under the time it next needs a task, or takes it out.
+    fn requeue(&mut self, name: &str) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let wake = slot.wake();
+        if slot.queued == wake {
+            return;
+        }
+        if let Some(old) = slot.queued.take() {
+            self.queue.remove(&(old, name.to_owned()));
+        }
+        if let Some(at) = wake {
+            self.queue.insert((at, name.to_owned()));
+        }
+        slot.queued = wake;
+    }
+
+    /// Moves an account's rotation due time, keeping the queue and the metric in step.
     fn set_due(&mut self, name: &str, due: SystemTime) {
         if let Some(slot) = self.slots.get_mut(name) {
-            if !slot.in_flight {
-                self.queue.remove(&(slot.due, name.to_owned()));
-                self.queue.insert((due, name.to_owned()));
-            }
             slot.due = due;
         }
+        self.requeue(name);
         if let Some(m) = &self.metrics {
             m.set_next_rotation(name, due);
         }
     }
 
-    fn replace_accounts(&mut self, accounts: Vec<(Arc<Account>, Initial)>) {
+    /// Reads an account's state from the store and schedules it from there: at start, for a
+    /// new account, and once a parked or re-purposed one is free.
+    fn reinit(&mut self, name: &str, renamed_from: Option<&str>) {
         let now = self.clock.now();
-        let mut slots = BTreeMap::new();
-        for (account, initial) in accounts {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let initial = self.rotate.initial(&slot.account, renamed_from);
+        slot.parked = false;
+        slot.reinit = false;
+        slot.failures = 0;
+        slot.render_failures = 0;
+        slot.render_due = (!slot.account.render.is_empty()).then_some(now);
+        let due = if std::mem::take(&mut slot.rerun) {
+            now
+        } else {
+            initial_due(&slot.account, initial, now)
+        };
+        self.set_due(name, due);
+    }
+
+    /// Whether a running task of another name holds one of `account`'s database users.
+    fn held(&self, account: &Account) -> bool {
+        account.users().iter().any(|u| self.busy.contains_key(u))
+    }
+
+    fn replace_accounts(&mut self, accounts: Vec<Arc<Account>>) {
+        let now = self.clock.now();
+        let mut old = std::mem::take(&mut self.slots);
+        let mut fresh = Vec::new();
+        for account in accounts {
             let name = account.name.clone();
-            let slot = match self.slots.remove(&name) {
-                Some(mut slot) => {
-                    if slot.account.schedule != account.schedule && !slot.in_flight {
-                        slot.due = initial_due(&account, initial, now);
+            match old.remove(&name) {
+                Some(mut slot) if slot.account.users() == account.users() => {
+                    let rescheduled = slot.account.schedule != account.schedule;
+                    if slot.account.render != account.render && !account.render.is_empty() {
+                        slot.render_due = Some(now);
                     }
                     slot.account = account;
-                    slot
+                    self.slots.insert(name.clone(), slot);
+                    if rescheduled && !self.slots[&name].in_flight {
+                        fresh.push(name);
+                    }
                 }
-                None => Slot {
-                    due: initial_due(&account, initial, now),
-                    account,
-                    failures: 0,
-                    in_flight: false,
-                    rerun: false,
-                    waiting_next: Vec::new(),
-                    waiting_running: Vec::new(),
-                },
-            };
-            slots.insert(name, slot);
+                // The same name for other database users: a new account. Its running task,
+                // if any, keeps the name's file until it ends.
+                Some(mut slot) => {
+                    slot.account = account;
+                    slot.reinit = slot.in_flight;
+                    let idle = !slot.in_flight;
+                    self.slots.insert(name.clone(), slot);
+                    if idle {
+                        fresh.push(name);
+                    }
+                }
+                None => {
+                    self.slots.insert(name.clone(), Slot::new(account));
+                    fresh.push(name);
+                }
+            }
         }
-        for (name, slot) in std::mem::take(&mut self.slots) {
+        for (name, slot) in old {
+            if let Some(queued) = slot.queued {
+                self.queue.remove(&(queued, name.clone()));
+            }
             if let Some(m) = &self.metrics {
                 m.forget_account(&name);
             }
@@ -282,18 +420,20 @@ impl Scheduler {
                 self.deliver(id, &name, removed_report(&name));
             }
         }
-        self.queue = slots
-            .iter()
-            .filter(|(_, s)| !s.in_flight)
-            .map(|(n, s)| (s.due, n.clone()))
-            .collect();
-        self.slots = slots;
+        for name in fresh {
+            if self.held(&self.slots[&name].account) {
+                tracing::info!(account = %name, "waits for a running task of another name on the same database user");
+                if let Some(slot) = self.slots.get_mut(&name) {
+                    slot.parked = true;
+                }
+                self.requeue(&name);
+            } else {
+                self.reinit(&name, None);
+            }
+        }
         if let Some(m) = &self.metrics {
             m.accounts
                 .set(i64::try_from(self.slots.len()).unwrap_or(i64::MAX));
-            for (name, slot) in &self.slots {
-                m.set_next_rotation(name, slot.due);
-            }
         }
     }
 
@@ -347,28 +487,49 @@ impl Scheduler {
         }
     }
 
-    /// Starts due accounts, earliest first, up to `max_concurrent` in flight.
+    /// Starts due tasks, earliest first, up to `max_concurrent` at once.
     fn start_due(&mut self) {
         let now = self.clock.now();
         while self.tasks.len() < self.max_concurrent {
-            let Some((due, _)) = self.queue.first() else {
-                break;
-            };
-            if *due > now {
-                break;
+            match self.queue.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
             }
             let Some((_, name)) = self.queue.pop_first() else {
                 break;
             };
+            let Some(slot) = self.slots.get(&name) else {
+                continue;
+            };
+            let users = slot.account.users();
+            if users.iter().any(|u| self.busy.contains_key(u)) {
+                // Only a task of a name no longer configured can hold them (names are unique
+                // per user in a config): wait for it, then read the store afresh.
+                tracing::info!(account = %name, "waits for a running task of another name on the same database user");
+                if let Some(slot) = self.slots.get_mut(&name) {
+                    slot.queued = None;
+                    slot.parked = true;
+                }
+                continue;
+            }
             let Some(slot) = self.slots.get_mut(&name) else {
                 continue;
             };
+            slot.queued = None;
             slot.in_flight = true;
-            slot.waiting_running = std::mem::take(&mut slot.waiting_next);
+            let job = if slot.due <= now {
+                slot.waiting_running = std::mem::take(&mut slot.waiting_next);
+                Job::Rotate
+            } else {
+                Job::Render
+            };
             let handle = self
                 .tasks
-                .spawn(self.rotate.clone().run(slot.account.clone()));
-            self.task_accounts.insert(handle.id(), name);
+                .spawn(self.rotate.clone().run(slot.account.clone(), job));
+            for user in &users {
+                self.busy.insert(user.clone(), handle.id());
+            }
+            self.running.insert(handle.id(), Task { name, job, users });
         }
     }
 
@@ -385,7 +546,9 @@ impl Scheduler {
         let (id, report) = match done {
             Ok((id, report)) => (id, report),
             Err(e) => {
-                let name = self.task_accounts.get(&e.id()).cloned().unwrap_or_default();
+                let task = self.running.get(&e.id());
+                let name = task.map(|t| t.name.clone()).unwrap_or_default();
+                let job = task.map_or(Job::Rotate, |t| t.job);
                 // Not `{e}`: a JoinError shows the panic's message, which could hold a secret.
                 let what = if e.is_panic() {
                     "panicked"
@@ -394,50 +557,98 @@ impl Scheduler {
                 };
                 tracing::error!(account = %name, "the rotation task {what}; its pending password stays in the sink");
                 let report = Report {
-                    account: name.clone(),
-                    outcome: Outcome::Pending,
-                    version: None,
                     error_code: Some("InternalError".into()),
                     message: format!("the rotation task {what}"),
-                    last_success: None,
                     pending: true,
+                    ..Report::new(&name, job)
                 };
                 (e.id(), report)
             }
         };
-        let Some(name) = self.task_accounts.remove(&id) else {
+        let Some(task) = self.running.remove(&id) else {
             return;
         };
+        for user in &task.users {
+            if self.busy.get(user) == Some(&id) {
+                self.busy.remove(user);
+            }
+        }
+        self.unpark(&task.name);
         let now = self.clock.now();
+        let name = task.name;
         let Some(slot) = self.slots.get_mut(&name) else {
             tracing::info!(account = %name, "a rotation finished for an account no longer configured");
             return;
         };
         slot.in_flight = false;
-        let due = if report.outcome == Outcome::Success {
-            slot.failures = 0;
-            // From the moment of success: the sink's `created_time` has one-second precision
-            // and was taken before the API call, so counting from it would fire early.
-            next_after(
-                &slot.account.schedule,
-                report.last_success.map_or(now, |l| l.max(now)),
-            )
-        } else {
-            slot.failures += 1;
-            now + retry_delay(&slot.account, slot.failures, now)
+        if slot.reinit {
+            let waiting = std::mem::take(&mut slot.waiting_running);
+            self.reinit(&name, None);
+            for id in waiting {
+                self.deliver(id, &name, report.clone());
+            }
+            self.report(&report);
+            return;
+        }
+        if report.render_failed {
+            slot.render_failures += 1;
+            let delay = retry_delay(&slot.account, slot.render_failures, now);
+            slot.render_due = Some(now + delay);
+        } else if report.job == Job::Render || report.outcome == Outcome::Success {
+            slot.render_failures = 0;
+            slot.render_due = None;
+        }
+        let due = match report.job {
+            Job::Render => slot.due,
+            Job::Rotate if report.outcome == Outcome::Success => {
+                slot.failures = 0;
+                // From the moment of success: the sink's `created_time` has one-second
+                // precision and was taken before the API call, so counting from it would
+                // fire early.
+                next_after(
+                    &slot.account.schedule,
+                    report.last_success.map_or(now, |l| l.max(now)),
+                )
+            }
+            Job::Rotate => {
+                slot.failures += 1;
+                now + retry_delay(&slot.account, slot.failures, now)
+            }
         };
         let due = if std::mem::take(&mut slot.rerun) {
             now
         } else {
             due
         };
-        let waiting = std::mem::take(&mut slot.waiting_running);
+        let waiting = if report.job == Job::Rotate {
+            std::mem::take(&mut slot.waiting_running)
+        } else {
+            Vec::new()
+        };
         self.set_due(&name, due);
         for id in waiting {
             self.deliver(id, &name, report.clone());
         }
+        self.report(&report);
+    }
+
+    fn report(&self, report: &Report) {
         if let Some(hook) = &self.on_report {
-            hook(&report);
+            hook(report);
+        }
+    }
+
+    /// Frees parked accounts whose database users no running task holds any more, now that
+    /// the task of `ended` is over.
+    fn unpark(&mut self, ended: &str) {
+        let free: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.parked && !self.held(&s.account))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in free {
+            self.reinit(&name, Some(ended));
         }
     }
 
@@ -461,7 +672,7 @@ impl Scheduler {
                     match self.slots.get_mut(&name) {
                         Some(slot) => {
                             slot.waiting_next.push(id);
-                            if slot.in_flight {
+                            if slot.in_flight || slot.parked {
                                 slot.rerun = true;
                             } else {
                                 self.set_due(&name, now);
@@ -496,13 +707,9 @@ impl Scheduler {
 
 fn removed_report(name: &str) -> Report {
     Report {
-        account: name.to_owned(),
-        outcome: Outcome::Failure,
-        version: None,
         error_code: Some("UnknownAccount".into()),
         message: "no such account in the running config".into(),
-        last_success: None,
-        pending: false,
+        ..Report::new(name, Job::Rotate)
     }
 }
 
@@ -535,6 +742,14 @@ mod tests {
         outcome: Mutex<Outcome>,
         hold: Duration,
         running: Mutex<(usize, usize)>,
+        /// What the store says about each account.
+        initials: Mutex<HashMap<String, Initial>>,
+        /// Every `initial` call: the account and the name it may have been renamed from.
+        asked: Mutex<Vec<(String, Option<String>)>>,
+        /// Tasks running per database user now, and the most ever at once.
+        per_user: Mutex<HashMap<UserKey, (usize, usize)>>,
+        /// Every task: name, job, start and end.
+        tasks: Mutex<Vec<(String, Job, SystemTime, SystemTime)>>,
     }
 
     impl Fake {
@@ -545,7 +760,29 @@ mod tests {
                 outcome: Mutex::new(Outcome::Success),
                 hold: Duration::ZERO,
                 running: Mutex::default(),
+                initials: Mutex::default(),
+                asked: Mutex::default(),
+                per_user: Mutex::default(),
+                tasks: Mutex::default(),
             })
+        }
+
+        /// The most tasks that ever ran at once on one database user.
+        fn most_per_user(&self) -> usize {
+            let per_user = self.per_user.lock().unwrap();
+            per_user.values().map(|(_, most)| *most).max().unwrap_or(0)
+        }
+
+        /// Records what the store says about each account, and returns the accounts.
+        fn seed(&self, accounts: Vec<(Arc<Account>, Initial)>) -> Vec<Arc<Account>> {
+            let mut initials = self.initials.lock().unwrap();
+            accounts
+                .into_iter()
+                .map(|(account, initial)| {
+                    initials.insert(account.name.clone(), initial);
+                    account
+                })
+                .collect()
         }
 
         fn runs(&self) -> Vec<(String, SystemTime)> {
@@ -554,29 +791,57 @@ mod tests {
     }
 
     impl Rotate for Fake {
+        fn initial(&self, account: &Account, renamed_from: Option<&str>) -> Initial {
+            self.asked
+                .lock()
+                .unwrap()
+                .push((account.name.clone(), renamed_from.map(str::to_owned)));
+            self.initials
+                .lock()
+                .unwrap()
+                .get(&account.name)
+                .copied()
+                .unwrap_or_default()
+        }
+
         fn run(
             self: Arc<Self>,
             account: Arc<Account>,
+            job: Job,
         ) -> Pin<Box<dyn Future<Output = Report> + Send>> {
             Box::pin(async move {
                 let now = self.clock.now();
-                self.runs.lock().unwrap().push((account.name.clone(), now));
+                if job == Job::Rotate {
+                    self.runs.lock().unwrap().push((account.name.clone(), now));
+                }
                 {
                     let mut r = self.running.lock().unwrap();
                     r.0 += 1;
                     r.1 = r.1.max(r.0);
+                    let mut per_user = self.per_user.lock().unwrap();
+                    for user in account.users() {
+                        let entry = per_user.entry(user).or_default();
+                        entry.0 += 1;
+                        entry.1 = entry.1.max(entry.0);
+                    }
                 }
                 tokio::time::sleep(self.hold).await;
                 self.running.lock().unwrap().0 -= 1;
+                for user in account.users() {
+                    if let Some(entry) = self.per_user.lock().unwrap().get_mut(&user) {
+                        entry.0 -= 1;
+                    }
+                }
+                self.tasks
+                    .lock()
+                    .unwrap()
+                    .push((account.name.clone(), job, now, self.clock.now()));
                 let outcome = *self.outcome.lock().unwrap();
                 Report {
-                    account: account.name.clone(),
                     outcome,
                     version: Some(1),
-                    error_code: None,
-                    message: String::new(),
                     last_success: (outcome == Outcome::Success).then_some(now),
-                    pending: false,
+                    ..Report::new(&account.name, job)
                 }
             })
         }
@@ -607,13 +872,13 @@ mod tests {
         let last = now - 10 * DAY;
         let accounts = accounts(&account("a", "every = \"30d\""));
         let scheduler = Scheduler::new(
-            vec![(
+            fake.seed(vec![(
                 accounts[0].clone(),
                 Initial {
                     last_success: Some(last),
                     pending: false,
                 },
-            )],
+            )]),
             fake.clone(),
             clock,
             4,
@@ -644,13 +909,13 @@ mod tests {
         let accounts = accounts(&account("c", "cron = \"0 0 3 * * Sun\""));
         let last = at("2026-11-22T03:00:00Z");
         let scheduler = Scheduler::new(
-            vec![(
+            fake.seed(vec![(
                 accounts[0].clone(),
                 Initial {
                     last_success: Some(last),
                     pending: false,
                 },
-            )],
+            )]),
             fake.clone(),
             clock,
             4,
@@ -691,10 +956,12 @@ mod tests {
             },
         };
         let scheduler = Scheduler::new(
-            accounts
-                .iter()
-                .map(|a| (a.clone(), initial(&a.name)))
-                .collect(),
+            fake.seed(
+                accounts
+                    .iter()
+                    .map(|a| (a.clone(), initial(&a.name)))
+                    .collect(),
+            ),
             fake.clone(),
             clock,
             4,
@@ -733,7 +1000,7 @@ mod tests {
         *fake.outcome.lock().unwrap() = Outcome::Failure;
         let accounts = accounts(&account("f", "every = \"1h\""));
         let scheduler = Scheduler::new(
-            vec![(accounts[0].clone(), Initial::default())],
+            fake.seed(vec![(accounts[0].clone(), Initial::default())]),
             fake.clone(),
             clock,
             4,
@@ -763,10 +1030,12 @@ mod tests {
             .collect();
         let accounts = accounts(&list);
         let scheduler = Scheduler::new(
-            accounts
-                .iter()
-                .map(|a| (a.clone(), Initial::default()))
-                .collect(),
+            fake.seed(
+                accounts
+                    .iter()
+                    .map(|a| (a.clone(), Initial::default()))
+                    .collect(),
+            ),
             fake.clone(),
             clock,
             3,
@@ -800,6 +1069,164 @@ mod tests {
             3,
             "never more than max_concurrent at once"
         );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    fn on_one_user(name: &str) -> String {
+        format!(
+            "[[account]]\nname = \"{name}\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-shared\"\naccount_name = \"u\"\nevery = \"30d\"\n"
+        )
+    }
+
+    /// A reload that renames an account while its rotation runs: the new name waits for the
+    /// old task to end, then takes over its state; one database user never has two writers.
+    #[tokio::test(start_paused = true)]
+    async fn a_rename_during_a_rotation_waits_for_the_old_task() {
+        let now = at("2026-11-23T00:00:00Z");
+        let clock = Clock::tokio_at(now);
+        let fake = Arc::new(Fake {
+            hold: Duration::from_secs(10),
+            ..Arc::into_inner(Fake::new(clock)).unwrap()
+        });
+        let old = accounts(&on_one_user("old"));
+        let scheduler = Scheduler::new(
+            fake.seed(vec![(old[0].clone(), Initial::default())]),
+            fake.clone(),
+            clock,
+            4,
+        );
+        let (tx, stop, task) = start(scheduler);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(fake.runs().len(), 1, "the old name rotates at start");
+
+        // Renamed while it runs. The store has no file for the new name yet.
+        let renamed = accounts(&on_one_user("new"));
+        tx.send(Command::Reload {
+            accounts: renamed,
+            rotate: fake.clone(),
+        })
+        .await
+        .unwrap();
+        // Once the old task has written its file, the new name finds it with a success.
+        fake.initials.lock().unwrap().insert(
+            "new".into(),
+            Initial {
+                last_success: Some(now),
+                pending: false,
+            },
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(fake.most_per_user(), 1, "two tasks on one database user");
+        assert_eq!(
+            fake.asked.lock().unwrap().last(),
+            Some(&("new".to_owned(), Some("old".to_owned()))),
+            "the new name reads the store once the old task is over, knowing its old name"
+        );
+        let runs = fake.runs();
+        assert_eq!(
+            runs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["old"],
+            "the renamed account keeps its schedule: no rotation on rename"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// The same name for another database user: the new account waits for the old task,
+    /// which keeps the name's file until it ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_name_given_to_another_user_waits_for_its_old_task() {
+        let now = at("2026-11-23T00:00:00Z");
+        let clock = Clock::tokio_at(now);
+        let fake = Arc::new(Fake {
+            hold: Duration::from_secs(10),
+            ..Arc::into_inner(Fake::new(clock)).unwrap()
+        });
+        let first = accounts(&on_one_user("a"));
+        let scheduler = Scheduler::new(
+            fake.seed(vec![(first[0].clone(), Initial::default())]),
+            fake.clone(),
+            clock,
+            4,
+        );
+        let (tx, stop, task) = start(scheduler);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let other =
+            accounts(&on_one_user("a").replace("account_name = \"u\"", "account_name = \"v\""));
+        tx.send(Command::Reload {
+            accounts: other,
+            rotate: fake.clone(),
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let tasks = fake.tasks.lock().unwrap().clone();
+        assert_eq!(tasks.len(), 2, "{tasks:?}");
+        assert!(
+            tasks[1].2 >= tasks[0].3,
+            "the name's second task started before its first ended: {tasks:?}"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// A render failure is retried as a render, with backoff, and never as a rotation.
+    #[tokio::test(start_paused = true)]
+    async fn a_render_failure_is_retried_as_a_render() {
+        struct Renders {
+            clock: Clock,
+            jobs: Mutex<Vec<(Job, SystemTime)>>,
+            fail_renders: Mutex<bool>,
+        }
+        impl Rotate for Renders {
+            fn initial(&self, _: &Account, _: Option<&str>) -> Initial {
+                Initial::default()
+            }
+            fn run(
+                self: Arc<Self>,
+                account: Arc<Account>,
+                job: Job,
+            ) -> Pin<Box<dyn Future<Output = Report> + Send>> {
+                Box::pin(async move {
+                    let now = self.clock.now();
+                    self.jobs.lock().unwrap().push((job, now));
+                    Report {
+                        outcome: Outcome::Success,
+                        last_success: Some(now),
+                        render_failed: *self.fail_renders.lock().unwrap(),
+                        ..Report::new(&account.name, job)
+                    }
+                })
+            }
+        }
+        let now = at("2026-11-23T00:00:00Z");
+        let clock = Clock::tokio_at(now);
+        let fake = Arc::new(Renders {
+            clock,
+            jobs: Mutex::default(),
+            fail_renders: Mutex::new(true),
+        });
+        let list = accounts(&account("r", "every = \"30d\"").replace(
+            "account_name = \"u\"",
+            "account_name = \"u\"\nrender = [{ format = \"raw\", path = \"/nonexistent/r.pw\" }]",
+        ));
+        let scheduler = Scheduler::new(list, fake.clone(), clock, 4);
+        let (_tx, stop, task) = start(scheduler);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        *fake.fail_renders.lock().unwrap() = false;
+        tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+        let jobs = fake.jobs.lock().unwrap().clone();
+        let rotations = jobs.iter().filter(|(j, _)| *j == Job::Rotate).count();
+        assert_eq!(rotations, 1, "render failures caused rotations: {jobs:?}");
+        let renders: Vec<u64> = jobs
+            .iter()
+            .filter(|(j, _)| *j == Job::Render)
+            .map(|(_, t)| t.duration_since(now).unwrap().as_secs() / 60)
+            .collect();
+        // The rotation at start rendered and failed; renders follow after 5, 10, 20 and 40
+        // minutes (retry_after_failure, doubling). The last one succeeds: nothing more.
+        assert_eq!(renders, [5, 15, 35, 75], "minutes after start");
         stop.cancel();
         task.await.unwrap();
     }

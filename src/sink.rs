@@ -77,6 +77,11 @@ impl SecretFile {
         }
     }
 
+    /// Whether the file holds no password at all.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_none() && self.pending.is_none() && self.previous.is_empty()
+    }
+
     /// The highest version number the file has ever held.
     pub fn latest_version(&self) -> u64 {
         let current = self.current.as_ref().map(|v| v.version);
@@ -143,6 +148,10 @@ pub enum SinkError {
         "{path} belongs to {what}; it is left untouched: move it away if the config changed on purpose"
     )]
     Mismatch { path: PathBuf, what: String },
+    #[error(
+        "{path} was written by a newer pwrotd (format {format}, this one knows {FORMAT}); it is left untouched: run the newer version"
+    )]
+    Newer { path: PathBuf, format: u32 },
 }
 
 impl SinkError {
@@ -153,6 +162,7 @@ impl SinkError {
             SinkError::Symlink { .. } | SinkError::NotAFile { .. } => "SinkNotAFile",
             SinkError::Mode { .. } | SinkError::Owner { .. } => "SinkPermissions",
             SinkError::Corrupt { .. } => "SinkCorrupt",
+            SinkError::Newer { .. } => "SinkNewer",
             SinkError::Mismatch { .. } => "SinkMismatch",
         }
     }
@@ -295,7 +305,62 @@ impl Sink {
 
     /// The path of an account's secret file.
     pub fn path(&self, account: &str) -> PathBuf {
-        self.secrets.join(format!("{account}.json"))
+        secret_path(&self.state_dir, account)
+    }
+
+    /// The names of the secret files in `secrets/`, which `configured` does not claim: what a
+    /// renamed account may take over.
+    pub fn unclaimed(&self, configured: impl Fn(&str) -> bool) -> Result<Vec<String>, SinkError> {
+        let entries = fs::read_dir(&self.secrets).map_err(io_error(&self.secrets))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error(&self.secrets))?;
+            let name = entry.file_name();
+            if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json"))
+                && !stem.starts_with('.')
+                && !configured(stem)
+            {
+                names.push(stem.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Takes over the secret file of the account `from`, renamed to `account`, if it holds the
+    /// same database users: the file is written under the new name, durably, and then the old
+    /// one is removed. `None` when `from` has no such file. The caller guarantees that nothing
+    /// writes either file meanwhile.
+    pub fn adopt(&self, account: &Account, from: &str) -> Result<Option<SecretFile>, SinkError> {
+        let old = self.path(from);
+        let Some(mut file) = read_secret_file(&old, self.uid)? else {
+            return Ok(None);
+        };
+        let service = file.api.parse::<crate::cloud::Api>().map(|a| a.service());
+        let usernames: Vec<String> = account.users().into_iter().map(|u| u.username).collect();
+        let users_match = file
+            .current
+            .iter()
+            .map(|v| &v.username)
+            .chain(file.previous.iter().map(|v| &v.username))
+            .chain(file.pending.iter().map(|p| &p.username))
+            .all(|u| usernames.contains(u));
+        if file.account != from
+            || service != Ok(account.api.service())
+            || file.resource_id != account.resource_id
+            || file.account_name != account.account_name
+            || !users_match
+        {
+            return Ok(None);
+        }
+        file.account = account.name.clone();
+        file.api = account.api.as_str().to_owned();
+        self.write_secret(&file, true)?;
+        fs::remove_file(&old).map_err(io_error(&old))?;
+        File::open(&self.secrets)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&self.secrets))?;
+        tracing::warn!(account = %account.name, from, "took over the secret file of the renamed account");
+        Ok(Some(file))
     }
 
     /// Reads an account's secret file; see [`read_secret`].
@@ -377,15 +442,44 @@ pub fn read_audit(state_dir: &Path) -> Result<Vec<AuditRecord>, SinkError> {
 
 /// Reads an account's secret file under `state_dir`; `None` if it has never been written.
 /// Refuses a file that is a link, not regular, open to others, owned by someone other than
-/// `uid` (root may read any), unparseable, or about another resource. Creates nothing.
+/// `uid` (root may read any), unparseable, or about other database users. A file about other
+/// users that holds no password at all (left by a run with a mistyped resource id, say) is
+/// treated as absent, so that the corrected config can replace it. Creates nothing.
 pub fn read_secret(
     state_dir: &Path,
     account: &Account,
     uid: u32,
 ) -> Result<Option<SecretFile>, SinkError> {
-    let path = state_dir
-        .join("secrets")
-        .join(format!("{}.json", account.name));
+    let path = secret_path(state_dir, &account.name);
+    let Some(file) = read_secret_file(&path, uid)? else {
+        return Ok(None);
+    };
+    if file.account != account.name
+        || file.resource_id != account.resource_id
+        || file.account_name != account.account_name
+    {
+        if file.is_empty() {
+            tracing::info!(path = %path.display(), "replacing a secret file that holds no password and names other users");
+            return Ok(None);
+        }
+        return Err(SinkError::Mismatch {
+            path,
+            what: format!(
+                "{} ({}/{})",
+                file.account, file.resource_id, file.account_name
+            ),
+        });
+    }
+    Ok(Some(file))
+}
+
+fn secret_path(state_dir: &Path, account: &str) -> PathBuf {
+    state_dir.join("secrets").join(format!("{account}.json"))
+}
+
+/// Reads and checks one secret file, whatever account it names; `None` if there is none.
+fn read_secret_file(path: &Path, uid: u32) -> Result<Option<SecretFile>, SinkError> {
+    let path = path.to_owned();
     let meta = match fs::symlink_metadata(&path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -411,6 +505,16 @@ pub fn read_secret(
         });
     }
     let bytes = Zeroizing::new(fs::read(&path).map_err(io_error(&path))?);
+    // The format first: a newer one may hold fields this version does not know.
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    if let Ok(Format { format }) = serde_json::from_slice::<Format>(&bytes)
+        && format > FORMAT
+    {
+        return Err(SinkError::Newer { path, format });
+    }
     let file: SecretFile = serde_json::from_slice(&bytes).map_err(|e| SinkError::Corrupt {
         path: path.clone(),
         // Only the kind and place of the error: serde_json's message may quote a value.
@@ -425,18 +529,6 @@ pub fn read_secret(
         return Err(SinkError::Corrupt {
             path,
             reason: format!("format {} is not {FORMAT}", file.format),
-        });
-    }
-    if file.account != account.name
-        || file.resource_id != account.resource_id
-        || file.account_name != account.account_name
-    {
-        return Err(SinkError::Mismatch {
-            path,
-            what: format!(
-                "{} ({}/{})",
-                file.account, file.resource_id, file.account_name
-            ),
         });
     }
     Ok(Some(file))
@@ -505,46 +597,81 @@ fn write_file(
     result
 }
 
-/// Writes an account's render files from its current version. Returns every failure.
-pub fn render(account: &Account, current: &Version) -> Vec<SinkError> {
+/// What writing an account's render files did.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// Files written.
+    pub written: usize,
+    /// Every failure.
+    pub errors: Vec<SinkError>,
+}
+
+/// The content of one render file for `current`.
+fn render_contents(format: crate::config::RenderFormat, current: &Version) -> Zeroizing<Vec<u8>> {
     use crate::config::RenderFormat;
-    let mut errors = Vec::new();
+    Zeroizing::new(match format {
+        RenderFormat::Raw => current.password.expose().as_bytes().to_vec(),
+        // Single quotes: no documented password character needs escaping inside them, and
+        // both shells and systemd's EnvironmentFile= read them.
+        RenderFormat::Env => format!(
+            "PWROTD_USERNAME='{}'\nPWROTD_PASSWORD='{}'\nPWROTD_VERSION={}\n",
+            current.username,
+            current.password.expose(),
+            current.version
+        )
+        .into_bytes(),
+        RenderFormat::Json => {
+            let mut v = serde_json::to_vec_pretty(&serde_json::json!({
+                "username": current.username,
+                "password": current.password.expose(),
+                "version": current.version,
+                "created_time": current.created_time,
+            }))
+            .unwrap_or_default();
+            v.push(b'\n');
+            v
+        }
+    })
+}
+
+/// Whether the render file at `path` already is a regular file with `contents`, `mode` and
+/// `gid`.
+fn rendered_already(path: &Path, contents: &[u8], mode: u32, gid: Option<u32>) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file()
+        || meta.mode() & 0o7777 != mode
+        || gid.is_some_and(|g| g != meta.gid())
+        || meta.len() != contents.len() as u64
+    {
+        return false;
+    }
+    fs::read(path).is_ok_and(|on_disk| Zeroizing::new(on_disk).as_slice() == contents)
+}
+
+/// Writes an account's render files from its current version: every one, or (`always` off)
+/// only those that are not already what they should be.
+pub fn render(account: &Account, current: &Version, always: bool) -> Rendered {
+    let mut rendered = Rendered::default();
     for render in &account.render {
-        let contents = Zeroizing::new(match render.format {
-            RenderFormat::Raw => current.password.expose().as_bytes().to_vec(),
-            // Single quotes: no documented password character needs escaping inside them, and
-            // both shells and systemd's EnvironmentFile= read them.
-            RenderFormat::Env => format!(
-                "PWROTD_USERNAME='{}'\nPWROTD_PASSWORD='{}'\nPWROTD_VERSION={}\n",
-                current.username,
-                current.password.expose(),
-                current.version
-            )
-            .into_bytes(),
-            RenderFormat::Json => {
-                let mut v = serde_json::to_vec_pretty(&serde_json::json!({
-                    "username": current.username,
-                    "password": current.password.expose(),
-                    "version": current.version,
-                    "created_time": current.created_time,
-                }))
-                .unwrap_or_default();
-                v.push(b'\n');
-                v
-            }
-        });
+        let contents = render_contents(render.format, current);
         let (Some(dir), Some(name)) = (
             render.path.parent(),
             render.path.file_name().and_then(|n| n.to_str()),
         ) else {
             continue;
         };
-        if let Err(e) = write_file(dir, name, &contents, render.mode, render.gid, true) {
-            errors.push(e);
+        if !always && rendered_already(&render.path, &contents, render.mode, render.gid) {
+            continue;
+        }
+        match write_file(dir, name, &contents, render.mode, render.gid, true) {
+            Ok(()) => rendered.written += 1,
+            Err(e) => rendered.errors.push(e),
         }
         failpoint::crash("during_render");
     }
-    errors
+    rendered
 }
 
 /// The current UTC time as `YYYY-MM-DDThh:mm:ssZ`.

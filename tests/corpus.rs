@@ -289,7 +289,7 @@ fn every_bad_sink_file_is_refused_and_left_alone() {
             .is_some()
     );
 
-    let cases: [(&str, String, u32, &str); 8] = [
+    let cases: [(&str, String, u32, &str); 9] = [
         (
             "truncated",
             GOOD_SINK[..GOOD_SINK.len() / 2].to_owned(),
@@ -298,8 +298,14 @@ fn every_bad_sink_file_is_refused_and_left_alone() {
         ),
         ("empty", String::new(), 0o600, "SinkCorrupt"),
         (
-            "wrong format",
+            "a newer format",
             GOOD_SINK.replace("\"format\":1", "\"format\":7"),
+            0o600,
+            "SinkNewer",
+        ),
+        (
+            "an older format",
+            GOOD_SINK.replace("\"format\":1", "\"format\":0"),
             0o600,
             "SinkCorrupt",
         ),
@@ -428,7 +434,7 @@ proptest! {
         let at = cut.min(GOOD_SINK.len());
         let text = format!("{}{insert}{}", &GOOD_SINK[..at], &GOOD_SINK[at..]);
         if let Err(e) = read_fuzzed_sink(text.as_ref()) {
-            prop_assert!(["SinkCorrupt", "SinkMismatch"].contains(&e.code()), "{}", e);
+            prop_assert!(["SinkCorrupt", "SinkMismatch", "SinkNewer"].contains(&e.code()), "{}", e);
         }
     }
 }

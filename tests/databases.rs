@@ -134,11 +134,12 @@ impl Rig {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
-        let rotator = Rotator {
-            client: Arc::new(common::client(&server, pwrotd::cloud::SignatureVersion::V1)),
-            sink: Arc::new(Sink::open(state.path()).unwrap()),
-            metrics: Metrics::new(),
-        };
+        let rotator = Rotator::new(
+            Arc::new(common::client(&server, pwrotd::cloud::SignatureVersion::V1)),
+            Arc::new(Sink::open(state.path()).unwrap()),
+            Metrics::new(),
+            &config.accounts,
+        );
         let rig = Rig {
             engine,
             admin,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::credentials::{CredentialSource, Credentials};
-use super::error::{ApiError, Class, CloudError, ErrorKind, scrub};
+use super::error::{ApiError, Class, CloudError, ErrorKind, clean_code, clean_request_id, scrub};
 use super::ops::{Operation, Service};
 use super::sign::{self, V3Input};
 use crate::random;
@@ -216,11 +216,14 @@ impl Client {
         &self.config
     }
 
-    /// Calls `op`, retrying transient failures up to `max_attempts` with full-jitter backoff.
-    /// Every attempt is a new request with a fresh nonce and timestamp.
+    /// Calls `op`, retrying what is worth retrying (PRODUCT.md §1) up to `max_attempts` with
+    /// full-jitter backoff, always with the same parameters. Every attempt is a new request
+    /// with a fresh nonce and timestamp. The error of a failed call says whether any of its
+    /// attempts may have been applied, whatever the last one said.
     pub async fn call(&self, op: &dyn Operation) -> Result<Reply, CloudError> {
         let max_attempts = self.config.max_attempts.max(1);
         let mut attempt = 0;
+        let mut maybe_applied = false;
         loop {
             attempt += 1;
             self.limiter(op.service()).acquire().await;
@@ -246,9 +249,10 @@ impl Client {
                         attempts: attempt,
                     });
                 }
-                Err(mut error) => {
-                    error.attempts = attempt;
-                    if error.class() != Class::Transient || attempt >= max_attempts {
+                Err(error) => {
+                    let error = error.after(maybe_applied, attempt);
+                    maybe_applied = error.may_have_applied();
+                    if !error.retryable() || attempt >= max_attempts {
                         return Err(error);
                     }
                     let ceiling = self
@@ -413,13 +417,10 @@ impl Client {
                 ErrorKind::Interrupted(scrub(&describe(&e), &secrets)),
             ),
         })?;
-        parse_reply(status, &body, &secrets).map_err(|(class, kind)| {
-            let class = if class == Class::Ambiguous {
-                unsure
-            } else {
-                class
-            };
-            failed(class, kind)
+        parse_reply(status, &body, &secrets).map_err(|(class, kind)| match kind {
+            // An unreadable reply says nothing: as unsure as a lost connection.
+            ErrorKind::MalformedReply { .. } => failed(unsure, kind),
+            _ => failed(class, kind),
         })
     }
 }
@@ -441,7 +442,13 @@ fn parse_reply(status: u16, body: &[u8], secrets: &[&str]) -> Result<String, (Cl
             request_id: String,
         }
         return match serde_json::from_slice::<Success>(body) {
-            Ok(s) if !s.request_id.is_empty() => Ok(s.request_id),
+            // Applied: a request id of an odd shape is replaced, never a reason to doubt it.
+            Ok(s) if !s.request_id.is_empty() => {
+                Ok(match clean_request_id(&s.request_id, secrets) {
+                    id if id.is_empty() => super::error::OTHER_CODE.to_owned(),
+                    id => id,
+                })
+            }
             Ok(_) => Err(malformed("the reply's RequestId is empty".into())),
             Err(e) => Err(malformed(format!(
                 "not a JSON object with a RequestId ({e}): {}",
@@ -452,6 +459,9 @@ fn parse_reply(status: u16, body: &[u8], secrets: &[&str]) -> Result<String, (Cl
     match serde_json::from_slice::<ApiError>(body) {
         Ok(mut error) if !error.code.is_empty() => {
             error.http_status = status;
+            error.code = clean_code(&error.code, secrets);
+            error.request_id = clean_request_id(&error.request_id, secrets);
+            error.host_id = scrub(&error.host_id, secrets);
             error.message = scrub(&error.message, secrets);
             error.recommend = scrub(&error.recommend, secrets);
             Err((error.class(), ErrorKind::Api(Box::new(error))))

@@ -1,19 +1,25 @@
-//! Cloud failures, each carrying its class: transient, permanent or ambiguous (PRODUCT.md §1).
+//! Cloud failures, judged on the two questions of PRODUCT.md §1, which must never be mixed up:
+//! *may the request have been applied?* and *is it worth asking again?*
 //!
-//! The class decides retry and recovery, so callers match on [`CloudError::class`], never on
-//! message text. No error here holds a password or a secret: API messages are scrubbed of the
-//! secret values that were sent before they are stored.
+//! Only a definite refusal proves that nothing was applied; every other failure, an unknown
+//! code included, may have been. Callers match on [`CloudError::class`] and
+//! [`CloudError::may_have_applied`], never on message text. No error here holds a password or
+//! a secret: API codes and messages are scrubbed of the secret values that were sent before
+//! they are stored, and a code of an unexpected shape is replaced by `Other`.
 
 use std::fmt;
 
-/// What a failure means for the password that was sent.
+/// What one attempt's failure means for the request that was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// Nothing was applied; retrying with backoff may succeed.
+    /// A definite refusal: nothing was applied, and asking again later may succeed
+    /// (throttling, a resource busy in another task, a connection never made).
     Transient,
-    /// Nothing was applied, and retrying cannot help.
+    /// A definite refusal: nothing was applied, and asking again cannot help (bad input,
+    /// not found, a signature or credential error).
     Permanent,
-    /// The request may have been applied: the new password may be live.
+    /// The request may have been applied: the new password may be live (a server error,
+    /// an unknown code, a timeout or connection lost after sending, an unreadable reply).
     Ambiguous,
 }
 
@@ -25,6 +31,20 @@ impl fmt::Display for Class {
             Class::Ambiguous => "ambiguous",
         })
     }
+}
+
+/// The longest error code kept as it is; a longer one is `Other`.
+const MAX_CODE: usize = 64;
+
+/// The `code` shown for an error code that is not of the documented shape.
+pub const OTHER_CODE: &str = "Other";
+
+/// Whether `code` has the documented shape of an error code (`[A-Za-z0-9.]+`, bounded). Only
+/// such codes reach a metric label, a log line, the audit log or `status`.
+pub fn is_code_shaped(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= MAX_CODE
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
 }
 
 /// An error reply in the documented shape `{"RequestId","HostId","Code","Message","Recommend"}`.
@@ -45,36 +65,64 @@ pub struct ApiError {
     pub recommend: String,
 }
 
+/// Codes that name a definite refusal, by exact name or by prefix or suffix (PRODUCT.md §1).
+fn refused(code: &str) -> Option<Class> {
+    const TRANSIENT_EXACT: &[&str] = &["ConcurrentTaskExceeded", "EngineMigration.ActionDisabled"];
+    const PERMANENT_EXACT: &[&str] = &[
+        "SignatureDoesNotMatch",
+        "SignatureNonceUsed",
+        "IncompleteSignature",
+    ];
+    const PERMANENT_PREFIX: &[&str] = &[
+        "InvalidAccessKeyId.",
+        "InvalidSecurityToken.",
+        "InvalidTimeStamp.",
+        "InvalidAccountPassword.",
+        "Missing",
+    ];
+    const PERMANENT_SUFFIX: &[&str] = &[".Malformed", ".NotFound"];
+    let incorrect = |suffix: &str| {
+        code.strip_prefix("Incorrect")
+            .is_some_and(|rest| rest.len() > suffix.len() && rest.ends_with(suffix))
+    };
+    if code.starts_with("Throttling") || TRANSIENT_EXACT.contains(&code) || incorrect("State") {
+        Some(Class::Transient)
+    } else if PERMANENT_EXACT.contains(&code)
+        || PERMANENT_PREFIX.iter().any(|p| code.starts_with(p))
+        || PERMANENT_SUFFIX.iter().any(|s| code.ends_with(s))
+        || incorrect("Type")
+    {
+        Some(Class::Permanent)
+    } else {
+        None
+    }
+}
+
 impl ApiError {
-    /// The class of an error code, per PRODUCT.md §1. Codes the list does not name fall back on
-    /// the HTTP status: 5xx is transient, anything else permanent.
+    /// What this reply says about the request, per PRODUCT.md §1: a definite refusal is
+    /// transient or permanent; anything else, an unknown code or any 5xx included, may have
+    /// been applied.
     pub fn class(&self) -> Class {
-        const TRANSIENT: &[&str] = &[
-            "ServiceUnavailable",
-            "InternalError",
-            "LockTimeout",
-            "ConcurrentTaskExceeded",
-            "Database.ConnectError",
-            "EngineMigration.ActionDisabled",
-            "IncorrectDBInstanceState",
-            "IncorrectDBClusterState",
-        ];
-        let code = self.code.as_str();
-        if code.starts_with("Throttling") || TRANSIENT.contains(&code) {
-            Class::Transient
-        } else if code.starts_with("InvalidTimeStamp")
-            || code.starts_with("InvalidAccessKeyId")
-            || code == "SignatureDoesNotMatch"
-            || code.ends_with(".NotFound")
-            || code.ends_with(".Malformed")
-            || code.starts_with("InvalidAccountPassword")
-        {
-            Class::Permanent
-        } else if self.http_status >= 500 {
-            Class::Transient
-        } else {
-            Class::Permanent
+        match refused(&self.code) {
+            // A 5xx is never a refusal, whatever its code says.
+            Some(class) if self.http_status < 500 => class,
+            _ => Class::Ambiguous,
         }
+    }
+
+    /// Whether asking again, with the same password, is worth it: refusals that pass
+    /// (throttling, a busy resource) and server-side failures (5xx, `InternalError`,
+    /// `ServiceUnavailable`, `LockTimeout`, `Database.ConnectError`).
+    pub fn retryable(&self) -> bool {
+        const SERVER_SIDE: &[&str] = &[
+            "InternalError",
+            "ServiceUnavailable",
+            "LockTimeout",
+            "Database.ConnectError",
+        ];
+        self.http_status >= 500
+            || SERVER_SIDE.contains(&self.code.as_str())
+            || self.class() == Class::Transient
     }
 
     /// A plain-language hint for codes whose cause is not the request itself.
@@ -138,22 +186,55 @@ pub enum ErrorKind {
 pub struct CloudError {
     pub action: &'static str,
     pub attempts: u32,
+    /// The class of the last attempt.
     class: Class,
+    /// Whether the last attempt is worth repeating.
+    retry: bool,
+    /// Whether any attempt of this call may have been applied.
+    maybe_applied: bool,
     kind: ErrorKind,
 }
 
 impl CloudError {
+    /// One attempt's failure. An API error reply brings its own judgement; other kinds are
+    /// worth repeating exactly when nothing was applied and the class is transient.
     pub fn new(action: &'static str, class: Class, kind: ErrorKind) -> CloudError {
+        let retry = match &kind {
+            ErrorKind::Api(e) => e.retryable(),
+            _ => class == Class::Transient,
+        };
         CloudError {
             action,
             attempts: 1,
             class,
+            retry,
+            maybe_applied: class == Class::Ambiguous,
             kind,
         }
     }
 
+    /// The class of the last attempt. For what the whole call may have done, see
+    /// [`CloudError::may_have_applied`].
     pub fn class(&self) -> Class {
         self.class
+    }
+
+    /// Whether the last attempt is worth repeating, with the same parameters.
+    pub fn retryable(&self) -> bool {
+        self.retry
+    }
+
+    /// Whether any attempt of this call may have been applied (PRODUCT.md §1): a call that
+    /// met a server error and was then throttled may still have set its password.
+    pub fn may_have_applied(&self) -> bool {
+        self.maybe_applied
+    }
+
+    /// Records that an earlier attempt of the same call may have been applied.
+    pub(crate) fn after(mut self, earlier_maybe_applied: bool, attempts: u32) -> CloudError {
+        self.maybe_applied |= earlier_maybe_applied;
+        self.attempts = attempts;
+        self
     }
 
     pub fn kind(&self) -> &ErrorKind {
@@ -190,8 +271,8 @@ impl fmt::Display for CloudError {
             write!(f, ", {} attempts", self.attempts)?;
         }
         write!(f, "): {}", self.kind)?;
-        if self.class == Class::Ambiguous {
-            f.write_str("; the new password may have been applied")?;
+        if self.maybe_applied {
+            f.write_str("; the change may have been applied")?;
         }
         Ok(())
     }
@@ -231,6 +312,29 @@ pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// The code of an error reply as pwrotd keeps it: the API's own code when it has the
+/// documented shape and holds none of the secrets sent, else [`OTHER_CODE`].
+pub(crate) fn clean_code(code: &str, secrets: &[&str]) -> String {
+    let leaks = secrets.iter().any(|s| !s.is_empty() && code.contains(s));
+    if is_code_shaped(code) && !leaks {
+        code.to_owned()
+    } else {
+        OTHER_CODE.to_owned()
+    }
+}
+
+/// A request id as pwrotd keeps it: letters, digits and dashes, bounded, holding no secret;
+/// anything else is dropped.
+pub(crate) fn clean_request_id(id: &str, secrets: &[&str]) -> String {
+    let shaped = id.len() <= MAX_CODE && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let leaks = secrets.iter().any(|s| !s.is_empty() && id.contains(s));
+    if shaped && !leaks {
+        id.to_owned()
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,41 +351,77 @@ mod tests {
     }
 
     #[test]
-    fn classifies_documented_codes() {
+    fn only_definite_refusals_prove_nothing_was_applied() {
         for code in [
             "Throttling",
             "Throttling.User",
             "Throttling.Api",
-            "ServiceUnavailable",
-            "InternalError",
-            "LockTimeout",
             "ConcurrentTaskExceeded",
-            "Database.ConnectError",
             "EngineMigration.ActionDisabled",
             "IncorrectDBInstanceState",
+            "IncorrectDBClusterState",
         ] {
             assert_eq!(api(code, 400).class(), Class::Transient, "{code}");
+            assert!(api(code, 400).retryable(), "{code}");
         }
         for code in [
             "InvalidAccountPassword.Malformed",
             "InvalidAccountPassword.Format",
             "InvalidDBClusterId.NotFound",
+            "InvalidDBInstanceName.NotFound",
             "InvalidAccountName.NotFound",
-            "InvalidDBClusterId.Malformed",
+            "InvalidAccountName.Malformed",
             "IncorrectAccountPrivilegeType",
             "IncorrectAccountType",
             "InvalidAccessKeyId.NotFound",
+            "InvalidSecurityToken.Expired",
             "SignatureDoesNotMatch",
+            "SignatureNonceUsed",
+            "IncompleteSignature",
+            "MissingAccountName",
             "InvalidTimeStamp.Expired",
-            "Forbidden.RAM",
         ] {
             assert_eq!(api(code, 400).class(), Class::Permanent, "{code}");
+            assert!(!api(code, 400).retryable(), "{code}");
         }
-        assert_eq!(api("SomethingNew", 502).class(), Class::Transient);
-        assert_eq!(
-            api("InvalidAccountName.NotFound", 500).class(),
-            Class::Permanent
-        );
+        // Worth asking again, but may have been applied.
+        for (code, status) in [
+            ("InternalError", 500),
+            ("ServiceUnavailable", 503),
+            ("LockTimeout", 400),
+            ("Database.ConnectError", 400),
+            ("SomethingNew", 502),
+            // A 5xx is never a refusal, whatever its code says.
+            ("InvalidAccountName.NotFound", 500),
+            ("Throttling.User", 503),
+        ] {
+            assert_eq!(api(code, status).class(), Class::Ambiguous, "{code}");
+            assert!(api(code, status).retryable(), "{code}");
+        }
+        // Unknown: may have been applied, and not retried blindly.
+        for code in [
+            "Account.UpdateError",
+            "Forbidden.RAM",
+            "IdempotentParameterMismatch",
+            "SomethingNew",
+            "Incorrect",
+            "IncorrectState",
+            "Other",
+        ] {
+            assert_eq!(api(code, 400).class(), Class::Ambiguous, "{code}");
+            assert!(!api(code, 400).retryable(), "{code}");
+        }
+    }
+
+    #[test]
+    fn codes_of_another_shape_become_other() {
+        assert_eq!(clean_code("Throttling.User", &[]), "Throttling.User");
+        assert_eq!(clean_code("DB Operation Failed:x", &[]), OTHER_CODE);
+        assert_eq!(clean_code("", &[]), OTHER_CODE);
+        assert_eq!(clean_code(&"A".repeat(65), &[]), OTHER_CODE);
+        assert_eq!(clean_code("Bad.Pw1Pw1Pw1", &["Pw1Pw1Pw1"]), OTHER_CODE);
+        assert_eq!(clean_request_id("2FED790E-FB61", &[]), "2FED790E-FB61");
+        assert_eq!(clean_request_id("a b", &[]), "");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::password::Password;
 
 /// The cloud service an operation belongs to: its endpoint, API version and rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Service {
     PolarDb,
     Rds,
