@@ -1,20 +1,18 @@
-//! `pwrotd run`: the state lock, signals, reload, shutdown, systemd notify, and the request
-//! queue through which `pwrotd rotate` asks a running daemon to rotate.
+//! `pwrotd run`: the state lock, signals, reload, shutdown, systemd notify, and the control
+//! socket through which `pwrotd rotate` and `pwrotd status` reach a running daemon.
 //!
-//! Signals: `SIGHUP` reloads the config (an invalid one keeps the old); `SIGUSR1` rotates the
-//! accounts queued under `state_dir/requests/`, or every account if none are queued;
-//! `SIGTERM`/`SIGINT` stop scheduling and let running rotations finish within `shutdown_grace`.
-//! Only one process may hold the lock on a state directory, so there is never a second writer.
+//! Signals: `SIGHUP` reloads the config (an invalid one keeps the old); `SIGUSR1` rotates every
+//! account; `SIGTERM`/`SIGINT` stop scheduling and let running rotations finish within
+//! `shutdown_grace`. Only one process may hold the lock on a state directory, so there is
+//! never a second writer.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -22,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloud::{Client, CredentialSource};
 use crate::config::Config;
+use crate::control;
 use crate::metrics::{self, Metrics};
-use crate::random;
-use crate::rotation::{Outcome, Report, Rotator};
+use crate::rotation::{Report, Rotator};
 use crate::scheduler::{Clock, Command, Job, ReportHook, Scheduler};
 use crate::sink::{self, Sink};
 
@@ -58,16 +56,11 @@ pub struct Holder {
 }
 
 impl StateLock {
-    /// Takes the lock on `state_dir/pwrotd.lock` (creating the directory, 0700, if needed), or
-    /// says who holds it.
+    /// Takes the lock on `state_dir/pwrotd.lock`, or says who holds it. The state directory
+    /// is checked first (created 0700 if missing; refused if others can enter it), and the
+    /// lock file is opened without following a symbolic link.
     pub fn acquire(state_dir: &Path, role: &str) -> Result<StateLock, DaemonError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|e| {
-                DaemonError::Setup(format!("cannot create {}: {e}", state_dir.display()))
-            })?;
+        sink::private_dir(state_dir)?;
         let path = state_dir.join("pwrotd.lock");
         let mut file = OpenOptions::new()
             .read(true)
@@ -75,8 +68,17 @@ impl StateLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| DaemonError::Setup(format!("cannot open {}: {e}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| DaemonError::Setup(format!("cannot stat {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(sink::SinkError::NotAFile { path }.into());
+        }
+        sink::hand_over(&file, state_dir)
+            .map_err(|e| DaemonError::Setup(format!("cannot chown {}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -125,50 +127,6 @@ fn read_holder(file: &mut File) -> Option<Holder> {
         pid: words.next()?.parse().ok()?,
         role: words.next()?.to_owned(),
     })
-}
-
-/// A rotation request queued for the daemon by `pwrotd rotate`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Request {
-    /// `None` for every account.
-    accounts: Option<Vec<String>>,
-}
-
-/// One line of a rotation's result, as the daemon hands it back to `pwrotd rotate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReportLine {
-    pub account: String,
-    pub outcome: String,
-    pub version: Option<u64>,
-    pub error_code: Option<String>,
-    pub message: String,
-    /// A render file could not be written, though the rotation stands.
-    #[serde(default)]
-    pub render_failed: bool,
-}
-
-impl From<&Report> for ReportLine {
-    fn from(r: &Report) -> ReportLine {
-        ReportLine {
-            account: r.account.clone(),
-            outcome: r.outcome.as_str().to_owned(),
-            version: r.version,
-            error_code: r.error_code.clone(),
-            message: r.message.clone(),
-            render_failed: r.render_failed,
-        }
-    }
-}
-
-impl ReportLine {
-    /// Whether the rotation succeeded and every render file was written.
-    pub fn succeeded(&self) -> bool {
-        self.outcome == Outcome::Success.as_str() && !self.render_failed
-    }
-}
-
-fn requests_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("requests")
 }
 
 /// Builds the client and rotator a config calls for.
@@ -222,12 +180,13 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
     let state_dir = config.daemon.state_dir.clone();
     let lock = StateLock::acquire(&state_dir, "daemon-starting")?;
     let sink = Arc::new(Sink::open(&state_dir)?);
-    let requests = requests_dir(&state_dir);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&requests)
-        .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", requests.display())))?;
+    raise_file_limit();
+    let control = control::bind(&state_dir).map_err(|e| {
+        DaemonError::Setup(format!(
+            "cannot listen on {}: {e}",
+            control::socket_path(&state_dir).display()
+        ))
+    })?;
 
     let setup =
         |e: std::io::Error| DaemonError::Setup(format!("cannot install signal handlers: {e}"));
@@ -235,11 +194,11 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(setup)?;
     let mut term = signal(SignalKind::terminate()).map_err(setup)?;
     let mut int = signal(SignalKind::interrupt()).map_err(setup)?;
-    // Only now, with SIGUSR1 handled, may `pwrotd rotate` signal this process.
     let mut lock = lock;
     lock.announce("daemon")?;
 
     let metrics = Metrics::new();
+    let _ = metrics.secrets_dir.set(sink.state_dir().join("secrets"));
     let rotator = Arc::new(rotator(&config, sink.clone(), metrics.clone())?);
     let total = config.accounts.len();
     let (once_tx, mut once_rx) = mpsc::unbounded_channel::<()>();
@@ -289,6 +248,11 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
         stop_scheduler.clone(),
         config.daemon.shutdown_grace,
     ));
+    tokio::spawn(control::serve(
+        control,
+        commands.clone(),
+        stop_metrics.clone(),
+    ));
     metrics.healthy.store(true, Ordering::Relaxed);
     notify(sd_notify::NotifyState::Ready);
     tracing::info!(accounts = total, state_dir = %state_dir.display(), "pwrotd is running");
@@ -314,7 +278,10 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
                 config = reload(config, &sink, &metrics, &commands).await;
                 notify(sd_notify::NotifyState::Ready);
             }
-            _ = usr1.recv() => take_requests(&requests, &commands).await,
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: rotating every account now");
+                let _ = commands.send(Command::RotateNow { accounts: None, reply: None }).await;
+            }
             Some(()) = once_rx.recv() => {
                 finished += 1;
                 if options.once && finished >= total {
@@ -323,9 +290,19 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
             }
             result = &mut scheduler_task => {
                 metrics.healthy.store(false, Ordering::Relaxed);
-                return Err(DaemonError::Setup(format!("the scheduler stopped unexpectedly: {result:?}")));
+                // Not the JoinError itself: a panic's message could hold a secret.
+                let what = match result {
+                    Err(e) if e.is_panic() => "panicked",
+                    _ => "ended",
+                };
+                return Err(DaemonError::Setup(format!("the scheduler {what} unexpectedly")));
             }
-            () = tick => notify(sd_notify::NotifyState::Watchdog),
+            // Only a scheduler that still goes round keeps the watchdog fed: a stalled one
+            // gets the service restarted.
+            () = tick => match metrics.unhealthy() {
+                Some(why) if why.contains("stalled") => tracing::error!("not feeding the watchdog: {why}"),
+                _ => notify(sd_notify::NotifyState::Watchdog),
+            },
         }
     }
 
@@ -337,6 +314,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
         tracing::error!("the scheduler ended badly: {e}");
     }
     stop_metrics.cancel();
+    let _ = fs::remove_file(control::socket_path(&state_dir));
     drop(lock);
     Ok(())
 }
@@ -392,119 +370,17 @@ async fn reload(
     }
 }
 
-/// SIGUSR1: queues every request file; with none, rotates every account.
-async fn take_requests(dir: &Path, commands: &mpsc::Sender<Command>) {
-    let mut found = false;
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries.flatten().collect::<Vec<_>>(),
-        Err(e) => {
-            tracing::error!("cannot read {}: {e}", dir.display());
-            Vec::new()
-        }
-    };
-    for entry in entries {
-        let path = entry.path();
-        let Some(id) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".request"))
-            .map(str::to_owned)
-        else {
-            continue;
-        };
-        found = true;
-        let request: Option<Request> = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let _ = fs::remove_file(&path);
-        let Some(request) = request else {
-            tracing::warn!("ignoring an unreadable request {}", path.display());
-            continue;
-        };
-        tracing::info!(request = %id, accounts = ?request.accounts, "rotation requested");
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if commands
-            .send(Command::RotateNow {
-                accounts: request.accounts,
-                reply: Some(reply),
-            })
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let dir = dir.to_owned();
-        tokio::spawn(async move {
-            let Ok(reports) = answer.await else { return };
-            let lines: Vec<ReportLine> = reports.iter().map(ReportLine::from).collect();
-            let body = serde_json::to_vec(&lines).unwrap_or_default();
-            if let Err(e) = sink::write_atomic(&dir, &format!("{id}.result"), &body, 0o600) {
-                tracing::error!("cannot write the result of request {id}: {e}");
+/// Raises the soft limit on open files to the hard one (systemd's default soft limit is 1024):
+/// rotations, the metrics server and the control socket share the daemon's descriptors.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
             }
-        });
-    }
-    if !found {
-        tracing::info!("SIGUSR1: rotating every account now");
-        let _ = commands
-            .send(Command::RotateNow {
-                accounts: None,
-                reply: None,
-            })
-            .await;
-    }
-}
-
-/// `pwrotd rotate` while a daemon holds the lock: queue the request, signal the daemon, and
-/// wait (at most `wait`) for its result.
-pub fn request_from_daemon(
-    state_dir: &Path,
-    holder: &Holder,
-    accounts: Option<Vec<String>>,
-    wait: Duration,
-) -> Result<Vec<ReportLine>, DaemonError> {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-
-    if holder.role != "daemon" {
-        return Err(DaemonError::Setup(format!(
-            "another pwrotd {} (pid {}) holds the lock on {}; try again when it ends",
-            holder.role,
-            holder.pid,
-            state_dir.display()
-        )));
-    }
-    let dir = requests_dir(state_dir);
-    let id = random::hex_token::<8>().map_err(|e| DaemonError::Setup(e.to_string()))?;
-    let body =
-        serde_json::to_vec(&Request { accounts }).map_err(|e| DaemonError::Setup(e.to_string()))?;
-    sink::write_atomic(&dir, &format!("{id}.request"), &body, 0o600)?;
-    let pid = Pid::from_raw(
-        i32::try_from(holder.pid)
-            .map_err(|_| DaemonError::Setup("bad pid in the lock file".into()))?,
-    );
-    kill(pid, Signal::SIGUSR1)
-        .map_err(|e| DaemonError::Setup(format!("cannot signal the daemon (pid {pid}): {e}")))?;
-    let result = dir.join(format!("{id}.result"));
-    let started = std::time::Instant::now();
-    loop {
-        if let Ok(bytes) = fs::read(&result) {
-            let _ = fs::remove_file(&result);
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                DaemonError::Setup(format!("unreadable result from the daemon: {e}"))
-            });
         }
-        if kill(pid, None).is_err() {
-            return Err(DaemonError::Setup(format!(
-                "the daemon (pid {pid}) exited before answering"
-            )));
-        }
-        if started.elapsed() > wait {
-            let _ = fs::remove_file(dir.join(format!("{id}.request")));
-            return Err(DaemonError::Setup(format!(
-                "no answer from the daemon within {}; the rotations may still complete (see pwrotd status)",
-                humantime::format_duration(wait)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
     }
 }

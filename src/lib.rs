@@ -11,6 +11,7 @@
 //! - [`cloud`]: request signing (V1, V3), credentials, the five operations, the client, errors.
 //! - [`config`]: the TOML config file, parsed and validated.
 //! - [`verify`]: proving a password by logging in to the database with it.
+//! - [`control`]: the control socket through which the CLI reaches the running daemon.
 //! - [`demo`]: `pwrotd demo`, the first thing a newcomer runs.
 //! - [`sim`]: `pwrotd-sim`, a faithful local stand-in for the PolarDB and RDS OpenAPI.
 //!
@@ -31,6 +32,7 @@ macro_rules! say {
 
 pub mod cloud;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod failpoint;

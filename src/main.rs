@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use pwrotd::config::{Config, LogFormat, Schedule, Strategy};
-use pwrotd::daemon::{self, DaemonError, ReportLine, RunOptions, StateLock};
+use pwrotd::control::{self, ReportLine, Request, Response};
+use pwrotd::daemon::{self, DaemonError, RunOptions, StateLock};
 use pwrotd::metrics::Metrics;
 use pwrotd::password::{self, Policy};
 use pwrotd::say;
@@ -77,15 +78,81 @@ enum Command {
     },
 }
 
+/// Logs to stderr: colour only on a terminal; under systemd (`JOURNAL_STREAM` names stderr)
+/// every line starts with its syslog priority, `<3>` to `<7>`, and carries no timestamp of its
+/// own, so that the journal files each line at its level.
 fn init_logging(format: LogFormat, default: &str) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match (format, journal) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Json, false) => builder.json().init(),
+        (LogFormat::Text, true) => {
+            let text = tracing_subscriber::fmt::format().without_time();
+            builder.event_format(Priority(text)).init()
+        }
+        (LogFormat::Json, true) => {
+            let json = tracing_subscriber::fmt::format().json().without_time();
+            builder
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(Priority(json))
+                .init()
+        }
+    }
+}
+
+/// Whether stderr is the stream systemd connected to the journal (`JOURNAL_STREAM` is its
+/// `device:inode`).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM")
+        .ok()
+        .and_then(|v| {
+            v.split_once(':')
+                .map(|(d, i)| (d.parse::<u64>(), i.parse::<u64>()))
+        })
+        .and_then(|(d, i)| Some((d.ok()?, i.ok()?)))
+    else {
+        return false;
+    };
+    let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(stderr)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// Prefixes each event with its syslog priority (sd-daemon(3)'s `<N>` convention).
+struct Priority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Priority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }
 
@@ -163,7 +230,6 @@ fn run(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("pwrotd: {e}");
             ExitCode::FAILURE
         }
     }
@@ -177,7 +243,7 @@ fn print_lines(lines: &[ReportLine]) -> ExitCode {
         say!(
             "{:<24} {:<8} {:<5} {}",
             line.account,
-            line.outcome,
+            line.outcome.as_str(),
             version,
             line.message
         );
@@ -224,10 +290,13 @@ fn rotate(path: &Path, accounts: Option<Vec<String>>, wait: Duration) -> ExitCod
                 }
             }
         }
-        Err(DaemonError::Locked { pid, role, .. }) => {
-            let holder = daemon::Holder { pid, role };
-            match daemon::request_from_daemon(&state_dir, &holder, accounts, wait) {
-                Ok(lines) => print_lines(&lines),
+        Err(DaemonError::Locked { role, .. }) if role == "daemon" => {
+            match control::call(&state_dir, &Request::Rotate { accounts }, wait) {
+                Ok(Response::Rotated { reports }) => print_lines(&reports),
+                Ok(other) => {
+                    eprintln!("pwrotd rotate: the daemon answered {other:?}");
+                    ExitCode::FAILURE
+                }
                 Err(e) => {
                     eprintln!("pwrotd rotate: {e}");
                     ExitCode::FAILURE

@@ -4,8 +4,10 @@
 //! resource secret.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -43,6 +45,11 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
     pub healthy: AtomicBool,
+    /// When the scheduler's loop last went round, in seconds since the epoch: it wakes at
+    /// least every [`HEARTBEAT`], so an older stamp means it is stalled.
+    pub heartbeat: AtomicU64,
+    /// The directory rotations write secret files to, which `/healthz` proves writable.
+    pub secrets_dir: std::sync::OnceLock<std::path::PathBuf>,
     /// The accounts behind `pending`.
     pub pending_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -109,6 +116,8 @@ impl Metrics {
             )
             .expect("a valid metric"),
             healthy: AtomicBool::new(false),
+            heartbeat: AtomicU64::new(0),
+            secrets_dir: std::sync::OnceLock::new(),
             pending_accounts: Default::default(),
             registry,
         };
@@ -261,14 +270,85 @@ impl Collector for TimesCollector {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` is cancelled.
+/// The scheduler's loop wakes at least this often; `/healthz` fails when it has not for
+/// several times as long.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Connections the metrics server serves at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// How long a client may take to send a request's headers, on a new or an idle connection.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a connection may stay open, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+fn epoch_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Metrics {
+    /// Stamps the scheduler's heartbeat.
+    pub fn beat(&self) {
+        self.heartbeat
+            .store(epoch_seconds(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Why rotations cannot proceed now, if they cannot: the scheduler is not running or has
+    /// stalled, or the state directory cannot take a new file (read-only, full of inodes, or
+    /// no file descriptor left).
+    pub fn unhealthy(&self) -> Option<String> {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return Some("the scheduler is not running".into());
+        }
+        let beat = self.heartbeat.load(Ordering::Relaxed);
+        let age = epoch_seconds(SystemTime::now()).saturating_sub(beat);
+        if age > 6 * HEARTBEAT.as_secs() {
+            return Some(format!(
+                "the scheduler has stalled ({age} s without a beat)"
+            ));
+        }
+        let dir = self.secrets_dir.get()?;
+        let probe = dir.join(".healthz");
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&probe);
+        // One byte: a full disk refuses it even where an empty file still fits.
+        match created.and_then(|mut file| std::io::Write::write_all(&mut file, b"\n")) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&probe);
+                None
+            }
+            Err(e) => Some(format!("{} cannot take a new file: {e}", dir.display())),
+        }
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` is cancelled: at most
+/// [`MAX_CONNECTIONS`] at once, each closed if its headers take longer than
+/// [`HEADER_TIMEOUT`] or it lives longer than a minute, so that idle clients cannot take the
+/// file descriptors that rotations need.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = shutdown.cancelled() => return,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!("metrics: accept failed: {e}");
+                    // Out of file descriptors, say: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -276,13 +356,16 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
                 let metrics = metrics.clone();
                 async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
         });
     }
 }
@@ -294,14 +377,10 @@ fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes
             "text/plain; version=0.0.4",
             metrics.render(),
         ),
-        (&Method::GET, "/healthz") if metrics.healthy.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "text/plain", "ok\n".to_owned())
-        }
-        (&Method::GET, "/healthz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "scheduler not running\n".to_owned(),
-        ),
+        (&Method::GET, "/healthz") => match metrics.unhealthy() {
+            None => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Some(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", why + "\n"),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

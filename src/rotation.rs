@@ -60,7 +60,8 @@ enum Applied {
 }
 
 /// How a rotation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// The new password is set and is `current` in the sink.
     Success,
@@ -269,7 +270,7 @@ impl Rotator {
         };
         let render = account.clone();
         let rendered = self
-            .io(move |_| Ok(sink::render(&render, &current, always)))
+            .io(move |sink| Ok(sink::render(&render, &current, always, sink.owner_uid())))
             .await
             .unwrap_or_else(|e| sink::Rendered {
                 written: 0,

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -184,6 +185,27 @@ pub enum Command {
         accounts: Vec<Arc<Account>>,
         rotate: Arc<dyn Rotate>,
     },
+    /// What the scheduler knows of every account now.
+    Status {
+        reply: oneshot::Sender<Vec<SlotStatus>>,
+    },
+}
+
+/// What the scheduler knows of one account now, for `pwrotd status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotStatus {
+    pub account: String,
+    /// A rotation or a render runs now.
+    pub in_flight: bool,
+    /// Waits for a task of another name on the same database user to end.
+    pub waiting: bool,
+    /// When the daemon will next try to rotate (RFC 3339): a failing account's retry time,
+    /// not its schedule.
+    pub next_attempt: String,
+    /// Failed rotations in a row.
+    pub failures: u32,
+    /// When render files that could not be written are tried again (RFC 3339).
+    pub render_retry: Option<String>,
 }
 
 /// Called with every finished rotation (the demo prints them).
@@ -448,7 +470,13 @@ impl Scheduler {
         let mut commands_open = true;
         loop {
             self.start_due();
-            let wake = self.next_wake();
+            let mut wake = self.next_wake();
+            if let Some(metrics) = &self.metrics {
+                // Wake at least every heartbeat, so that /healthz can tell a stall.
+                metrics.beat();
+                let beat = tokio::time::Instant::now() + crate::metrics::HEARTBEAT;
+                wake = Some(wake.map_or(beat, |w| w.min(beat)));
+            }
             let sleep = async move {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -685,6 +713,24 @@ impl Scheduler {
             Command::Reload { accounts, rotate } => {
                 self.rotate = rotate;
                 self.replace_accounts(accounts);
+            }
+            Command::Status { reply } => {
+                let rows = self
+                    .slots
+                    .iter()
+                    .map(|(name, slot)| SlotStatus {
+                        account: name.clone(),
+                        in_flight: slot.in_flight,
+                        waiting: slot.parked,
+                        next_attempt: crate::sink::timestamp(slot.due),
+                        failures: slot.failures,
+                        render_retry: slot
+                            .render_due
+                            .filter(|_| slot.render_failures > 0)
+                            .map(crate::sink::timestamp),
+                    })
+                    .collect();
+                let _ = reply.send(rows);
             }
         }
     }

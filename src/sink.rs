@@ -210,6 +210,8 @@ pub struct Sink {
     /// How many audit lines are known to be on disk.
     audit_synced: Mutex<u64>,
     uid: u32,
+    /// Whom new files are handed to (see [`state_owner`]).
+    owner: Option<(u32, u32)>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -227,29 +229,70 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SinkError + '_ {
     }
 }
 
-/// Creates `dir` with mode 0700 if missing; refuses one that others can enter.
-fn private_dir(dir: &Path) -> Result<(), SinkError> {
-    match fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(SinkError::Symlink {
-            path: dir.to_owned(),
-        }),
-        Ok(meta) if !meta.is_dir() => Err(SinkError::NotAFile {
-            path: dir.to_owned(),
-        }),
-        Ok(meta) if meta.mode() & 0o077 != 0 => Err(SinkError::Mode {
-            path: dir.to_owned(),
-            mode: meta.mode() & 0o7777,
-        }),
-        Ok(_) => Ok(()),
+/// Creates `dir` with mode 0700 if missing; refuses one that others can enter or that another
+/// user owns (root may use any). A symbolic link is followed only when root or this user owns
+/// the link itself, as with a state directory that systemd links into `/var/lib/private`.
+pub fn private_dir(dir: &Path) -> Result<(), SinkError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(link) if link.file_type().is_symlink() => {
+            if link.uid() != 0 && link.uid() != me {
+                return Err(SinkError::Symlink {
+                    path: dir.to_owned(),
+                });
+            }
+            fs::metadata(dir).map_err(io_error(dir))?
+        }
+        Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .map_err(io_error(dir))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
+            return fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_error(dir));
         }
-        Err(e) => Err(io_error(dir)(e)),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    if !meta.is_dir() {
+        return Err(SinkError::NotAFile {
+            path: dir.to_owned(),
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(SinkError::Mode {
+            path: dir.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if meta.uid() != me && me != 0 {
+        return Err(SinkError::Owner {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    Ok(())
+}
+
+/// Whom the files this process creates under `state_dir` must belong to: when root runs a
+/// command on a state directory that another user (the service's) owns, that user and group,
+/// so that the daemon can use the files afterwards; otherwise nobody else.
+pub fn state_owner(state_dir: &Path) -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let meta = fs::metadata(state_dir).ok()?;
+    (meta.uid() != 0).then_some((meta.uid(), meta.gid()))
+}
+
+/// Gives a file this process created under `state_dir` to the state directory's owner, when
+/// root creates it for another user's state directory (see [`state_owner`]).
+pub fn hand_over(file: &File, state_dir: &Path) -> io::Result<()> {
+    match state_owner(state_dir) {
+        Some((uid, gid)) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
+        None => Ok(()),
     }
 }
 
@@ -257,8 +300,16 @@ impl Sink {
     /// Opens (creating if needed) the state directory, its `secrets/`, the audit key and log.
     pub fn open(state_dir: &Path) -> Result<Sink, SinkError> {
         private_dir(state_dir)?;
+        let owner = state_owner(state_dir);
         let secrets = state_dir.join("secrets");
+        if fs::symlink_metadata(&secrets).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(SinkError::Symlink { path: secrets });
+        }
         private_dir(&secrets)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&secrets, Some(uid), Some(gid))
+                .map_err(io_error(&secrets))?;
+        }
         let key_path = state_dir.join("audit.key");
         let audit_key = match fs::read(&key_path) {
             Ok(key) if key.len() >= 32 => Zeroizing::new(key),
@@ -274,7 +325,7 @@ impl Sink {
                     source: io::Error::other(e.to_string()),
                 })?;
                 let key = Zeroizing::new(key.into_bytes());
-                write_atomic(state_dir, "audit.key", &key, 0o600)?;
+                write_file(state_dir, "audit.key", &key, Perms::private(owner), true)?;
                 key
             }
             Err(e) => return Err(io_error(&key_path)(e)),
@@ -284,8 +335,10 @@ impl Sink {
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&audit_path)
             .map_err(io_error(&audit_path))?;
+        hand_over(&audit, state_dir).map_err(io_error(&audit_path))?;
         Ok(Sink {
             state_dir: state_dir.to_owned(),
             secrets,
@@ -296,11 +349,17 @@ impl Sink {
             }),
             audit_synced: Mutex::new(0),
             uid: nix::unistd::geteuid().as_raw(),
+            owner,
         })
     }
 
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// Whom files this process creates are handed to (see [`state_owner`]).
+    pub fn owner_uid(&self) -> Option<u32> {
+        self.owner.map(|o| o.0)
     }
 
     /// The path of an account's secret file.
@@ -388,7 +447,13 @@ impl Sink {
             source: io::Error::other(e),
         })?);
         let name = format!("{}.json", file.account);
-        write_file(&self.secrets, &name, &json, 0o600, None, sync_dir)
+        write_file(
+            &self.secrets,
+            &name,
+            &json,
+            Perms::private(self.owner),
+            sync_dir,
+        )
     }
 
     /// `hmac-sha256:<hex>` of a password under the audit key.
@@ -534,22 +599,34 @@ fn read_secret_file(path: &Path, uid: u32) -> Result<Option<SecretFile>, SinkErr
     Ok(Some(file))
 }
 
-/// Writes `dir/name` atomically: a new temporary file in `dir` (mode `mode`), fsync, rename
-/// over the target, fsync of `dir`. On failure the target is untouched and the temporary file
-/// is removed.
-pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), SinkError> {
-    write_file(dir, name, contents, mode, None, true)
+/// The mode and owner a written file gets before it replaces its target.
+#[derive(Debug, Clone, Copy)]
+pub struct Perms {
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
-/// The atomic write. `gid` gives the file to a group before it replaces the target, so that
-/// readers never see it with the wrong group; `sync_dir` says whether the rename itself must
-/// be durable on return.
+impl Perms {
+    /// 0600, handed to `owner` if set.
+    fn private(owner: Option<(u32, u32)>) -> Perms {
+        Perms {
+            mode: 0o600,
+            uid: owner.map(|o| o.0),
+            gid: owner.map(|o| o.1),
+        }
+    }
+}
+
+/// The atomic write: a new temporary file in `dir`, given its mode and owner before it
+/// replaces the target (so that readers never see it otherwise), fsync, rename over the
+/// target, and (`sync_dir`) fsync of `dir`, so that the rename itself is durable on return.
+/// On failure the target is untouched and the temporary file is removed.
 fn write_file(
     dir: &Path,
     name: &str,
     contents: &[u8],
-    mode: u32,
-    gid: Option<u32>,
+    perms: Perms,
     sync_dir: bool,
 ) -> Result<(), SinkError> {
     let target = dir.join(name);
@@ -568,13 +645,13 @@ fn write_file(
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(perms.mode)
             .open(&temp)
             .map_err(io_error(&temp))?;
-        if let Some(gid) = gid {
-            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io_error(&temp))?;
+        if perms.uid.is_some() || perms.gid.is_some() {
+            std::os::unix::fs::fchown(&file, perms.uid, perms.gid).map_err(io_error(&temp))?;
         }
-        file.set_permissions(fs::Permissions::from_mode(mode))
+        file.set_permissions(fs::Permissions::from_mode(perms.mode))
             .map_err(io_error(&temp))?;
         failpoint::io("write").map_err(io_error(&temp))?;
         file.write_all(contents).map_err(io_error(&temp))?;
@@ -652,7 +729,8 @@ fn rendered_already(path: &Path, contents: &[u8], mode: u32, gid: Option<u32>) -
 
 /// Writes an account's render files from its current version: every one, or (`always` off)
 /// only those that are not already what they should be.
-pub fn render(account: &Account, current: &Version, always: bool) -> Rendered {
+/// `uid` hands the files to the state directory's owner (see [`state_owner`]).
+pub fn render(account: &Account, current: &Version, always: bool, uid: Option<u32>) -> Rendered {
     let mut rendered = Rendered::default();
     for render in &account.render {
         let contents = render_contents(render.format, current);
@@ -665,7 +743,12 @@ pub fn render(account: &Account, current: &Version, always: bool) -> Rendered {
         if !always && rendered_already(&render.path, &contents, render.mode, render.gid) {
             continue;
         }
-        match write_file(dir, name, &contents, render.mode, render.gid, true) {
+        let perms = Perms {
+            mode: render.mode,
+            uid,
+            gid: render.gid,
+        };
+        match write_file(dir, name, &contents, perms, true) {
             Ok(()) => rendered.written += 1,
             Err(e) => rendered.errors.push(e),
         }

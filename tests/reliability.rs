@@ -11,7 +11,7 @@ use pwrotd::config::Config;
 use pwrotd::sim::{Fault, FaultRates};
 use serde_json::Value;
 
-use crate::daemon::{Env, eventually, exits_cleanly, scrape_until, signal};
+use crate::daemon::{Env, eventually, exits_cleanly, get, scrape_until, signal};
 
 const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
     ("orders-app", Service::PolarDb, "pc-test0001", "app"),
@@ -384,7 +384,14 @@ async fn a_full_or_read_only_disk_or_a_failing_fsync_means_no_api_call() {
         "read-only: an API call was made"
     );
     check_invariant(&env, "read-only");
+    let (status, body) = get(&format!("{metrics}/healthz")).await;
+    assert_eq!(status, 503, "read-only: /healthz: {body}");
     drop(read_only);
+    assert_eq!(
+        get(&format!("{metrics}/healthz")).await.0,
+        200,
+        "writable again"
+    );
 
     // Full: SIGUSR1 again; every account fails before any API call.
     let filler = env.state_dir().join("filler");
@@ -401,15 +408,34 @@ async fn a_full_or_read_only_disk_or_a_failing_fsync_means_no_api_call() {
         requests,
         "full: an API call was made"
     );
-    // The CLI cannot even queue its request; it says so and exits 1.
+    // The CLI's request reaches the daemon, which reports every account refused before any
+    // API call; the CLI exits 1. /healthz says rotations cannot proceed.
     let output = env.pwrotd(&["rotate", "--all"]).await;
     assert_eq!(output.status.code(), Some(1), "full: {output:?}");
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("No space left on device"),
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("refused, no API call made")
+                && l.contains("No space left on device"))
+            .count(),
+        4,
         "{output:?}"
+    );
+    let (status, body) = get(&format!("{metrics}/healthz")).await;
+    assert_eq!(status, 503, "full: /healthz: {body}");
+    assert_eq!(
+        env.server.sim.stats().requests,
+        requests,
+        "full: an API call was made"
     );
     check_invariant(&env, "full");
     std::fs::remove_file(&filler).expect("rm");
+    assert_eq!(
+        get(&format!("{metrics}/healthz")).await.0,
+        200,
+        "no longer full"
+    );
     signal(&daemon, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(15), daemon.wait_with_output())
         .await

@@ -7,6 +7,7 @@ mod common;
 mod corpus;
 mod daemon;
 mod databases;
+mod field;
 mod policy;
 mod reliability;
 mod signing;

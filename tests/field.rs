@@ -1,0 +1,353 @@
+//! What users and a hostile review met in the field, each through the real binary: idle
+//! clients on the metrics port, requests for some accounts arriving together, a lock file or
+//! state directory that is not what it seems, logs under systemd, a rename by reload, render
+//! files that cannot be written, and root's CLI on a service's state directory.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Stdio;
+use std::time::Duration;
+
+use pwrotd::cloud::Service;
+
+use crate::daemon::{Env, eventually, exits_cleanly, get, scrape_until, signal};
+
+const ALL: [&str; 4] = ["orders-app", "edge-app", "admin", "billing"];
+
+/// Starts a daemon and waits for every account's first rotation.
+async fn running(env: &Env) -> tokio::process::Child {
+    let daemon = env.start_daemon();
+    env.wait_ready().await;
+    eventually(Duration::from_secs(20), "the first rotations", || {
+        ALL.iter().all(|n| env.version(n) == Some(1))
+    })
+    .await;
+    daemon
+}
+
+/// Open descriptors of a process.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Clients that connect to the metrics port and send nothing cannot take the daemon's file
+/// descriptors: the server holds a bounded number of connections and closes idle ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metrics_clients_cannot_starve_the_daemon() {
+    let env = Env::new("v1").await;
+    let mut daemon = running(&env).await;
+    let pid = daemon.id().expect("running");
+    let before = open_files(pid);
+    let addr = env.metrics_url().trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = open_files(pid);
+    assert!(
+        during < before + 64,
+        "300 idle clients took {} descriptors (from {before} to {during})",
+        during - before
+    );
+    // The CLI still reaches the daemon, and rotations still write their files.
+    let output = env.pwrotd(&["rotate", "--account", "orders-app"]).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(env.version("orders-app"), Some(2));
+    // The idle ones are closed once their header timeout passes; then /healthz answers.
+    let first = &mut idle[0];
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::io::AsyncReadExt::read(first, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle client was not closed: {closed:?}"
+    );
+    drop(idle);
+    let (status, body) = get(&format!("{}/healthz", env.metrics_url())).await;
+    assert_eq!(status, 200, "{body}");
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
+}
+
+/// Two `rotate --account` runs at once each rotate exactly their account; no request for
+/// some accounts becomes a rotation of all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_some_accounts_never_rotate_all() {
+    let env = Env::new("v1").await;
+    let mut daemon = running(&env).await;
+    for round in 2..=6u64 {
+        let (a, b) = tokio::join!(
+            env.pwrotd(&["rotate", "--account", "orders-app"]),
+            env.pwrotd(&["rotate", "--account", "billing"]),
+        );
+        assert!(a.status.success() && b.status.success(), "{a:?} {b:?}");
+        assert_eq!(
+            ALL.map(|n| env.version(n)),
+            [Some(round), Some(1), Some(1), Some(round)],
+            "round {round}"
+        );
+    }
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
+}
+
+/// The lock file is opened only in a checked state directory, never through a link.
+#[tokio::test]
+async fn the_lock_is_never_opened_through_a_link_or_in_an_open_directory() {
+    let env = Env::new("v1").await;
+    let state = env.state_dir();
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let victim = env.dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("write");
+    std::os::unix::fs::symlink(&victim, state.join("pwrotd.lock")).expect("symlink");
+    for args in [["run"].as_slice(), &["rotate", "--all"]] {
+        let output = env.pwrotd(args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("read"),
+            "precious\n",
+            "{args:?}: the lock followed a link"
+        );
+    }
+    std::fs::remove_file(state.join("pwrotd.lock")).expect("rm");
+
+    // A state directory others can enter: refused before anything is created in it.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let output = env.pwrotd(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("0755"),
+        "{output:?}"
+    );
+    assert!(
+        !state.join("pwrotd.lock").exists(),
+        "a lock file was created"
+    );
+}
+
+/// Logs carry no colour escapes when stderr is not a terminal; under systemd each line starts
+/// with its syslog priority, so that `journalctl -p warning` finds the warnings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_for_the_journal_carry_priorities_and_no_escapes() {
+    let env = Env::new("v1").await;
+    for journal in [false, true] {
+        let log = env.dir.path().join(format!("stderr-{journal}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let meta = file.metadata().expect("stat");
+        let mut command = env.command(&["run"]);
+        command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file);
+        if journal {
+            command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        // A pending password left by an earlier run gives a warning at start.
+        let mut daemon = command.spawn().expect("run");
+        env.wait_ready().await;
+        eventually(Duration::from_secs(20), "the rotations", || {
+            ALL.iter().all(|n| env.version(n).is_some())
+        })
+        .await;
+        signal(&daemon, "HUP");
+        let output = env.pwrotd(&["rotate", "--account", "orders-app"]).await;
+        assert!(output.status.success(), "{output:?}");
+        signal(&daemon, "TERM");
+        exits_cleanly(&mut daemon).await;
+        let text = std::fs::read_to_string(&log).expect("read log");
+        assert!(!text.contains('\u{1b}'), "escapes in the log:\n{text}");
+        assert!(text.contains("pwrotd is running"), "{text}");
+        for line in text.lines() {
+            let prefixed = ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p));
+            assert_eq!(prefixed, journal, "{line}");
+        }
+        if journal {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("<6>") && l.contains("config reloaded")),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// A reload that renames an account: the new name takes over the old name's secret file and
+/// keeps its schedule. No rotation happens, and the old file is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_account_takes_over_its_file_on_reload() {
+    let env = Env::new("v1").await;
+    let mut daemon = running(&env).await;
+    let before = env.sink("orders-app").expect("sink");
+    let changes = || {
+        env.server
+            .sim
+            .account(Service::PolarDb, "pc-test0001", "app")
+            .expect("app")
+            .changes
+    };
+    let changed = changes();
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replace("name = \"orders-app\"", "name = \"orders-renamed\""),
+    )
+    .expect("write");
+    signal(&daemon, "HUP");
+    eventually(Duration::from_secs(10), "the file taken over", || {
+        env.sink("orders-renamed").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = env.sink("orders-renamed").expect("sink");
+    assert_eq!(after["current"], before["current"]);
+    assert_eq!(after["account"], "orders-renamed");
+    assert!(
+        env.sink("orders-app").is_none(),
+        "the old file is still there"
+    );
+    assert_eq!(changes(), changed, "the rename rotated the password");
+    let metrics = scrape_until(&env.metrics_url(), |t| t.contains("orders-renamed")).await;
+    assert!(
+        metrics.contains("pwrotd_last_success_timestamp_seconds{account=\"orders-renamed\"}"),
+        "{metrics}"
+    );
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
+}
+
+/// A render file that cannot be written is retried as a render, never as a rotation, and the
+/// file appears once it can be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_render_file_never_causes_another_rotation() {
+    let env = Env::new("v1").await;
+    let out = env.dir.path().join("render");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replacen(
+            "grants = [",
+            &format!(
+                "render = [{{ format = \"raw\", path = \"{}/db.pw\" }}]\ngrants = [",
+                out.display()
+            ),
+            1,
+        ),
+    )
+    .expect("write");
+    let mut daemon = env.start_daemon();
+    env.wait_ready().await;
+    let metrics = env.metrics_url();
+    let failed = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("pwrotd_render_failures_total{account=\"orders-app\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // retry_after_failure is 1 s: retries after 1, 2 and 4 s.
+    let text = scrape_until(&metrics, |t| failed(t) >= 3).await;
+    assert!(failed(&text) >= 3, "{text}");
+    let app = env
+        .server
+        .sim
+        .account(Service::PolarDb, "pc-test0001", "app")
+        .expect("app");
+    assert_eq!(app.changes, 1, "render failures rotated the password again");
+    assert_eq!(env.version("orders-app"), Some(1));
+    std::fs::create_dir(&out).expect("mkdir");
+    eventually(Duration::from_secs(20), "the render file", || {
+        out.join("db.pw").exists()
+    })
+    .await;
+    let sink = env.sink("orders-app").expect("sink");
+    assert_eq!(
+        std::fs::read_to_string(out.join("db.pw")).expect("read"),
+        sink["current"]["password"].as_str().expect("current")
+    );
+    let app = env
+        .server
+        .sim
+        .account(Service::PolarDb, "pc-test0001", "app")
+        .expect("app");
+    assert_eq!(app.changes, 1);
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
+}
+
+/// Root's `pwrotd rotate` while the service is stopped hands every file it creates to the
+/// state directory's owner; the service, running as that user, then uses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roots_rotate_leaves_files_the_service_can_use() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (CI runs as root)");
+    }
+    const SERVICE: u32 = 4242;
+    let env = Env::new("v1").await;
+    let state = env.state_dir();
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::chown(&state, Some(SERVICE), Some(SERVICE)).expect("chown");
+    // The service reads its config; the test's directories are root's 0700.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let output = env.pwrotd(&["rotate", "--all"]).await;
+    assert!(output.status.success(), "{output:?}");
+    let mut owners = Vec::new();
+    for entry in walk(&state) {
+        let meta = std::fs::symlink_metadata(&entry).expect("stat");
+        if meta.uid() != SERVICE {
+            owners.push((entry.display().to_string(), meta.uid()));
+        }
+    }
+    assert!(owners.is_empty(), "files left to another user: {owners:?}");
+
+    // The service, as its own user, rotates with them.
+    let mut daemon = env.command(&["run"]);
+    let daemon = daemon.as_std_mut().get_program().to_owned();
+    let status = tokio::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={SERVICE}"),
+            &format!("--regid={SERVICE}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(daemon)
+        .args(["rotate", "--all", "--config"])
+        .arg(&env.config)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", crate::common::KEY_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", crate::common::SECRET)
+        .output()
+        .await
+        .expect("setpriv");
+    assert!(status.status.success(), "{status:?}");
+    for name in ALL {
+        assert_eq!(env.version(name), Some(2), "{name}");
+    }
+}
+
+/// Every path under `dir`, `dir` included.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
