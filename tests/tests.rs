@@ -10,4 +10,5 @@ mod databases;
 mod policy;
 mod reliability;
 mod signing;
+mod sim_faults;
 mod transport;

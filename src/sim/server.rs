@@ -1,9 +1,15 @@
 //! The simulator's HTTP/1.1 server.
 //!
 //! `/` takes API requests (GET or POST, parameters in the query or a form body). `/_sim/` holds
-//! the test hooks: `GET /_sim/accounts` (live state, passwords as SHA-256 only),
-//! `GET /_sim/stats`, and `GET`/`PUT /_sim/faults` (the random fault rates, as JSON).
-//! A drop-after-apply fault closes the connection without writing a reply.
+//! the test hooks, all JSON:
+//! - `GET /_sim/accounts`: the live state, passwords as SHA-256 only;
+//! - `GET /_sim/stats`: what the simulator answered, and the faults that took effect;
+//! - `GET`/`PUT /_sim/faults`: the random fault rates ([`FaultRates`]);
+//! - `POST /_sim/script`: a list of faults the next API requests meet, one each, in order, like
+//!   `["throttle", {"error_after_apply": "lock_timeout"}, {"error_before_apply":
+//!   "incorrect_state"}]` ([`super::Fault`]).
+//!
+//! A drop fault closes the connection without writing a reply.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{FaultRates, Outcome, Sim, auth};
+use super::{Fault, FaultRates, Outcome, Sim, auth};
 
 /// The largest request body accepted.
 const MAX_BODY: usize = 1024 * 1024;
@@ -108,6 +114,13 @@ async fn route(
         (&Method::PUT, "/_sim/faults") => match serde_json::from_slice::<FaultRates>(&body) {
             Ok(rates) => {
                 sim.set_fault_rates(rates);
+                Ok(reply(200, "{}".into()))
+            }
+            Err(e) => Ok(reply(400, serde_json::json!({ "error": e.to_string() }).to_string())),
+        },
+        (&Method::POST, "/_sim/script") => match serde_json::from_slice::<Vec<Fault>>(&body) {
+            Ok(faults) => {
+                sim.script_faults(faults);
                 Ok(reply(200, "{}".into()))
             }
             Err(e) => Ok(reply(400, serde_json::json!({ "error": e.to_string() }).to_string())),
