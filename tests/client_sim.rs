@@ -191,7 +191,7 @@ async fn permanent_failures_are_attempted_once() {
                 &fresh(),
                 "t",
             ),
-            "InvalidDBInstanceId.NotFound",
+            "InvalidDBInstanceName.NotFound",
         ),
         (
             set(

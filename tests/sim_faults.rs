@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use pwrotd::cloud::{Privilege, Service, sign};
 use pwrotd::password::Policy;
-use pwrotd::sim::{Fault, FaultCode, FaultRates, SimServer};
+use pwrotd::sim::{AccountStatus, Fault, FaultCode, FaultRates, SimServer};
 use serde_json::Value;
 
 use crate::common::{self, post, v1_form};
@@ -447,6 +447,240 @@ async fn random_errors_pick_among_the_chosen_codes() {
 }
 
 #[tokio::test]
+async fn a_missing_rds_instance_is_invalid_db_instance_name_not_found() {
+    let server = common::start_sim().await;
+    let reply = Request::set("ResetAccountPassword", "rm-nope", "billing")
+        .send(server.addr)
+        .await;
+    assert_error(
+        &reply,
+        &(
+            404,
+            "InvalidDBInstanceName.NotFound".into(),
+            "The database instance does not exist.".into(),
+        ),
+        "rm-nope",
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_account_name_is_refused() {
+    let server = common::start_sim().await;
+    let thirty_three = "a".repeat(33);
+    for name in [
+        "Bad-Name",
+        "9lives",
+        "app_",
+        "App",
+        "a b",
+        thirty_three.as_str(),
+    ] {
+        for api in [
+            "ModifyAccountPassword",
+            "ResetAccount",
+            "ResetAccountPassword",
+        ] {
+            let resource = if api == "ResetAccountPassword" {
+                "rm-test0001"
+            } else {
+                "pc-test0001"
+            };
+            let mut request = Request::set(api, resource, "app");
+            request.params[3].1 = name.to_owned();
+            let reply = request.send(server.addr).await;
+            assert_error(
+                &reply,
+                &(
+                    400,
+                    "InvalidAccountName.Malformed".into(),
+                    "The specified parameter AccountName is not valid.".into(),
+                ),
+                &format!("{api} {name:?}"),
+            );
+        }
+        let mut grant = Request::grant("app", "orders", "ReadOnly");
+        grant.params[3].1 = name.to_owned();
+        let (_, body) = grant.send(server.addr).await;
+        assert_eq!(body["Code"], "InvalidAccountName.Malformed", "{name:?}");
+    }
+    assert_eq!(server.sim.stats().applied, 0);
+}
+
+#[tokio::test]
+async fn a_cluster_or_instance_that_is_not_running_refuses_changes() {
+    let server = common::start_sim().await;
+
+    // In-process.
+    assert!(
+        server
+            .sim
+            .set_resource_state(Service::PolarDb, "pc-test0001", "ClassChanging")
+    );
+    for request in [
+        Request::set("ModifyAccountPassword", "pc-test0001", "app"),
+        Request::set("ResetAccount", "pc-test0001", "root_admin"),
+        Request::grant("app", "orders", "ReadOnly"),
+    ] {
+        let reply = request.send(server.addr).await;
+        assert_error(
+            &reply,
+            &documented(FaultCode::IncorrectState, Service::PolarDb, "", ""),
+            &request.params[0].1,
+        );
+    }
+    assert_eq!(server.sim.stats().applied, 0);
+    // Another cluster is not affected.
+    let zonal = Request::set("ModifyAccountPasswordZonal", "pc-test0002", "edge");
+    assert_eq!(zonal.send(server.addr).await.0, 200);
+    server
+        .sim
+        .set_resource_state(Service::PolarDb, "pc-test0001", "Running");
+    let request = Request::set("ModifyAccountPassword", "pc-test0001", "app");
+    assert_eq!(request.send(server.addr).await.0, 200);
+    assert!(request.is_live(&server));
+
+    // Over the /_sim/ hook.
+    let client = reqwest::Client::new();
+    let hook = |path: &str| format!("{}{path}", server.url().as_str().trim_end_matches('/'));
+    let put = |body: Value| {
+        client
+            .put(hook("/_sim/state"))
+            .body(body.to_string())
+            .send()
+    };
+    let response = put(serde_json::json!({
+        "service": "rds", "resource_id": "rm-test0001", "state": "Rebooting"
+    }))
+    .await
+    .expect("PUT");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        server
+            .sim
+            .resource_state(Service::Rds, "rm-test0001")
+            .as_deref(),
+        Some("Rebooting")
+    );
+    let resources: Value = get_json(hook("/_sim/resources")).await;
+    assert!(
+        resources
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|r| r["resource_id"] == "rm-test0001" && r["state"] == "Rebooting"),
+        "{resources}"
+    );
+    let request = Request::set("ResetAccountPassword", "rm-test0001", "billing");
+    let reply = request.send(server.addr).await;
+    assert_error(
+        &reply,
+        &documented(FaultCode::IncorrectState, Service::Rds, "", ""),
+        "rds",
+    );
+    assert!(!request.is_live(&server));
+
+    for (body, status) in [
+        (
+            serde_json::json!({"service": "rds", "resource_id": "rm-nope", "state": "Running"}),
+            404,
+        ),
+        (
+            serde_json::json!({"service": "ecs", "resource_id": "rm-test0001", "state": "Running"}),
+            400,
+        ),
+        (
+            serde_json::json!({"service": "rds", "resource_id": "rm-test0001"}),
+            400,
+        ),
+    ] {
+        assert_eq!(
+            put(body.clone()).await.expect("PUT").status(),
+            status,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_rds_account_that_is_not_available_is_incorrect_account_status() {
+    let server = common::start_sim().await;
+    assert!(server.sim.set_account_status(
+        Service::Rds,
+        "rm-test0001",
+        "billing",
+        AccountStatus::Locked
+    ));
+    let request = Request::set("ResetAccountPassword", "rm-test0001", "billing");
+    let reply = request.send(server.addr).await;
+    assert_error(
+        &reply,
+        &documented(FaultCode::IncorrectAccountStatus, Service::Rds, "", ""),
+        "locked",
+    );
+    assert!(!request.is_live(&server));
+
+    // The status shows in /_sim/accounts; the hook sets it back.
+    let url = server.url();
+    let accounts: Value = get_json(url.join("/_sim/accounts").expect("url")).await;
+    assert!(
+        accounts
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|a| a["account_name"] == "billing" && a["account"]["status"] == "Locked"),
+        "{accounts}"
+    );
+    let response = reqwest::Client::new()
+        .put(url.join("/_sim/state").expect("url"))
+        .body(
+            serde_json::json!({
+                "service": "rds", "resource_id": "rm-test0001",
+                "account_name": "billing", "status": "Available"
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), 200);
+    assert_eq!(request.send(server.addr).await.0, 200);
+    assert!(request.is_live(&server));
+
+    // PolarDB documents no such refusal: a locked account's password changes.
+    server.sim.set_account_status(
+        Service::PolarDb,
+        "pc-test0001",
+        "app",
+        AccountStatus::Locked,
+    );
+    let request = Request::set("ModifyAccountPassword", "pc-test0001", "app");
+    assert_eq!(request.send(server.addr).await.0, 200);
+    assert!(request.is_live(&server));
+}
+
+#[tokio::test]
+async fn granting_to_a_privileged_account_is_incorrect_account_privilege_type() {
+    let server = common::start_sim().await;
+    let reply = Request::grant("root_admin", "orders", "ReadWrite")
+        .send(server.addr)
+        .await;
+    assert_error(
+        &reply,
+        &(
+            403,
+            "IncorrectAccountPrivilegeType".into(),
+            "Current account privilege type does not support this operation.".into(),
+        ),
+        "grant to root_admin",
+    );
+    let live = server
+        .sim
+        .account(Service::PolarDb, "pc-test0001", "root_admin")
+        .expect("root_admin");
+    assert!(live.privileges.is_empty());
+}
+
+#[tokio::test]
 async fn faults_are_scripted_over_http_and_counted_in_the_stats() {
     let server = common::start_sim().await;
     let url = server.url();
@@ -602,6 +836,7 @@ async fn the_sim_binary_injects_errors_after_apply_from_its_flags() {
         "--error-after-apply-codes",
         "--error-before-apply ",
         "/_sim/script",
+        "/_sim/state",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}: {help}");
     }

@@ -16,10 +16,13 @@ use tokio::signal::unix::{SignalKind, signal};
 #[command(
     version,
     after_help = "Test hooks, JSON over HTTP on the same address: GET /_sim/accounts (passwords as \
-SHA-256 only), GET /_sim/stats (replies by code, the faults that took effect, and \
-error_after_apply: changes applied then answered with an error), GET|PUT /_sim/faults (these \
-rates), POST /_sim/script (faults for the next requests, e.g. [\"throttle\", \
-{\"error_after_apply\": \"lock_timeout\"}])."
+SHA-256 only), GET /_sim/resources, GET /_sim/stats (replies by code, the faults that took \
+effect, and error_after_apply: changes applied then answered with an error), GET|PUT \
+/_sim/faults (these rates), POST /_sim/script (faults for the next requests, e.g. \
+[\"throttle\", {\"error_after_apply\": \"lock_timeout\"}]), PUT /_sim/state (a cluster's or \
+instance's state, e.g. {\"service\": \"rds\", \"resource_id\": \"rm-1\", \"state\": \
+\"Rebooting\"}, or an account's status, e.g. {..., \"account_name\": \"app\", \"status\": \
+\"Locked\"})."
 )]
 struct Args {
     /// Address to serve on; port 0 picks a free port (the chosen address is printed).

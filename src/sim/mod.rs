@@ -4,7 +4,8 @@
 //! It checks what the real API checks, in the same order, and answers with the documented error
 //! codes and error shape: V1 and V3 signatures, nonce replays, timestamp skew, the API version
 //! and required parameters per action, the password policy, unknown resources and accounts,
-//! `ResetAccount` on a non-privileged account, and `ClientToken` idempotency.
+//! `ResetAccount` on a non-privileged account, `GrantAccountPrivilege` on a privileged one, a
+//! cluster or instance that is not running, a locked RDS account, and `ClientToken` idempotency.
 //! Faults are injected on demand, each with a known truth: refusals that apply nothing
 //! (throttling, 5xx, `LockTimeout`, documented refusals, a dropped connection), and outcomes
 //! where the change IS applied and the client is told something else (a documented error, a
@@ -57,15 +58,47 @@ pub struct SimAccount {
     pub privileges: BTreeMap<String, Privilege>,
     /// Password changes applied, counting idempotent replays once.
     pub changes: u64,
+    /// `Available` unless a test set it otherwise.
+    pub status: AccountStatus,
     /// The real database server its changes are applied to, if any.
     #[serde(skip)]
     pub backend: Option<Engine>,
 }
 
-#[derive(Debug, Default)]
+/// An account's status, as `DescribeAccounts` reports it.
+///
+/// On RDS, `ResetAccountPassword` refuses an account that is not `Available` with
+/// `IncorrectAccountStatus` (documented for ResetAccountPassword and GrantAccountPrivilege,
+/// 2014-08-15). The PolarDB operations document no such refusal, so a PolarDB account's status
+/// changes nothing; inject `FaultCode::IncorrectAccountStatus` to see that error there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountStatus {
+    #[default]
+    Available,
+    Unavailable,
+    /// Locked, as by PolarDB `ModifyAccountLockState`.
+    Locked,
+}
+
+/// The state a cluster or instance is in when nobody set it: the only one that takes changes.
+pub const RUNNING: &str = "Running";
+
+#[derive(Debug)]
 struct Resource {
     accounts: BTreeMap<String, SimAccount>,
     databases: Vec<String>,
+    /// `Running`, or whatever a test set (`ClassChanging`, `Rebooting`, `Restarting`, ...).
+    state: String,
+}
+
+impl Default for Resource {
+    fn default() -> Resource {
+        Resource {
+            accounts: BTreeMap::new(),
+            databases: Vec::new(),
+            state: RUNNING.to_owned(),
+        }
+    }
 }
 
 /// An injected fault, and its truth: whether the change was applied.
@@ -541,6 +574,7 @@ impl Sim {
                 password_sha256: None,
                 privileges: BTreeMap::new(),
                 changes: 0,
+                status: AccountStatus::Available,
                 backend: None,
             })
             .backend = backend;
@@ -552,6 +586,62 @@ impl Sim {
         let resource = state.polardb.entry(cluster_id.to_owned()).or_default();
         if !resource.databases.iter().any(|d| d == db) {
             resource.databases.push(db.to_owned());
+        }
+    }
+
+    /// Puts a cluster or instance in `state` (`Running`, `ClassChanging`, `Rebooting`...). Any
+    /// state but [`RUNNING`] refuses every change with `IncorrectDBClusterState` (PolarDB) or
+    /// `IncorrectDBInstanceState` (RDS): the operations are documented to need a Running
+    /// cluster or instance. False if there is no such resource.
+    pub fn set_resource_state(&self, service: Service, resource_id: &str, state: &str) -> bool {
+        let mut state_lock = self.lock();
+        match state_lock.resources(service).get_mut(resource_id) {
+            Some(resource) => {
+                state.clone_into(&mut resource.state);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The state of a cluster or instance.
+    pub fn resource_state(&self, service: Service, resource_id: &str) -> Option<String> {
+        let mut state = self.lock();
+        state
+            .resources(service)
+            .get(resource_id)
+            .map(|r| r.state.clone())
+    }
+
+    /// Every cluster (or instance) of `service` with its state.
+    pub fn resource_states(&self, service: Service) -> Vec<(String, String)> {
+        let mut state = self.lock();
+        state
+            .resources(service)
+            .iter()
+            .map(|(id, r)| (id.clone(), r.state.clone()))
+            .collect()
+    }
+
+    /// Sets an account's status (see [`AccountStatus`]). False if there is no such account.
+    pub fn set_account_status(
+        &self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+        status: AccountStatus,
+    ) -> bool {
+        let mut state = self.lock();
+        match state
+            .resources(service)
+            .get_mut(resource_id)
+            .and_then(|r| r.accounts.get_mut(account_name))
+        {
+            Some(account) => {
+                account.status = status;
+                true
+            }
+            None => false,
         }
     }
 
@@ -850,22 +940,39 @@ impl Sim {
         let account_name = get("AccountName");
         let mut state = self.lock();
 
+        if !account_name_is_well_formed(account_name) {
+            return Err(SimError::new(
+                400,
+                "InvalidAccountName.Malformed",
+                "The specified parameter AccountName is not valid.",
+            ));
+        }
         let not_found = || match service {
             Service::PolarDb => SimError::new(
                 404,
                 "InvalidDBClusterId.NotFound",
                 "The DBClusterId provided does not exist in our records.",
             ),
+            // The RDS reference documents a missing instance as InvalidDBInstanceName.NotFound
+            // (404, "The database instance does not exist."), e.g. on RestartDBInstance and
+            // ModifySecurityIps, 2014-08-15; not InvalidDBInstanceId.NotFound.
             Service::Rds => SimError::new(
                 404,
-                "InvalidDBInstanceId.NotFound",
-                "Specified instance does not exist or not support.",
+                "InvalidDBInstanceName.NotFound",
+                "The database instance does not exist.",
             ),
         };
         let resource = state
             .resources(service)
             .get(resource_id)
             .ok_or_else(not_found)?;
+        // "Before you call this operation, make sure that the cluster [instance] is in the
+        // Running state. Otherwise, the operation fails." (GrantAccountPrivilege, PolarDB;
+        // ResetAccountPassword, RDS). The simulator asks it of every change.
+        if resource.state != RUNNING {
+            return Err(FaultCode::IncorrectState.error(service, resource_id, account_name));
+        }
+
         if action.name == "GrantAccountPrivilege" {
             let dbs: Vec<&str> = get("DBName").split(',').collect();
             let privileges: Vec<&str> = get("AccountPrivilege").split(',').collect();
@@ -901,6 +1008,17 @@ impl Sim {
                 .accounts
                 .get(account_name)
                 .ok_or_else(account_not_found)?;
+            // "A privileged account has all permissions on the databases of the cluster by
+            // default": GrantAccountPrivilege is for standard accounts, and GrantAccountPrivilege
+            // and GrantAccountPrivilegeZonal document 403 IncorrectAccountPrivilegeType, "Current
+            // account privilege type does not support this operation." (PolarDB 2017-08-01).
+            if account.account_type == AccountType::Super {
+                return Err(SimError::new(
+                    403,
+                    "IncorrectAccountPrivilegeType",
+                    "Current account privilege type does not support this operation.",
+                ));
+            }
             return Ok(Planned::Change(Change {
                 target: (service, resource_id.to_owned(), account_name.to_owned()),
                 backend: account.backend,
@@ -932,6 +1050,15 @@ impl Sim {
                 400,
                 "IncorrectAccountPrivilegeType",
                 "ResetAccount applies to privileged accounts only.",
+            ));
+        }
+        // RDS ResetAccountPassword documents 400 IncorrectAccountStatus for an account whose
+        // status does not allow it; the PolarDB operations document nothing of the kind.
+        if service == Service::Rds && account.status != AccountStatus::Available {
+            return Err(FaultCode::IncorrectAccountStatus.error(
+                service,
+                resource_id,
+                account_name,
             ));
         }
         let backend = account.backend;
@@ -1069,6 +1196,25 @@ enum ChangeKind {
         reset_privileges: bool,
     },
     Grant(Vec<(String, Privilege)>),
+}
+
+/// Whether an AccountName could name an account. CreateAccount documents the rules: a lower-case
+/// letter first, then lower-case letters, digits and underscores, ending with a letter or digit;
+/// at most 16 characters on PolarDB and 32 on RDS. Anything else is
+/// `InvalidAccountName.Malformed` (documented for ResetAccount and GrantAccountPrivilege on
+/// PolarDB). The simulator allows up to 32 on both, and a single character, which the real API
+/// refuses (2 at least) but the tests' throwaway accounts use.
+fn account_name_is_well_formed(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    bytes.len() <= 32
+        && first.is_ascii_lowercase()
+        && (last.is_ascii_lowercase() || last.is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
 }
 
 fn account_not_found() -> SimError {

@@ -7,7 +7,10 @@ Starts the simulator on 127.0.0.1 (port 0), drives it with
 alibabacloud-polardb20170801 and alibabacloud-rds20140815 in both signing
 modes (SDK default V3 ACS3-HMAC-SHA256, and signature_algorithm='v2' which
 selects the V1 HMAC-SHA1 RPC signature), verifies the resulting state through
-the simulator's /_sim/accounts test hook, and checks documented error codes.
+the simulator's /_sim/accounts test hook, and checks documented error codes:
+validation errors, a cluster, instance or account in the wrong state (set through
+PUT /_sim/state), and each "may have been applied" error injected after the change
+was applied (through POST /_sim/script), whose password must then be live.
 
 Prints one "PASS ..."/"FAIL ..." line per check and a final "N passed, M failed".
 Exits non-zero if any check failed.
@@ -145,6 +148,12 @@ class Simulator:
         status = self.send("POST", "/_sim/script", faults)
         if status != 200:
             raise RuntimeError(f"POST /_sim/script answered {status}")
+
+    def set_state(self, **change):
+        """A resource's state or an account's status (PUT /_sim/state)."""
+        status = self.send("PUT", "/_sim/state", change)
+        if status != 200:
+            raise RuntimeError(f"PUT /_sim/state {change} answered {status}")
 
     def account(self, resource_id, account_name):
         for item in self.hook("/_sim/accounts"):
@@ -313,7 +322,7 @@ def run_mode(sim, label, algo, tag):
     name = f"{p} rds ResetAccountPassword unknown instance rm-nope"
     check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
         dbinstance_id="rm-nope", account_name="billing", account_password=f"N0pe!Instance{tag}")),
-        "InvalidDBInstanceId.NotFound")
+        "InvalidDBInstanceName.NotFound", 404)
 
     before = current_hash(sim, "pc-sdk0001", "app")
     name = f"{p} polardb ResetAccount on normal account pc-sdk0001/app"
@@ -340,6 +349,58 @@ ERRORS_AFTER_APPLY = [
     ("db_operation_failed", "Lost connection to MySQL server during query", 400),
     ("unknown", "SomethingNew.Unknown", 400),
 ]
+
+
+def run_documented_refusals(sim, label, algo, tag):
+    """The documented refusals of a resource or account in the wrong state: nothing applied."""
+    polar = PolarDBClient(make_config(sim, algo))
+    rds = RdsClient(make_config(sim, algo))
+    p = f"[{label}]"
+
+    name = f"{p} polardb ModifyAccountPassword AccountName='Bad-Name'"
+    check_error(name, lambda: polar.modify_account_password(polardb_models.ModifyAccountPasswordRequest(
+        dbcluster_id="pc-sdk0001", account_name="Bad-Name", new_account_password=f"Mal!formed{tag}x")),
+        "InvalidAccountName.Malformed", 400)
+
+    before = current_hash(sim, "pc-sdk0002", "edge")
+    sim.set_state(service="polardb", resource_id="pc-sdk0002", state="ClassChanging")
+    name = f"{p} polardb ModifyAccountPasswordZonal on a ClassChanging cluster"
+    try:
+        check_error(name, lambda: polar.modify_account_password_zonal(polardb_models.ModifyAccountPasswordZonalRequest(
+            dbcluster_id="pc-sdk0002", account_name="edge", new_account_password=f"St4te!Cluster{tag}",
+            client_token=f"sdk-state-{tag}")),
+            "IncorrectDBClusterState", 403)
+    finally:
+        sim.set_state(service="polardb", resource_id="pc-sdk0002", state="Running")
+    check_unchanged(sim, name, "pc-sdk0002", "edge", before)
+
+    before = current_hash(sim, "rm-sdk0001", "billing")
+    sim.set_state(service="rds", resource_id="rm-sdk0001", state="Rebooting")
+    name = f"{p} rds ResetAccountPassword on a Rebooting instance"
+    try:
+        check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+            dbinstance_id="rm-sdk0001", account_name="billing", account_password=f"St4te!Instance{tag}")),
+            "IncorrectDBInstanceState", 403)
+    finally:
+        sim.set_state(service="rds", resource_id="rm-sdk0001", state="Running")
+    check_unchanged(sim, name, "rm-sdk0001", "billing", before)
+
+    sim.set_state(service="rds", resource_id="rm-sdk0001", account_name="billing", status="Locked")
+    name = f"{p} rds ResetAccountPassword on a locked account"
+    try:
+        check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+            dbinstance_id="rm-sdk0001", account_name="billing", account_password=f"L0cked!Acct{tag}")),
+            "IncorrectAccountStatus", 400)
+    finally:
+        sim.set_state(service="rds", resource_id="rm-sdk0001", account_name="billing", status="Available")
+    check_unchanged(sim, name, "rm-sdk0001", "billing", before)
+
+    name = f"{p} polardb GrantAccountPrivilege to the privileged account root_admin"
+    check_error(name, lambda: polar.grant_account_privilege(polardb_models.GrantAccountPrivilegeRequest(
+        dbcluster_id="pc-sdk0001", account_name="root_admin", dbname="orders", account_privilege="ReadOnly")),
+        "IncorrectAccountPrivilegeType", 403)
+    acct = sim.account("pc-sdk0001", "root_admin") or {}
+    report(not acct.get("privileges"), f"{name}: state privileges unchanged", f"privileges={acct.get('privileges')!r}")
 
 
 def run_errors_after_apply(sim, label, algo, tag):
@@ -389,6 +450,7 @@ def main(argv):
             tag = "3" if algo is None else "2"
             try:
                 run_mode(sim, label, algo, tag)
+                run_documented_refusals(sim, label, algo, tag)
                 run_errors_after_apply(sim, label, algo, tag)
             except Exception:  # noqa: BLE001 - an unexpected crash is a failure, not an abort
                 report(False, f"[{label}] scenario crashed", traceback.format_exc().replace("\n", " | "))
