@@ -1,7 +1,6 @@
 //! The client against the simulator: all five operations with V1 and V3, each failure class,
 //! and the simulator's documented checks.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use pwrotd::cloud::sign;
@@ -13,7 +12,7 @@ use pwrotd::password::{Password, Policy};
 use pwrotd::sim::{Fault, FaultRates};
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{self, BOTH, KEY_ID, SECRET};
+use crate::common::{self, BOTH, KEY_ID, SECRET, post, v1_form};
 
 fn fresh() -> Password {
     Policy::default().generate().expect("generate")
@@ -192,7 +191,7 @@ async fn permanent_failures_are_attempted_once() {
                 &fresh(),
                 "t",
             ),
-            "InvalidDBInstanceId.NotFound",
+            "InvalidDBInstanceName.NotFound",
         ),
         (
             set(
@@ -528,35 +527,6 @@ async fn passwords_travel_in_the_form_body_never_in_the_url() {
         }
         assert_ne!(nonces[0], nonces[1], "every request gets a fresh nonce");
     }
-}
-
-/// A V1 request built by hand, for the checks the client never trips.
-fn v1_form(params: &[(&str, &str)], nonce: &str, timestamp: &str) -> String {
-    let mut all: Vec<(&str, &str)> = params.to_vec();
-    all.extend([
-        ("AccessKeyId", KEY_ID),
-        ("Format", "JSON"),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-        ("SignatureNonce", nonce),
-        ("Timestamp", timestamp),
-    ]);
-    let signature = sign::v1_signature(SECRET, "POST", all.iter().copied());
-    all.push(("Signature", &signature));
-    sign::canonical_query(all.iter().copied()).to_string()
-}
-
-async fn post(addr: SocketAddr, query: &str, body: String) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/?{query}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    let body = response.bytes().await.expect("a reply");
-    (status, serde_json::from_slice(&body).expect("a JSON reply"))
 }
 
 #[tokio::test]

@@ -183,6 +183,7 @@ async fn soak(kills: usize) -> String {
         drop_before_apply: 0.05,
         garbage: 0.02,
         latency: Duration::from_millis(5),
+        ..FaultRates::default()
     });
     let started = Instant::now();
     let mut pending_seen = 0;
@@ -609,6 +610,7 @@ async fn a_daemon_run_at_trace_with_every_failure_class_leaks_no_password() {
         drop_before_apply: 0.05,
         garbage: 0.1,
         latency: Duration::from_millis(2),
+        ..FaultRates::default()
     });
     // Every class at least once, whatever the random draws: the first requests meet these.
     env.server.sim.script_faults([

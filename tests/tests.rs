@@ -11,4 +11,5 @@ mod field;
 mod policy;
 mod reliability;
 mod signing;
+mod sim_faults;
 mod transport;

@@ -7,13 +7,23 @@ use std::time::Duration;
 
 use clap::Parser;
 use pwrotd::config::Config;
-use pwrotd::sim::{Database, FaultRates, Sim, SimServer};
+use pwrotd::sim::{Database, FaultCode, FaultRates, Sim, SimServer};
 use pwrotd::verify::Engine;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// A faithful local stand-in for the PolarDB and RDS OpenAPI.
 #[derive(Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Test hooks, JSON over HTTP on the same address: GET /_sim/accounts (passwords as \
+SHA-256 only), GET /_sim/resources, GET /_sim/stats (replies by code, the faults that took \
+effect, and error_after_apply: changes applied then answered with an error), GET|PUT \
+/_sim/faults (these rates), POST /_sim/script (faults for the next requests, e.g. \
+[\"throttle\", {\"error_after_apply\": \"lock_timeout\"}]), PUT /_sim/state (a cluster's or \
+instance's state, e.g. {\"service\": \"rds\", \"resource_id\": \"rm-1\", \"state\": \
+\"Rebooting\"}, or an account's status, e.g. {..., \"account_name\": \"app\", \"status\": \
+\"Locked\"})."
+)]
 struct Args {
     /// Address to serve on; port 0 picks a free port (the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:9861")]
@@ -27,15 +37,42 @@ struct Args {
     /// The AccessKey secret. Prefer the environment variable: argv is visible to other users.
     #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_SECRET", hide_env_values = true)]
     access_key_secret: String,
-    /// Probability that a request is throttled (`Throttling.User`).
+    /// Probability that a request is throttled (`Throttling.User`); nothing is applied.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     throttle: f64,
-    /// Probability of an HTTP 503 `ServiceUnavailable`.
+    /// Probability of an HTTP 503 `ServiceUnavailable` with nothing applied. For a 503 after
+    /// the change was applied, see --error-after-apply.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     server_error: f64,
-    /// Probability of a `LockTimeout`.
+    /// Probability of a `LockTimeout` with nothing applied. For a `LockTimeout` after the
+    /// change was applied, see --error-after-apply.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     lock_timeout: f64,
+    /// Probability that a change (password or grant) IS applied and then answered with an
+    /// error, in the documented body and status, picked at random among
+    /// --error-after-apply-codes. A request the API refuses anyway gets that refusal instead.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    error_after_apply: f64,
+    /// The errors --error-after-apply picks from, comma-separated: service_unavailable (HTTP
+    /// 503), internal_error (500), lock_timeout, database_connect_error
+    /// (`Database.ConnectError`), account_update_error (`Account.UpdateError`),
+    /// db_operation_failed (the variable code with "DB Operation Failed:<text>."), unknown
+    /// (`SomethingNew.Unknown`) (all 400). The API's own codes work too, like `LockTimeout`.
+    /// [default: all of these]
+    #[arg(long, value_delimiter = ',', value_parser = fault_code)]
+    error_after_apply_codes: Vec<FaultCode>,
+    /// Probability that a request is refused with nothing applied, with an error picked at
+    /// random among --error-before-apply-codes.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    error_before_apply: f64,
+    /// The errors --error-before-apply picks from, comma-separated: any of the
+    /// --error-after-apply-codes, or incorrect_state (HTTP 403 `IncorrectDBClusterState` /
+    /// `IncorrectDBInstanceState`), incorrect_account_status (`IncorrectAccountStatus`, 400),
+    /// concurrent_task_exceeded (`ConcurrentTaskExceeded`, 403),
+    /// engine_migration_action_disabled (`EngineMigration.ActionDisabled`, 400).
+    /// [default: incorrect_state,concurrent_task_exceeded,engine_migration_action_disabled]
+    #[arg(long, value_delimiter = ',', value_parser = fault_code)]
+    error_before_apply_codes: Vec<FaultCode>,
     /// Probability that a change is applied and the connection closed without a reply.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     drop_after_apply: f64,
@@ -61,6 +98,10 @@ struct Args {
     /// The same for PostgreSQL, as `postgres://admin:password@host:port/database`.
     #[arg(long, env = "PWROTD_SIM_POSTGRES_ADMIN", hide_env_values = true)]
     postgres_admin: Option<String>,
+}
+
+fn fault_code(s: &str) -> Result<FaultCode, String> {
+    s.parse()
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -113,6 +154,10 @@ async fn main() -> ExitCode {
         drop_after_apply: args.drop_after_apply,
         drop_before_apply: args.drop_before_apply,
         garbage: args.garbage,
+        error_after_apply: args.error_after_apply,
+        error_after_apply_codes: args.error_after_apply_codes.clone(),
+        error_before_apply: args.error_before_apply,
+        error_before_apply_codes: args.error_before_apply_codes.clone(),
         latency: args.latency,
     });
     let server = match SimServer::start(sim, args.listen).await {

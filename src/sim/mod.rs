@@ -4,8 +4,12 @@
 //! It checks what the real API checks, in the same order, and answers with the documented error
 //! codes and error shape: V1 and V3 signatures, nonce replays, timestamp skew, the API version
 //! and required parameters per action, the password policy, unknown resources and accounts,
-//! `ResetAccount` on a non-privileged account, and `ClientToken` idempotency. Faults (throttling,
-//! 5xx, `LockTimeout`, latency, drop-after-apply, garbage replies) are injected on demand.
+//! `ResetAccount` on a non-privileged account, `GrantAccountPrivilege` on a privileged one, a
+//! cluster or instance that is not running, a locked RDS account, and `ClientToken` idempotency.
+//! Faults are injected on demand, each with a known truth: refusals that apply nothing
+//! (throttling, 5xx, `LockTimeout`, documented refusals, a dropped connection), and outcomes
+//! where the change IS applied and the client is told something else (a documented error, a
+//! dropped connection, a garbage reply), plus latency.
 //!
 //! Its live state (who has which password) is readable in-process, and over HTTP under `/_sim/`
 //! as SHA-256 digests only, so that tests can check the sink against it without the simulator
@@ -54,26 +58,60 @@ pub struct SimAccount {
     pub privileges: BTreeMap<String, Privilege>,
     /// Password changes applied, counting idempotent replays once.
     pub changes: u64,
+    /// `Available` unless a test set it otherwise.
+    pub status: AccountStatus,
     /// The real database server its changes are applied to, if any.
     #[serde(skip)]
     pub backend: Option<Engine>,
 }
 
-#[derive(Debug, Default)]
+/// An account's status, as `DescribeAccounts` reports it.
+///
+/// On RDS, `ResetAccountPassword` refuses an account that is not `Available` with
+/// `IncorrectAccountStatus` (documented for ResetAccountPassword and GrantAccountPrivilege,
+/// 2014-08-15). The PolarDB operations document no such refusal, so a PolarDB account's status
+/// changes nothing; inject `FaultCode::IncorrectAccountStatus` to see that error there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountStatus {
+    #[default]
+    Available,
+    Unavailable,
+    /// Locked, as by PolarDB `ModifyAccountLockState`.
+    Locked,
+}
+
+/// The state a cluster or instance is in when nobody set it: the only one that takes changes.
+pub const RUNNING: &str = "Running";
+
+#[derive(Debug)]
 struct Resource {
     accounts: BTreeMap<String, SimAccount>,
     databases: Vec<String>,
+    /// `Running`, or whatever a test set (`ClassChanging`, `Rebooting`, `Restarting`, ...).
+    state: String,
 }
 
-/// An injected fault.
+impl Default for Resource {
+    fn default() -> Resource {
+        Resource {
+            accounts: BTreeMap::new(),
+            databases: Vec::new(),
+            state: RUNNING.to_owned(),
+        }
+    }
+}
+
+/// An injected fault, and its truth: whether the change was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// `Throttling.User`, nothing applied.
     Throttle,
-    /// HTTP 503 `ServiceUnavailable`, nothing applied.
+    /// HTTP 503 `ServiceUnavailable`, nothing applied. The same reply after applying is
+    /// `ErrorAfterApply(FaultCode::ServiceUnavailable)`.
     ServerError,
-    /// `LockTimeout`, nothing applied.
+    /// `LockTimeout`, nothing applied. The same reply after applying is
+    /// `ErrorAfterApply(FaultCode::LockTimeout)`.
     LockTimeout,
     /// The change is applied, then the connection is closed without a reply.
     DropAfterApply,
@@ -85,6 +123,237 @@ pub enum Fault {
     /// The API accepts the change and replies success, but it never reaches the real database:
     /// a lost propagation, which only a login can reveal. Scripted only.
     SkipDatabase,
+    /// The change (password or grant) is applied, then the reply is this documented error.
+    /// A request the API refuses anyway (bad password, unknown account...) gets that refusal
+    /// instead, and nothing is applied.
+    ErrorAfterApply(FaultCode),
+    /// Nothing is applied, and the reply is this documented error.
+    ErrorBeforeApply(FaultCode),
+}
+
+impl Fault {
+    /// The fault's name in [`Stats::faults`]: `throttle`, `drop_after_apply`, or for the
+    /// faults with a code `error_after_apply.lock_timeout`, `error_before_apply.incorrect_state`.
+    pub fn label(self) -> String {
+        match self {
+            Fault::Throttle => "throttle".into(),
+            Fault::ServerError => "server_error".into(),
+            Fault::LockTimeout => "lock_timeout".into(),
+            Fault::DropAfterApply => "drop_after_apply".into(),
+            Fault::DropBeforeApply => "drop_before_apply".into(),
+            Fault::Garbage => "garbage".into(),
+            Fault::SkipDatabase => "skip_database".into(),
+            Fault::ErrorAfterApply(code) => format!("error_after_apply.{}", code.name()),
+            Fault::ErrorBeforeApply(code) => format!("error_before_apply.{}", code.name()),
+        }
+    }
+}
+
+/// A documented error an injected fault answers with, in the documented body shape and with
+/// the documented HTTP status. The sources, from the OpenAPI reference (PolarDB 2017-08-01, RDS
+/// 2014-08-15):
+/// - `ServiceUnavailable` (503) and `InternalError` (500): the common error codes of every
+///   Alibaba Cloud RPC API.
+/// - `LockTimeout` (400): ModifyAccountPassword, ModifyAccountPasswordZonal,
+///   GrantAccountPrivilege(Zonal) on PolarDB.
+/// - `Database.ConnectError` (400): RDS ResetAccountPassword and GrantAccountPrivilege
+///   ("Database connect error. please check instance status and database processlist"); PolarDB
+///   words it "db instance %s connect failed, please check instance status and database
+///   processlist".
+/// - `Account.UpdateError` (400): RDS ResetAccountPassword ("Update Account failed, please check
+///   your input value"); PolarDB GrantAccountPrivilege(Zonal) ("Instance %s update Account %s
+///   error").
+/// - `%s` / `DB Operation Failed:%s.` (400): RDS ResetAccountPassword documents an error whose
+///   code itself is variable text, with that message. The simulator fills both with one
+///   database error text, which does not have the usual `Word.Word` shape of a code.
+/// - `IncorrectDBClusterState` / `IncorrectDBInstanceState` (403, "Current DB cluster/instance
+///   state does not support this operation."): the PolarDB and RDS error lists; the operations
+///   say the cluster or instance must be Running.
+/// - `IncorrectAccountStatus` (400, "Current account status does not support this
+///   operation."): RDS ResetAccountPassword and GrantAccountPrivilege.
+/// - `ConcurrentTaskExceeded` (403): PolarDB ResetAccount.
+/// - `EngineMigration.ActionDisabled` (400): PolarDB ModifyAccountPassword(Zonal),
+///   GrantAccountPrivilege(Zonal).
+/// - `SomethingNew.Unknown` (400): not documented anywhere, on purpose: a code the client has
+///   never seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultCode {
+    ServiceUnavailable,
+    InternalError,
+    LockTimeout,
+    DatabaseConnectError,
+    AccountUpdateError,
+    DbOperationFailed,
+    Unknown,
+    IncorrectState,
+    IncorrectAccountStatus,
+    ConcurrentTaskExceeded,
+    EngineMigrationActionDisabled,
+}
+
+/// The text the variable-code `DB Operation Failed` error carries, as its code and in its
+/// message: a MySQL error after which nobody knows whether the statement ran.
+pub const DB_OPERATION_FAILED_TEXT: &str = "Lost connection to MySQL server during query";
+
+impl FaultCode {
+    pub const ALL: [FaultCode; 11] = [
+        FaultCode::ServiceUnavailable,
+        FaultCode::InternalError,
+        FaultCode::LockTimeout,
+        FaultCode::DatabaseConnectError,
+        FaultCode::AccountUpdateError,
+        FaultCode::DbOperationFailed,
+        FaultCode::Unknown,
+        FaultCode::IncorrectState,
+        FaultCode::IncorrectAccountStatus,
+        FaultCode::ConcurrentTaskExceeded,
+        FaultCode::EngineMigrationActionDisabled,
+    ];
+
+    /// The documented codes after which a change may have been applied: what an
+    /// error-after-apply fault picks from by default.
+    pub const MAY_HAVE_BEEN_APPLIED: [FaultCode; 7] = [
+        FaultCode::ServiceUnavailable,
+        FaultCode::InternalError,
+        FaultCode::LockTimeout,
+        FaultCode::DatabaseConnectError,
+        FaultCode::AccountUpdateError,
+        FaultCode::DbOperationFailed,
+        FaultCode::Unknown,
+    ];
+
+    /// Definite refusals worth retrying: what an error-before-apply fault picks from by
+    /// default.
+    pub const REFUSALS: [FaultCode; 3] = [
+        FaultCode::IncorrectState,
+        FaultCode::ConcurrentTaskExceeded,
+        FaultCode::EngineMigrationActionDisabled,
+    ];
+
+    /// The name used in flags, JSON and stats: `lock_timeout`, `db_operation_failed`...
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultCode::ServiceUnavailable => "service_unavailable",
+            FaultCode::InternalError => "internal_error",
+            FaultCode::LockTimeout => "lock_timeout",
+            FaultCode::DatabaseConnectError => "database_connect_error",
+            FaultCode::AccountUpdateError => "account_update_error",
+            FaultCode::DbOperationFailed => "db_operation_failed",
+            FaultCode::Unknown => "unknown",
+            FaultCode::IncorrectState => "incorrect_state",
+            FaultCode::IncorrectAccountStatus => "incorrect_account_status",
+            FaultCode::ConcurrentTaskExceeded => "concurrent_task_exceeded",
+            FaultCode::EngineMigrationActionDisabled => "engine_migration_action_disabled",
+        }
+    }
+
+    /// The error reply for a request on `resource_id` and `account_name` of `service`.
+    pub fn error(self, service: Service, resource_id: &str, account_name: &str) -> SimError {
+        let polardb = service == Service::PolarDb;
+        match self {
+            FaultCode::ServiceUnavailable => SimError::new(
+                503,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server.",
+            ),
+            FaultCode::InternalError => SimError::new(
+                500,
+                "InternalError",
+                "The request processing has failed due to some unknown error.",
+            ),
+            FaultCode::LockTimeout => SimError::new(
+                400,
+                "LockTimeout",
+                "The request processing has failed due to lock timeout.",
+            ),
+            FaultCode::DatabaseConnectError if polardb => SimError::new(
+                400,
+                "Database.ConnectError",
+                format!(
+                    "db instance {resource_id} connect failed, please check instance status and database processlist"
+                ),
+            ),
+            FaultCode::DatabaseConnectError => SimError::new(
+                400,
+                "Database.ConnectError",
+                "Database connect error. please check instance status and database processlist",
+            ),
+            FaultCode::AccountUpdateError if polardb => SimError::new(
+                400,
+                "Account.UpdateError",
+                format!("Instance {resource_id} update Account {account_name} error"),
+            ),
+            FaultCode::AccountUpdateError => SimError::new(
+                400,
+                "Account.UpdateError",
+                "Update Account failed, please check your input value",
+            ),
+            FaultCode::DbOperationFailed => SimError::new(
+                400,
+                DB_OPERATION_FAILED_TEXT,
+                format!("DB Operation Failed:{DB_OPERATION_FAILED_TEXT}."),
+            ),
+            FaultCode::Unknown => SimError::new(
+                400,
+                "SomethingNew.Unknown",
+                "The request processing has failed for a reason this client has never seen.",
+            ),
+            FaultCode::IncorrectState if polardb => SimError::new(
+                403,
+                "IncorrectDBClusterState",
+                "Current DB cluster state does not support this operation.",
+            ),
+            FaultCode::IncorrectState => SimError::new(
+                403,
+                "IncorrectDBInstanceState",
+                "Current DB instance state does not support this operation.",
+            ),
+            FaultCode::IncorrectAccountStatus => SimError::new(
+                400,
+                "IncorrectAccountStatus",
+                "Current account status does not support this operation.",
+            ),
+            FaultCode::ConcurrentTaskExceeded => SimError::new(
+                403,
+                "ConcurrentTaskExceeded",
+                "The number of concurrent tasks exceeds the quota.",
+            ),
+            FaultCode::EngineMigrationActionDisabled => SimError::new(
+                400,
+                "EngineMigration.ActionDisabled",
+                "Specified action is disabled while custins is in engine migration.",
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for FaultCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FaultCode {
+    type Err = String;
+
+    /// Takes the name (`lock_timeout`) or the API's code (`LockTimeout`,
+    /// `Database.ConnectError`, `IncorrectDBClusterState`...).
+    fn from_str(s: &str) -> Result<FaultCode, String> {
+        let s = s.trim();
+        FaultCode::ALL
+            .into_iter()
+            .find(|c| {
+                c.name() == s
+                    || Service::ALL
+                        .into_iter()
+                        .any(|service| c.error(service, "", "").code == s)
+            })
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultCode::ALL.iter().map(|c| c.name()).collect();
+                format!("{s:?} is not one of {}", names.join(", "))
+            })
+    }
 }
 
 /// Random fault rates, each the probability that one API request meets that fault.
@@ -97,6 +366,14 @@ pub struct FaultRates {
     pub drop_after_apply: f64,
     pub drop_before_apply: f64,
     pub garbage: f64,
+    /// [`Fault::ErrorAfterApply`]: the change is applied, then answered with an error.
+    pub error_after_apply: f64,
+    /// The codes it picks from, uniformly; empty means [`FaultCode::MAY_HAVE_BEEN_APPLIED`].
+    pub error_after_apply_codes: Vec<FaultCode>,
+    /// [`Fault::ErrorBeforeApply`]: nothing is applied, and the reply is an error.
+    pub error_before_apply: f64,
+    /// The codes it picks from, uniformly; empty means [`FaultCode::REFUSALS`].
+    pub error_before_apply_codes: Vec<FaultCode>,
     /// Delay before every API reply, after the change is applied: a client that times out
     /// first sees an ambiguous outcome.
     #[serde(with = "humantime_serde_millis")]
@@ -124,8 +401,17 @@ pub struct Stats {
     pub requests: u64,
     /// Password changes and grants applied.
     pub applied: u64,
-    /// Replies by code: `OK` or the error code, plus `Dropped`, `DroppedBeforeApply` and `Garbage`.
+    /// Replies by code: `OK` or the error code, plus `Dropped`, `DroppedBeforeApply` and
+    /// `Garbage`. A code counts what the client was told, applied or not: see `faults` and
+    /// `error_after_apply` for the truth.
     pub by_code: BTreeMap<String, u64>,
+    /// Injected faults that took effect, by [`Fault::label`]. A fault that acts after the
+    /// change counts only when the change was applied (or was already, for a ClientToken
+    /// replay); otherwise the request got its ordinary refusal.
+    pub faults: BTreeMap<String, u64>,
+    /// Requests whose change was applied and that were answered with an error anyway
+    /// ([`Fault::ErrorAfterApply`]), by the code of that error.
+    pub error_after_apply: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -288,6 +574,7 @@ impl Sim {
                 password_sha256: None,
                 privileges: BTreeMap::new(),
                 changes: 0,
+                status: AccountStatus::Available,
                 backend: None,
             })
             .backend = backend;
@@ -299,6 +586,62 @@ impl Sim {
         let resource = state.polardb.entry(cluster_id.to_owned()).or_default();
         if !resource.databases.iter().any(|d| d == db) {
             resource.databases.push(db.to_owned());
+        }
+    }
+
+    /// Puts a cluster or instance in `state` (`Running`, `ClassChanging`, `Rebooting`...). Any
+    /// state but [`RUNNING`] refuses every change with `IncorrectDBClusterState` (PolarDB) or
+    /// `IncorrectDBInstanceState` (RDS): the operations are documented to need a Running
+    /// cluster or instance. False if there is no such resource.
+    pub fn set_resource_state(&self, service: Service, resource_id: &str, state: &str) -> bool {
+        let mut state_lock = self.lock();
+        match state_lock.resources(service).get_mut(resource_id) {
+            Some(resource) => {
+                state.clone_into(&mut resource.state);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The state of a cluster or instance.
+    pub fn resource_state(&self, service: Service, resource_id: &str) -> Option<String> {
+        let mut state = self.lock();
+        state
+            .resources(service)
+            .get(resource_id)
+            .map(|r| r.state.clone())
+    }
+
+    /// Every cluster (or instance) of `service` with its state.
+    pub fn resource_states(&self, service: Service) -> Vec<(String, String)> {
+        let mut state = self.lock();
+        state
+            .resources(service)
+            .iter()
+            .map(|(id, r)| (id.clone(), r.state.clone()))
+            .collect()
+    }
+
+    /// Sets an account's status (see [`AccountStatus`]). False if there is no such account.
+    pub fn set_account_status(
+        &self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+        status: AccountStatus,
+    ) -> bool {
+        let mut state = self.lock();
+        match state
+            .resources(service)
+            .get_mut(resource_id)
+            .and_then(|r| r.accounts.get_mut(account_name))
+        {
+            Some(account) => {
+                account.status = status;
+                true
+            }
+            None => false,
         }
     }
 
@@ -419,37 +762,41 @@ impl Sim {
 
         let fault = self.draw_fault();
         let latency = self.lock().rates.latency;
-        match fault {
-            Some(Fault::Throttle) => {
-                return SimError::new(
-                    400,
-                    "Throttling.User",
-                    "Request was denied due to user flow control.",
-                )
-                .reply(host, Some(action.service));
-            }
+        let service = action.service;
+        let resource_id = params
+            .get(service.resource_param())
+            .map(String::as_str)
+            .unwrap_or_default();
+        let account_name = params
+            .get("AccountName")
+            .map(String::as_str)
+            .unwrap_or_default();
+        let refusal = match fault {
+            Some(Fault::Throttle) => Some(SimError::new(
+                400,
+                "Throttling.User",
+                "Request was denied due to user flow control.",
+            )),
             Some(Fault::ServerError) => {
-                return SimError::new(
-                    503,
-                    "ServiceUnavailable",
-                    "The request has failed due to a temporary failure of the server.",
-                )
-                .reply(host, Some(action.service));
+                Some(FaultCode::ServiceUnavailable.error(service, resource_id, account_name))
             }
             Some(Fault::LockTimeout) => {
-                return SimError::new(
-                    400,
-                    "LockTimeout",
-                    "The request processing has failed due to lock timeout.",
-                )
-                .reply(host, Some(action.service));
+                Some(FaultCode::LockTimeout.error(service, resource_id, account_name))
+            }
+            Some(Fault::ErrorBeforeApply(code)) => {
+                Some(code.error(service, resource_id, account_name))
             }
             Some(Fault::DropBeforeApply) => {
+                self.count_fault(Fault::DropBeforeApply, None);
                 return Outcome::Drop {
                     code: "DroppedBeforeApply",
                 };
             }
-            _ => {}
+            _ => None,
+        };
+        if let (Some(error), Some(fault)) = (refusal, fault) {
+            self.count_fault(fault, None);
+            return error.reply(host, Some(service));
         }
 
         let result = match self.plan(action, params) {
@@ -462,19 +809,52 @@ impl Sim {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        match (result, fault) {
-            (Ok(_), Some(Fault::DropAfterApply)) => Outcome::Drop { code: "Dropped" },
-            (Ok(_), Some(Fault::Garbage)) => Outcome::Reply {
-                status: 200,
-                body: "<html><body>502 Bad Gateway</body></html>".into(),
-                code: "Garbage".into(),
-            },
-            (Ok(request_id), _) => Outcome::Reply {
-                status: 200,
-                body: serde_json::json!({ "RequestId": request_id }).to_string(),
-                code: "OK".into(),
-            },
-            (Err(e), _) => e.reply(host, Some(action.service)),
+        let request_id = match result {
+            Ok(request_id) => request_id,
+            Err(e) => return e.reply(host, Some(service)),
+        };
+        match fault {
+            Some(Fault::DropAfterApply) => {
+                self.count_fault(Fault::DropAfterApply, None);
+                Outcome::Drop { code: "Dropped" }
+            }
+            Some(Fault::Garbage) => {
+                self.count_fault(Fault::Garbage, None);
+                Outcome::Reply {
+                    status: 200,
+                    body: "<html><body>502 Bad Gateway</body></html>".into(),
+                    code: "Garbage".into(),
+                }
+            }
+            Some(Fault::ErrorAfterApply(code)) => {
+                let error = code.error(service, resource_id, account_name);
+                self.count_fault(Fault::ErrorAfterApply(code), Some(&error.code));
+                error.reply(host, Some(service))
+            }
+            other => {
+                if other == Some(Fault::SkipDatabase) {
+                    self.count_fault(Fault::SkipDatabase, None);
+                }
+                Outcome::Reply {
+                    status: 200,
+                    body: serde_json::json!({ "RequestId": request_id }).to_string(),
+                    code: "OK".into(),
+                }
+            }
+        }
+    }
+
+    /// Counts an injected fault that took effect; `after_apply` is the code of the error a
+    /// request was answered with after its change was applied.
+    fn count_fault(&self, fault: Fault, after_apply: Option<&str>) {
+        let mut state = self.lock();
+        *state.stats.faults.entry(fault.label()).or_default() += 1;
+        if let Some(code) = after_apply {
+            *state
+                .stats
+                .error_after_apply
+                .entry(code.to_owned())
+                .or_default() += 1;
         }
     }
 
@@ -485,13 +865,24 @@ impl Sim {
         }
         let rates = &state.rates;
         let mut rng = OsRandom::default();
+        let mut pick = |codes: &[FaultCode], default: &[FaultCode]| {
+            let codes = if codes.is_empty() { default } else { codes };
+            codes[rand::RngExt::random_range(&mut rng, 0..codes.len())]
+        };
+        let after = pick(
+            &rates.error_after_apply_codes,
+            &FaultCode::MAY_HAVE_BEEN_APPLIED,
+        );
+        let before = pick(&rates.error_before_apply_codes, &FaultCode::REFUSALS);
         for (rate, fault) in [
             (rates.throttle, Fault::Throttle),
             (rates.server_error, Fault::ServerError),
             (rates.lock_timeout, Fault::LockTimeout),
+            (rates.error_before_apply, Fault::ErrorBeforeApply(before)),
             (rates.drop_after_apply, Fault::DropAfterApply),
             (rates.drop_before_apply, Fault::DropBeforeApply),
             (rates.garbage, Fault::Garbage),
+            (rates.error_after_apply, Fault::ErrorAfterApply(after)),
         ] {
             if rate > 0.0 && rand::RngExt::random_bool(&mut rng, rate.min(1.0)) {
                 return Some(fault);
@@ -549,22 +940,38 @@ impl Sim {
         let account_name = get("AccountName");
         let mut state = self.lock();
 
+        if !account_name_is_well_formed(account_name) {
+            return Err(SimError::new(
+                400,
+                "InvalidAccountName.Malformed",
+                "The specified parameter AccountName is not valid.",
+            ));
+        }
         let not_found = || match service {
             Service::PolarDb => SimError::new(
                 404,
                 "InvalidDBClusterId.NotFound",
                 "The DBClusterId provided does not exist in our records.",
             ),
+            // The RDS reference documents a missing instance as InvalidDBInstanceName.NotFound
+            // (404, "The database instance does not exist."), e.g. on RestartDBInstance and
+            // ModifySecurityIps, 2014-08-15; not InvalidDBInstanceId.NotFound.
             Service::Rds => SimError::new(
                 404,
-                "InvalidDBInstanceId.NotFound",
-                "Specified instance does not exist or not support.",
+                "InvalidDBInstanceName.NotFound",
+                "The database instance does not exist.",
             ),
         };
         let resource = state
             .resources(service)
             .get(resource_id)
             .ok_or_else(not_found)?;
+        // "Before you call this operation, make sure that the cluster [instance] is in the
+        // Running state. Otherwise, the operation fails." (GrantAccountPrivilege, PolarDB;
+        // ResetAccountPassword, RDS). The simulator asks it of every change.
+        if resource.state != RUNNING {
+            return Err(FaultCode::IncorrectState.error(service, resource_id, account_name));
+        }
 
         if action.name == "GrantAccountPrivilege" {
             let dbs: Vec<&str> = get("DBName").split(',').collect();
@@ -601,6 +1008,17 @@ impl Sim {
                 .accounts
                 .get(account_name)
                 .ok_or_else(account_not_found)?;
+            // "A privileged account has all permissions on the databases of the cluster by
+            // default": GrantAccountPrivilege is for standard accounts, and GrantAccountPrivilege
+            // and GrantAccountPrivilegeZonal document 403 IncorrectAccountPrivilegeType, "Current
+            // account privilege type does not support this operation." (PolarDB 2017-08-01).
+            if account.account_type == AccountType::Super {
+                return Err(SimError::new(
+                    403,
+                    "IncorrectAccountPrivilegeType",
+                    "Current account privilege type does not support this operation.",
+                ));
+            }
             return Ok(Planned::Change(Change {
                 target: (service, resource_id.to_owned(), account_name.to_owned()),
                 backend: account.backend,
@@ -632,6 +1050,15 @@ impl Sim {
                 400,
                 "IncorrectAccountPrivilegeType",
                 "ResetAccount applies to privileged accounts only.",
+            ));
+        }
+        // RDS ResetAccountPassword documents 400 IncorrectAccountStatus for an account whose
+        // status does not allow it; the PolarDB operations document nothing of the kind.
+        if service == Service::Rds && account.status != AccountStatus::Available {
+            return Err(FaultCode::IncorrectAccountStatus.error(
+                service,
+                resource_id,
+                account_name,
             ));
         }
         let backend = account.backend;
@@ -771,6 +1198,25 @@ enum ChangeKind {
     Grant(Vec<(String, Privilege)>),
 }
 
+/// Whether an AccountName could name an account. CreateAccount documents the rules: a lower-case
+/// letter first, then lower-case letters, digits and underscores, ending with a letter or digit;
+/// at most 16 characters on PolarDB and 32 on RDS. Anything else is
+/// `InvalidAccountName.Malformed` (documented for ResetAccount and GrantAccountPrivilege on
+/// PolarDB). The simulator allows up to 32 on both, and a single character, which the real API
+/// refuses (2 at least) but the tests' throwaway accounts use.
+fn account_name_is_well_formed(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    bytes.len() <= 32
+        && first.is_ascii_lowercase()
+        && (last.is_ascii_lowercase() || last.is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
 fn account_not_found() -> SimError {
     SimError::new(
         404,
@@ -884,6 +1330,21 @@ impl SimError {
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The `Code` of the body.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The `Message` of the body.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn reply(self, host: &str, service: Option<Service>) -> Outcome {
         let product = match service {
             Some(Service::Rds) => "Rds",
@@ -896,7 +1357,10 @@ impl SimError {
                 "HostId": host,
                 "Code": self.code,
                 "Message": self.message,
-                "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product={product}", self.code),
+                "Recommend": format!(
+                    "https://api.aliyun.com/troubleshoot?q={}&product={product}",
+                    crate::cloud::sign::percent_encode(&self.code).as_str()
+                ),
             })
             .to_string(),
             code: self.code,

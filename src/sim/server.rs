@@ -1,9 +1,19 @@
 //! The simulator's HTTP/1.1 server.
 //!
 //! `/` takes API requests (GET or POST, parameters in the query or a form body). `/_sim/` holds
-//! the test hooks: `GET /_sim/accounts` (live state, passwords as SHA-256 only),
-//! `GET /_sim/stats`, and `GET`/`PUT /_sim/faults` (the random fault rates, as JSON).
-//! A drop-after-apply fault closes the connection without writing a reply.
+//! the test hooks, all JSON:
+//! - `GET /_sim/accounts`: the live state, passwords as SHA-256 only, with each account's
+//!   `status`, and `GET /_sim/resources`: each cluster's and instance's state;
+//! - `GET /_sim/stats`: what the simulator answered, and the faults that took effect;
+//! - `GET`/`PUT /_sim/faults`: the random fault rates ([`FaultRates`]);
+//! - `POST /_sim/script`: a list of faults the next API requests meet, one each, in order, like
+//!   `["throttle", {"error_after_apply": "lock_timeout"}, {"error_before_apply":
+//!   "incorrect_state"}]` ([`super::Fault`]);
+//! - `PUT /_sim/state`: `{"service": "polardb", "resource_id": "pc-1", "state":
+//!   "ClassChanging"}` sets a cluster's or instance's state, and `{"service": "rds",
+//!   "resource_id": "rm-1", "account_name": "app", "status": "Locked"}` an account's status.
+//!
+//! A drop fault closes the connection without writing a reply.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{FaultRates, Outcome, Sim, auth};
+use super::{AccountStatus, Fault, FaultRates, Outcome, Sim, auth};
+use crate::cloud::Service;
 
 /// The largest request body accepted.
 const MAX_BODY: usize = 1024 * 1024;
@@ -112,6 +123,18 @@ async fn route(
             }
             Err(e) => Ok(reply(400, serde_json::json!({ "error": e.to_string() }).to_string())),
         },
+        (&Method::GET, "/_sim/resources") => Ok(reply(200, resources(sim).to_string())),
+        (&Method::POST, "/_sim/script") => match serde_json::from_slice::<Vec<Fault>>(&body) {
+            Ok(faults) => {
+                sim.script_faults(faults);
+                Ok(reply(200, "{}".into()))
+            }
+            Err(e) => Ok(reply(400, serde_json::json!({ "error": e.to_string() }).to_string())),
+        },
+        (&Method::PUT, "/_sim/state") => Ok(match set_state(sim, &body) {
+            Ok(()) => reply(200, "{}".into()),
+            Err((status, e)) => reply(status, serde_json::json!({ "error": e }).to_string()),
+        }),
         (&Method::GET | &Method::POST, "/") => {
             let request = auth::Request {
                 method: parts.method.as_str(),
@@ -127,6 +150,58 @@ async fn route(
         }
         _ => Ok(reply(404, r#"{"Code":"InvalidAction.NotFound","Message":"Specified api is not found, please check your url and method."}"#.into())),
     }
+}
+
+/// A `PUT /_sim/state` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateChange {
+    service: String,
+    resource_id: String,
+    /// The cluster's or instance's new state.
+    state: Option<String>,
+    /// With `status`: the account whose status changes.
+    account_name: Option<String>,
+    status: Option<AccountStatus>,
+}
+
+fn set_state(sim: &Sim, body: &[u8]) -> Result<(), (u16, String)> {
+    let change: StateChange = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+    let service = Service::ALL
+        .into_iter()
+        .find(|s| s.name() == change.service)
+        .ok_or_else(|| (400, format!("unknown service {:?}", change.service)))?;
+    let found = match (change.state, change.account_name, change.status) {
+        (Some(state), None, None) => sim.set_resource_state(service, &change.resource_id, &state),
+        (None, Some(account), Some(status)) => {
+            sim.set_account_status(service, &change.resource_id, &account, status)
+        }
+        _ => {
+            return Err((
+                400,
+                "give either state, or account_name and status".to_owned(),
+            ));
+        }
+    };
+    if found {
+        Ok(())
+    } else {
+        Err((404, "no such resource or account".to_owned()))
+    }
+}
+
+fn resources(sim: &Sim) -> serde_json::Value {
+    let mut out = Vec::new();
+    for service in Service::ALL {
+        for (resource_id, state) in sim.resource_states(service) {
+            out.push(serde_json::json!({
+                "service": service.name(),
+                "resource_id": resource_id,
+                "state": state,
+            }));
+        }
+    }
+    serde_json::Value::from(out)
 }
 
 /// A simulator serving on a loopback port, for tests and the demo. Stops when dropped.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use pwrotd::cloud::sign;
 use pwrotd::cloud::{
     Client, ClientConfig, CredentialSource, Credentials, Endpoints, SignatureVersion,
 };
@@ -99,10 +100,20 @@ impl Drop for Reaper {
 /// Starts the `pwrotd-sim` binary on 127.0.0.1:0 with this config and extra environment, and
 /// returns it with the URL it printed.
 pub fn spawn_sim_binary(config: &Path, env: &[(&str, &str)]) -> (Reaper, reqwest::Url) {
+    spawn_sim_binary_with(config, env, &[])
+}
+
+/// [`spawn_sim_binary`] with extra arguments, such as fault flags.
+pub fn spawn_sim_binary_with(
+    config: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Reaper, reqwest::Url) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pwrotd-sim"))
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(config)
+        .args(args)
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", KEY_ID)
         .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
         .envs(env.iter().copied())
@@ -158,4 +169,33 @@ pub async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
             }
         }
     }
+}
+
+/// A V1 request built by hand, for the checks the client never trips.
+pub fn v1_form(params: &[(&str, &str)], nonce: &str, timestamp: &str) -> String {
+    let mut all: Vec<(&str, &str)> = params.to_vec();
+    all.extend([
+        ("AccessKeyId", KEY_ID),
+        ("Format", "JSON"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", nonce),
+        ("Timestamp", timestamp),
+    ]);
+    let signature = sign::v1_signature(SECRET, "POST", all.iter().copied());
+    all.push(("Signature", &signature));
+    sign::canonical_query(all.iter().copied()).to_string()
+}
+
+pub async fn post(addr: SocketAddr, query: &str, body: String) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/?{query}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    let body = response.bytes().await.expect("a reply");
+    (status, serde_json::from_slice(&body).expect("a JSON reply"))
 }

@@ -7,7 +7,10 @@ Starts the simulator on 127.0.0.1 (port 0), drives it with
 alibabacloud-polardb20170801 and alibabacloud-rds20140815 in both signing
 modes (SDK default V3 ACS3-HMAC-SHA256, and signature_algorithm='v2' which
 selects the V1 HMAC-SHA1 RPC signature), verifies the resulting state through
-the simulator's /_sim/accounts test hook, and checks documented error codes.
+the simulator's /_sim/accounts test hook, and checks documented error codes:
+validation errors, a cluster, instance or account in the wrong state (set through
+PUT /_sim/state), and each "may have been applied" error injected after the change
+was applied (through POST /_sim/script), whose password must then be live.
 
 Prints one "PASS ..."/"FAIL ..." line per check and a final "N passed, M failed".
 Exits non-zero if any check failed.
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import urllib.error
 import urllib.request
 
 # Loopback only: make sure no environment proxy diverts SDK or hook traffic.
@@ -129,6 +133,28 @@ class Simulator:
         with opener.open(self.base + path, timeout=10) as resp:
             return json.loads(resp.read().decode("utf-8"))
 
+    def send(self, method, path, body):
+        """A JSON request to a /_sim/ hook; returns the HTTP status."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(self.base + path, data=json.dumps(body).encode("utf-8"), method=method)
+        try:
+            with opener.open(request, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def script(self, faults):
+        """The next API requests meet these faults, one each (POST /_sim/script)."""
+        status = self.send("POST", "/_sim/script", faults)
+        if status != 200:
+            raise RuntimeError(f"POST /_sim/script answered {status}")
+
+    def set_state(self, **change):
+        """A resource's state or an account's status (PUT /_sim/state)."""
+        status = self.send("PUT", "/_sim/state", change)
+        if status != 200:
+            raise RuntimeError(f"PUT /_sim/state {change} answered {status}")
+
     def account(self, resource_id, account_name):
         for item in self.hook("/_sim/accounts"):
             if item.get("resource_id") == resource_id and item.get("account_name") == account_name:
@@ -175,12 +201,14 @@ def check_ok(name, fn):
     return resp
 
 
-def check_error(name, fn, expected_code):
+def check_error(name, fn, expected_code, expected_status=None):
     try:
         resp = fn()
     except TeaException as e:
-        ok = e.code == expected_code
-        report(ok, f"{name} -> {expected_code}", "" if ok else f"got {describe_exc(e)}")
+        status = (e.data or {}).get("statusCode") if isinstance(e.data, dict) else None
+        ok = e.code == expected_code and (expected_status is None or status == expected_status)
+        want = expected_code if expected_status is None else f"{expected_code} (HTTP {expected_status})"
+        report(ok, f"{name} -> {want}", "" if ok else f"got {describe_exc(e)}")
         return
     except Exception as e:  # noqa: BLE001
         report(False, f"{name} -> {expected_code}", f"non-Tea exception {describe_exc(e)}")
@@ -294,7 +322,7 @@ def run_mode(sim, label, algo, tag):
     name = f"{p} rds ResetAccountPassword unknown instance rm-nope"
     check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
         dbinstance_id="rm-nope", account_name="billing", account_password=f"N0pe!Instance{tag}")),
-        "InvalidDBInstanceId.NotFound")
+        "InvalidDBInstanceName.NotFound", 404)
 
     before = current_hash(sim, "pc-sdk0001", "app")
     name = f"{p} polardb ResetAccount on normal account pc-sdk0001/app"
@@ -309,6 +337,101 @@ def run_mode(sim, label, algo, tag):
         dbcluster_id="pc-sdk0002", account_name="edge", new_account_password=pw_zonal_other, client_token=token)),
         "IdempotentParameterMismatch")
     check_unchanged(sim, name, "pc-sdk0002", "edge", before)
+
+
+# Each "may have been applied" fault: (name for POST /_sim/script, documented code, HTTP status).
+ERRORS_AFTER_APPLY = [
+    ("service_unavailable", "ServiceUnavailable", 503),
+    ("internal_error", "InternalError", 500),
+    ("lock_timeout", "LockTimeout", 400),
+    ("database_connect_error", "Database.ConnectError", 400),
+    ("account_update_error", "Account.UpdateError", 400),
+    ("db_operation_failed", "Lost connection to MySQL server during query", 400),
+    ("unknown", "SomethingNew.Unknown", 400),
+]
+
+
+def run_documented_refusals(sim, label, algo, tag):
+    """The documented refusals of a resource or account in the wrong state: nothing applied."""
+    polar = PolarDBClient(make_config(sim, algo))
+    rds = RdsClient(make_config(sim, algo))
+    p = f"[{label}]"
+
+    name = f"{p} polardb ModifyAccountPassword AccountName='Bad-Name'"
+    check_error(name, lambda: polar.modify_account_password(polardb_models.ModifyAccountPasswordRequest(
+        dbcluster_id="pc-sdk0001", account_name="Bad-Name", new_account_password=f"Mal!formed{tag}x")),
+        "InvalidAccountName.Malformed", 400)
+
+    before = current_hash(sim, "pc-sdk0002", "edge")
+    sim.set_state(service="polardb", resource_id="pc-sdk0002", state="ClassChanging")
+    name = f"{p} polardb ModifyAccountPasswordZonal on a ClassChanging cluster"
+    try:
+        check_error(name, lambda: polar.modify_account_password_zonal(polardb_models.ModifyAccountPasswordZonalRequest(
+            dbcluster_id="pc-sdk0002", account_name="edge", new_account_password=f"St4te!Cluster{tag}",
+            client_token=f"sdk-state-{tag}")),
+            "IncorrectDBClusterState", 403)
+    finally:
+        sim.set_state(service="polardb", resource_id="pc-sdk0002", state="Running")
+    check_unchanged(sim, name, "pc-sdk0002", "edge", before)
+
+    before = current_hash(sim, "rm-sdk0001", "billing")
+    sim.set_state(service="rds", resource_id="rm-sdk0001", state="Rebooting")
+    name = f"{p} rds ResetAccountPassword on a Rebooting instance"
+    try:
+        check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+            dbinstance_id="rm-sdk0001", account_name="billing", account_password=f"St4te!Instance{tag}")),
+            "IncorrectDBInstanceState", 403)
+    finally:
+        sim.set_state(service="rds", resource_id="rm-sdk0001", state="Running")
+    check_unchanged(sim, name, "rm-sdk0001", "billing", before)
+
+    sim.set_state(service="rds", resource_id="rm-sdk0001", account_name="billing", status="Locked")
+    name = f"{p} rds ResetAccountPassword on a locked account"
+    try:
+        check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+            dbinstance_id="rm-sdk0001", account_name="billing", account_password=f"L0cked!Acct{tag}")),
+            "IncorrectAccountStatus", 400)
+    finally:
+        sim.set_state(service="rds", resource_id="rm-sdk0001", account_name="billing", status="Available")
+    check_unchanged(sim, name, "rm-sdk0001", "billing", before)
+
+    name = f"{p} polardb GrantAccountPrivilege to the privileged account root_admin"
+    check_error(name, lambda: polar.grant_account_privilege(polardb_models.GrantAccountPrivilegeRequest(
+        dbcluster_id="pc-sdk0001", account_name="root_admin", dbname="orders", account_privilege="ReadOnly")),
+        "IncorrectAccountPrivilegeType", 403)
+    acct = sim.account("pc-sdk0001", "root_admin") or {}
+    report(not acct.get("privileges"), f"{name}: state privileges unchanged", f"privileges={acct.get('privileges')!r}")
+
+
+def run_errors_after_apply(sim, label, algo, tag):
+    """Each documented "may have been applied" error, injected after the change: the SDK sees
+    the error, and the password is nevertheless live."""
+    polar = PolarDBClient(make_config(sim, algo))
+    rds = RdsClient(make_config(sim, algo))
+    p = f"[{label}]"
+    for i, (fault, code, status) in enumerate(ERRORS_AFTER_APPLY):
+        pw = f"Ap{i}plied!{tag}xyz"
+        sim.script([{"error_after_apply": fault}])
+        name = f"{p} rds ResetAccountPassword, applied then {fault}"
+        check_error(name, lambda: rds.reset_account_password(rds_models.ResetAccountPasswordRequest(
+            dbinstance_id="rm-sdk0001", account_name="billing", account_password=pw)), code, status)
+        check_password(sim, name, "rm-sdk0001", "billing", pw)
+
+        pw = f"Po{i}lar!Applied{tag}"
+        sim.script([{"error_after_apply": fault}])
+        name = f"{p} polardb ModifyAccountPassword, applied then {fault}"
+        check_error(name, lambda: polar.modify_account_password(polardb_models.ModifyAccountPasswordRequest(
+            dbcluster_id="pc-sdk0001", account_name="app", new_account_password=pw)), code, status)
+        check_password(sim, name, "pc-sdk0001", "app", pw)
+
+    privilege = "ReadWrite"
+    sim.script([{"error_after_apply": "lock_timeout"}])
+    name = f"{p} polardb GrantAccountPrivilege, applied then lock_timeout"
+    check_error(name, lambda: polar.grant_account_privilege(polardb_models.GrantAccountPrivilegeRequest(
+        dbcluster_id="pc-sdk0001", account_name="app", dbname="orders", account_privilege=privilege)),
+        "LockTimeout", 400)
+    privs = (sim.account("pc-sdk0001", "app") or {}).get("privileges") or {}
+    report(privs.get("orders") == privilege, f"{name}: state privileges[orders] == {privilege}", f"privileges={privs!r}")
 
 
 def main(argv):
@@ -327,11 +450,17 @@ def main(argv):
             tag = "3" if algo is None else "2"
             try:
                 run_mode(sim, label, algo, tag)
+                run_documented_refusals(sim, label, algo, tag)
+                run_errors_after_apply(sim, label, algo, tag)
             except Exception:  # noqa: BLE001 - an unexpected crash is a failure, not an abort
                 report(False, f"[{label}] scenario crashed", traceback.format_exc().replace("\n", " | "))
         try:
             stats = sim.hook("/_sim/stats")
             print(f"INFO simulator stats: {json.dumps(stats, sort_keys=True)}", flush=True)
+            applied_errors = sum((stats.get("error_after_apply") or {}).values())
+            want = 2 * (2 * len(ERRORS_AFTER_APPLY) + 1)
+            report(applied_errors == want, f"/_sim/stats error_after_apply counts {want} applied-then-error replies",
+                   f"got {applied_errors}")
         except Exception as e:  # noqa: BLE001
             print(f"INFO simulator stats unavailable: {e}", flush=True)
     finally:
