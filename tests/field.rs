@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use pwrotd::cloud::Service;
+use serde_json::Value;
 
 use crate::daemon::{Env, eventually, exits_cleanly, get, scrape_until, signal};
 
@@ -350,4 +351,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// PRODUCT.md §1: a change the API applied and then answered with an error keeps its pending
+/// password, whatever the later attempts said (here: throttled to the last attempt), for every
+/// code that may have been applied and every API. The next rotation resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_answered_with_an_error_keeps_its_pending_password() {
+    use pwrotd::sim::{Fault, FaultCode};
+    let env = Env::new("v1").await;
+    let accounts = [
+        ("orders-app", Service::PolarDb, "pc-test0001", "app"),
+        ("edge-app", Service::PolarDb, "pc-test0002", "edge"),
+        ("admin", Service::PolarDb, "pc-test0001", "root_admin"),
+        ("billing", Service::Rds, "rm-test0001", "billing"),
+    ];
+    for code in FaultCode::MAY_HAVE_BEEN_APPLIED {
+        // The client retries server-side failures (5 attempts by default), never the others.
+        let retried = matches!(
+            code,
+            FaultCode::ServiceUnavailable
+                | FaultCode::InternalError
+                | FaultCode::LockTimeout
+                | FaultCode::DatabaseConnectError
+        );
+        for (name, service, resource, user) in accounts {
+            let before = env.sink(name).map(|s| s["current"].clone());
+            let mut script = vec![Fault::ErrorAfterApply(code)];
+            if retried {
+                script.extend([Fault::Throttle; 4]);
+            }
+            env.server.sim.script_faults(script);
+            let output = env.pwrotd(&["rotate", "--account", name]).await;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert_eq!(output.status.code(), Some(1), "{code:?} {name}: {stdout}");
+            assert!(stdout.contains(" pending "), "{code:?} {name}: {stdout}");
+            let sink = env.sink(name).expect("sink");
+            assert_eq!(
+                sink["pending"]["password"].as_str(),
+                env.live(service, resource, user).as_deref(),
+                "{code:?} {name}: the database holds a password the sink does not: {stdout}"
+            );
+            assert_eq!(Some(sink["current"].clone()), before.or(Some(Value::Null)));
+            // Resolved by the next rotation: the same password again, then promoted.
+            let output = env.pwrotd(&["rotate", "--account", name]).await;
+            assert!(output.status.success(), "{code:?} {name}: {output:?}");
+            let sink = env.sink(name).expect("sink");
+            assert!(sink["pending"].is_null());
+            assert_eq!(
+                sink["current"]["password"].as_str(),
+                env.live(service, resource, user).as_deref(),
+                "{code:?} {name}"
+            );
+        }
+    }
 }
