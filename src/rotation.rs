@@ -338,10 +338,10 @@ impl Rotator {
             (Outcome::Success, false) if report.job == Job::Render && report.message.is_empty() => {
                 tracing::debug!(account = name, version, "render files are up to date")
             }
-            (Outcome::Success, false) => {
+            (Outcome::Success, false) if report.error_code.is_none() => {
                 tracing::info!(account = name, version, "{}", report.message)
             }
-            (Outcome::Pending, _) | (Outcome::Success, true) => {
+            (Outcome::Pending | Outcome::Success, _) => {
                 tracing::warn!(account = name, version, "{}", report.message)
             }
             (Outcome::Failure, _) => tracing::error!(account = name, version, "{}", report.message),
@@ -523,7 +523,12 @@ impl Rotator {
             return report;
         }
 
-        // 3b. Verification: the new password must log in before it is promoted.
+        // 3b. Verification: the new password should log in before it is promoted. Under the
+        // alternating strategy nothing moves until it does: applications keep the other user,
+        // which still works. A single user's old password is gone once the API confirmed the
+        // change, so applications must not be left with it (PRODUCT.md §4): the new one is
+        // held back only when the database refuses it *and* still takes the old one.
+        let mut unverified = None;
         if let Some(verify) = &account.verify
             && !matches!(applied, Applied::Login)
         {
@@ -536,21 +541,51 @@ impl Rotator {
                     Login::Rejected(_) => ("VerificationRejected", "the database refuses it"),
                     _ => ("VerificationFailed", "no login could test it"),
                 };
-                let report = hold(
-                    report,
-                    code,
-                    format!(
-                        "version {} is set ({how}) but {verdict} as user {} within {}: {}; it \
-                         is not promoted and stays pending",
-                        pending.version,
-                        pending.username,
-                        humantime::format_duration(verify.timeout),
-                        login.reason()
-                    ),
-                );
-                self.write_audit(audit, "pending", Some(code.to_owned()), started)
-                    .await;
-                return report;
+                let old_still_works = || async {
+                    match file.latest_of(&pending.username) {
+                        Some(old) => {
+                            verify.login(&old.username, &old.password).await == Login::Accepted
+                        }
+                        None => false,
+                    }
+                };
+                let hold_back =
+                    alternating || (matches!(login, Login::Rejected(_)) && old_still_works().await);
+                if hold_back {
+                    let still = if alternating {
+                        format!(
+                            "{} stays current",
+                            file.current
+                                .as_ref()
+                                .map_or("no user", |c| c.username.as_str())
+                        )
+                    } else {
+                        "the old password still logs in and stays current".to_owned()
+                    };
+                    let report = hold(
+                        report,
+                        code,
+                        format!(
+                            "version {} is set ({how}) but {verdict} as user {} within {}: {}; \
+                             it is not promoted and stays pending; {still}",
+                            pending.version,
+                            pending.username,
+                            humantime::format_duration(verify.timeout),
+                            login.reason()
+                        ),
+                    );
+                    self.write_audit(audit, "pending", Some(code.to_owned()), started)
+                        .await;
+                    return report;
+                }
+                report.error_code = Some(code.to_owned());
+                unverified = Some(format!(
+                    "promoted on the API's word: {verdict} as user {} within {} ({}), and the \
+                     old password is gone",
+                    pending.username,
+                    humantime::format_duration(verify.timeout),
+                    login.reason()
+                ));
             }
         }
 
@@ -591,12 +626,15 @@ impl Rotator {
             },
             audit.attempts,
             if audit.attempts == 1 { "" } else { "s" },
-            if audit.verification.is_some() {
+            if audit.verification.as_deref() == Some("success") {
                 ", verified by login"
             } else {
                 ""
             },
         );
+        if let Some(unverified) = unverified {
+            push_part(&mut report.message, &unverified);
+        }
         self.write_audit(audit, "success", None, started).await;
         failpoint::crash("before_render");
         self.render(account, file.current.clone(), true, &mut report)

@@ -54,6 +54,8 @@ struct Setup<'a> {
     grants: bool,
     /// The `tls` keys of `[account.verify]`.
     tls: &'a str,
+    /// Where logins go, `host:port`, instead of the server the simulator changes.
+    verify_at: Option<&'a str>,
 }
 
 impl<'a> Setup<'a> {
@@ -64,6 +66,7 @@ impl<'a> Setup<'a> {
             alternating: false,
             grants: false,
             tls: "tls = \"disable\"",
+            verify_at: None,
         }
     }
 }
@@ -108,11 +111,15 @@ impl Rig {
         } else {
             String::new()
         };
+        let (verify_host, verify_port) = match setup.verify_at.and_then(|a| a.rsplit_once(':')) {
+            Some((h, p)) => (h.to_owned(), p.parse().expect("a port")),
+            None => (host.clone(), port),
+        };
         let text = format!(
             "[cloud]\nregion_id = \"cn-hangzhou\"\n\
              [[account]]\nname = \"acct\"\napi = \"{api}\"\n{resource}\naccount_name = \"{user}\"\n\
              keep_versions = 3\n{strategy}{grants}\
-             [account.verify]\nengine = \"{engine}\"\nhost = \"{host}\"\nport = {port}\n\
+             [account.verify]\nengine = \"{engine}\"\nhost = \"{verify_host}\"\nport = {verify_port}\n\
              {tls}\ntimeout = \"2s\"\n",
             api = setup.api,
             tls = setup.tls,
@@ -624,24 +631,78 @@ async fn tls_logins_check_the_certificate_and_a_tls_failure_is_never_a_rejection
         assert_eq!(rig.verifications("success"), 1);
 
         // Without the test CA, the certificate is refused: that says nothing about the
-        // password, so the new one stays pending, neither promoted nor called rejected.
+        // password, so it is never called rejected. The API confirmed the change, so the old
+        // password is gone: the new one is promoted on the API's word, unverified.
         let rig = Rig::new(engine, admin, setup("tls = \"verify-full\"")).await;
         let report = rig.rotate().await;
-        assert_eq!(report.outcome, Outcome::Pending, "{engine:?}: {report:?}");
+        assert_eq!(report.outcome, Outcome::Success, "{engine:?}: {report:?}");
         assert_eq!(report.error_code.as_deref(), Some("VerificationFailed"));
+        assert!(report.message.contains("on the API's word"), "{report:?}");
         assert_eq!(
             (rig.verifications("error"), rig.verifications("rejected")),
             (1, 0),
             "{engine:?}"
         );
         let file = rig.file();
-        assert!(file.current.is_none(), "{engine:?}: never promoted");
-        let pending = file.pending.expect("still pending");
+        assert!(file.pending.is_none(), "{engine:?}: {report:?}");
+        let current = file.current.expect("promoted");
         assert!(
-            rig.logs_in(&rig.user, &pending.password).await,
+            rig.logs_in(&rig.user, &current.password).await,
             "{engine:?}: the API did apply it"
         );
     }
+}
+
+/// PRODUCT.md §4: applications never hold a password the database has stopped accepting.
+/// With one user, once the API confirmed a change the old password is gone, so a login that
+/// cannot test the new one (the verify host unreachable, refusing connections, or behind TLS
+/// that cannot be verified) never keeps it from `current`, which render files hold.
+#[tokio::test]
+async fn applications_never_hold_a_dead_password_when_logins_cannot_tell() {
+    // Accepts connections and never answers: packets into the void.
+    let void = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let void_at = void.local_addr().unwrap().to_string();
+    let closed_at = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    for (engine, admin) in engines() {
+        let cases = [
+            ("unreachable", Some(void_at.as_str()), "tls = \"disable\""),
+            ("refusing", Some(closed_at.as_str()), "tls = \"disable\""),
+            ("untrusted TLS", None, "tls = \"verify-full\""),
+        ];
+        for (what, verify_at, tls) in cases {
+            let rig = Rig::new(
+                engine,
+                admin.clone(),
+                Setup {
+                    tls,
+                    verify_at,
+                    ..Setup::single(single_api(engine))
+                },
+            )
+            .await;
+            for round in 1..=2u64 {
+                let report = rig.rotate().await;
+                assert_eq!(
+                    (report.outcome, report.error_code.as_deref()),
+                    (Outcome::Success, Some("VerificationFailed")),
+                    "{engine:?} {what}: {report:?}"
+                );
+                let file = rig.file();
+                let current = file.current.expect("promoted");
+                assert_eq!(current.version, round);
+                assert!(file.pending.is_none());
+                assert!(
+                    rig.logs_in(&rig.user, &current.password).await,
+                    "{engine:?} {what}: current is not the database's password"
+                );
+            }
+            assert_eq!(rig.verifications("rejected"), 0, "{engine:?} {what}");
+        }
+    }
+    drop(void);
 }
 
 /// The real binaries: `pwrotd-sim` backed by a real server through its environment variable,

@@ -182,6 +182,8 @@ async fn soak(kills: usize) -> String {
         drop_after_apply: 0.1,
         drop_before_apply: 0.05,
         garbage: 0.02,
+        // Applied, then answered with any code that may have been applied (PRODUCT.md §1).
+        error_after_apply: 0.1,
         latency: Duration::from_millis(5),
         ..FaultRates::default()
     });
@@ -247,17 +249,19 @@ async fn soak(kills: usize) -> String {
         .iter()
         .map(|(n, ..)| env.version(n).unwrap_or(0))
         .sum();
-    let code = |c: &str| stats.by_code.get(c).copied().unwrap_or(0);
+    let fault = |c: &str| stats.faults.get(c).copied().unwrap_or(0);
+    let after_apply: u64 = stats.error_after_apply.values().sum();
     format!(
-        "kills {kills}, {:.0} s; rotations completed {rotations}; API requests {}; injected: throttled {}, 5xx {}, LockTimeout {}, dropped after apply {}, dropped before apply {}, garbage replies {}; kills that left a pending password {pending_seen}; lost passwords 0",
+        "kills {kills}, {:.0} s; rotations completed {rotations}; API requests {}; injected: throttled {}, 5xx {}, LockTimeout {}, dropped after apply {}, dropped before apply {}, garbage replies {}, applied then answered with an error {after_apply} ({:?}); kills that left a pending password {pending_seen}; lost passwords 0",
         started.elapsed().as_secs_f64(),
         stats.requests,
-        code("Throttling.User"),
-        code("ServiceUnavailable"),
-        code("LockTimeout"),
-        code("Dropped"),
-        code("DroppedBeforeApply"),
-        code("Garbage"),
+        fault("throttle"),
+        fault("server_error"),
+        fault("lock_timeout"),
+        fault("drop_after_apply"),
+        fault("drop_before_apply"),
+        fault("garbage"),
+        stats.error_after_apply,
     )
 }
 
