@@ -1512,6 +1512,58 @@ render = [
         );
     }
 
+    /// An unknown table is one problem, named by its header and on its line; the keys in its
+    /// body are not reported again as keys of the table above it.
+    #[test]
+    fn an_unknown_table_is_one_problem_named_by_its_header() {
+        const A: &str = "[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n";
+        let head = "[cloud]\nregion_id = \"r\"\n";
+        let cases: [(String, Vec<(usize, &str)>); 8] = [
+            // After an account: not "account: unknown field", and x, y are not account keys.
+            (
+                format!("{head}{A}[bogus]\nx = 1\ny = \"2\"\n"),
+                vec![(8, "bogus")],
+            ),
+            // Before any account.
+            (format!("{head}[bogus]\nx = 1\n{A}"), vec![(3, "bogus")]),
+            // An array of tables, given twice: one problem, at the first.
+            (
+                format!("{head}{A}[[bogus]]\nx = 1\n[[bogus]]\nx = 2\n"),
+                vec![(8, "bogus")],
+            ),
+            // Unknown sub-tables of known tables.
+            (
+                format!("{head}[cloud.nope]\nx = 1\n{A}"),
+                vec![(3, "cloud.nope")],
+            ),
+            (
+                format!("{head}[defaults]\nevery = \"1d\"\n[defaults.nope]\nx = 1\n{A}"),
+                vec![(5, "defaults.nope")],
+            ),
+            (
+                format!("{head}{A}[account.nope]\nx = 1\n"),
+                vec![(8, "account.nope")],
+            ),
+            // The unknown table's own sub-tables belong to it.
+            (
+                format!("{head}[bogus]\nx = 1\n[bogus.inner]\ny = 2\n{A}"),
+                vec![(3, "bogus")],
+            ),
+            // What follows an unknown table is still checked.
+            (
+                format!("{head}[bogus]\nx = 1\n[daemon]\nmax_concurrent = \"four\"\n{A}"),
+                vec![(3, "bogus"), (6, "daemon.max_concurrent")],
+            ),
+        ];
+        for (src, expected) in cases {
+            let expected: Vec<(usize, String)> = expected
+                .into_iter()
+                .map(|(l, k)| (l, k.to_owned()))
+                .collect();
+            assert_eq!(problems(&src), expected, "{src}");
+        }
+    }
+
     #[test]
     fn cron_typos_are_refused() {
         for cron in ["0 3 * * *", "0 0 25 * * *", "0 0 3 * * Sundy", "every day"] {

@@ -32,6 +32,21 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
             "regoin_id",
         ),
         ("unknown table", format!("{HEAD}[clud]\nx = 1\n"), "clud"),
+        (
+            "unknown table after an account",
+            with("[stor]\nkind = \"file\"\n"),
+            "bad.toml:8: stor:",
+        ),
+        (
+            "unknown array of tables",
+            with("[[bogus]]\nx = 1\n"),
+            "bad.toml:8: bogus:",
+        ),
+        (
+            "unknown sub-table",
+            format!("{HEAD}[cloud.nope]\nx = 1\n"),
+            "bad.toml:3: cloud.nope:",
+        ),
         ("unknown account key", with("pasword = \"x\"\n"), "pasword"),
         ("no region", ACCOUNT.to_owned(), "cloud.region_id"),
         (
