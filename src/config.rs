@@ -562,6 +562,11 @@ impl Config {
 /// Reports a TOML error, then every further one: serde stops at the first wrong type or unknown
 /// key, so the offending line is blanked (offsets and line numbers kept) and the text parsed
 /// again, up to a bound. A syntax error ends the search, as it may hide what follows.
+///
+/// An error on a table header (an unknown table, or a table of the wrong type) blanks the whole
+/// table, its body and its sub-tables, not just the header: otherwise its keys would fall into
+/// the table above it and each be reported as that table's unknown key. An unknown table's every
+/// occurrence goes at once, so that `[[bogus]]` given twice is one problem.
 fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
     const MAX: usize = 20;
     let mut text = src.to_owned();
@@ -571,20 +576,23 @@ fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
             check.push(0, "", error.message().trim().to_owned());
             return;
         };
-        check.push(
-            check.line(span.start),
-            key_at(&text, span.start),
-            error.message().trim().to_owned(),
-        );
-        // Blank the whole line the error starts on, and stop if that changes nothing.
-        let start = text[..span.start.min(text.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-        if text[start..end].trim().is_empty() {
+        let message = error.message().trim().to_owned();
+        check.push(check.line(span.start), key_at(&text, span.start), &*message);
+        let (start, end) = line_around(&text, span.start);
+        let blank: Vec<std::ops::Range<usize>> = match table_header(&text[start..end]) {
+            Some(name) => {
+                let every = message.starts_with("unknown field");
+                table_blocks(&text, &name, start, every)
+            }
+            None => vec![start..end],
+        };
+        // Stop if blanking changes nothing.
+        if blank.iter().all(|r| text[r.clone()].trim().is_empty()) {
             return;
         }
-        text.replace_range(start..end, &" ".repeat(end - start));
+        for r in blank {
+            text.replace_range(r.clone(), &" ".repeat(r.len()));
+        }
         match toml::from_str::<RawFile>(&text) {
             Ok(_) => return,
             Err(next) => {
@@ -598,12 +606,81 @@ fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
     }
 }
 
-/// The dotted key at `offset`: the `key =` on that line, inside the last `[table]` above it.
+/// The byte range of the line holding `offset`, without its newline.
+fn line_around(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    (start, end)
+}
+
+/// The dotted name of a `[table]` or `[[array.of.tables]]` header line, or `None` for any
+/// other line (a key, or a line of a multi-line array that happens to start with `[`).
+fn table_header(line: &str) -> Option<String> {
+    let line = line.trim();
+    let line = match line.find(" #").or_else(|| line.find("\t#")) {
+        Some(i) => line[..i].trim_end(),
+        None => line,
+    };
+    let inner = if let Some(rest) = line.strip_prefix("[[") {
+        rest.strip_suffix("]]")?
+    } else {
+        line.strip_prefix('[')?.strip_suffix(']')?
+    };
+    let parts: Vec<&str> = inner
+        .split('.')
+        .map(|p| p.trim().trim_matches(|c| c == '"' || c == '\''))
+        .collect();
+    let bare = |p: &&str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b' '))
+    };
+    parts.iter().all(bare).then(|| parts.join("."))
+}
+
+/// The byte ranges of the tables named `name` or below it, each from its header to the next
+/// header: only the one whose header starts at `at` with its sub-tables, or with `every`, each
+/// occurrence.
+fn table_blocks(text: &str, name: &str, at: usize, every: bool) -> Vec<std::ops::Range<usize>> {
+    let below = format!("{name}.");
+    let mut headers = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if let Some(header) = table_header(line) {
+            headers.push((offset, header));
+        }
+        offset += line.len();
+    }
+    let mut blocks = Vec::new();
+    let mut inside = false;
+    for (i, (start, header)) in headers.iter().enumerate() {
+        let end = headers.get(i + 1).map_or(text.len(), |(next, _)| *next);
+        let ours = header == name || header.starts_with(&below);
+        // Without `every`, the block at `at` and the sub-tables right after it.
+        inside = if every {
+            ours
+        } else if *start == at {
+            true
+        } else {
+            inside && header.starts_with(&below)
+        };
+        if inside && ours {
+            blocks.push(*start..end);
+        }
+    }
+    blocks
+}
+
+/// The dotted key at `offset`: the `key =` on that line, inside the last `[table]` above it, or
+/// the table itself when the line is its header.
 /// TOML's own errors give a position; this names what stands there.
 fn key_at(src: &str, offset: usize) -> String {
-    let offset = offset.min(src.len());
-    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = src[start..].lines().next().unwrap_or_default();
+    let (start, end) = line_around(src, offset);
+    let line = &src[start..end];
+    if let Some(table) = table_header(line) {
+        return table;
+    }
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_owned())
@@ -612,9 +689,7 @@ fn key_at(src: &str, offset: usize) -> String {
     let table = src[..start]
         .lines()
         .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        .find_map(table_header)
         .unwrap_or_default();
     match (table.is_empty(), key.is_empty()) {
         (_, true) => table,
