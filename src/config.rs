@@ -1639,6 +1639,71 @@ render = [
         }
     }
 
+    /// Two render entries never share a file, in one account or two, and none lies in the state
+    /// directory, where it would collide with the secret files, temporary files, lock or audit
+    /// log. Paths are compared after lexical normalisation.
+    #[test]
+    fn render_paths_are_unique_and_outside_the_state_dir() {
+        let head = "[daemon]\nstate_dir = \"/var/lib/pwrotd\"\n[cloud]\nregion_id = \"r\"\n";
+        let account = |name: &str, render: &str| {
+            format!(
+                "[[account]]\nname = \"{name}\"\napi = \"ResetAccount\"\ncluster_id = \"pc-{name}\"\naccount_name = \"r\"\nrender = [{render}]\n"
+            )
+        };
+        let entry = |path: &str| format!("{{ format = \"env\", path = \"{path}\" }}");
+        let config = |a: &str, b: &str| format!("{head}{}{}", account("a", a), account("b", b));
+        // Account "a"'s render line is 10, "b"'s is 16.
+        let bad = [
+            (
+                config(
+                    &format!("{}, {}", entry("/run/app/db"), entry("/run/app/db")),
+                    &entry("/run/b"),
+                ),
+                (10, "account \"a\".render[1].path"),
+            ),
+            (
+                config(&entry("/run/app/db"), &entry("/run//app/x/../db")),
+                (16, "account \"b\".render[0].path"),
+            ),
+            (
+                config(&entry("/run/app/db"), &entry("/run/./app/db")),
+                (16, "account \"b\".render[0].path"),
+            ),
+            (
+                config(&entry("/var/lib/pwrotd/secrets/a.json"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+            (
+                config(&entry("/run/a"), &entry("/var/lib//pwrotd/audit.jsonl")),
+                (16, "account \"b\".render[0].path"),
+            ),
+            (
+                config(&entry("/var/lib/x/../pwrotd/.lock"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+            (
+                config(&entry("/var/lib/pwrotd/"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+            // An ancestor of the state directory: the rename would replace a directory.
+            (
+                config(&entry("/var/lib"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+        ];
+        for (src, (line, key)) in bad {
+            assert_eq!(problems(&src), [(line, key.to_owned())], "{src}");
+        }
+        // A sibling whose name merely starts like the state directory is fine, and the path
+        // kept is the normalised one.
+        let good = config(
+            &entry("/var/lib/pwrotd-render/a.env"),
+            &entry("/run//b/./x/../b.env"),
+        );
+        let c = Config::parse(&good, Path::new("t.toml")).unwrap();
+        assert_eq!(c.accounts[1].render[0].path, Path::new("/run/b/b.env"));
+    }
+
     #[test]
     fn cron_typos_are_refused() {
         for cron in ["0 3 * * *", "0 0 25 * * *", "0 0 3 * * Sundy", "every day"] {

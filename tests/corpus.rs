@@ -169,6 +169,23 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
             "render.mode",
         ),
         (
+            "two render entries on one file",
+            with(
+                "render = [{ format = \"env\", path = \"/run/a.env\" }, { format = \"raw\", path = \"/run//a.env\" }]\n",
+            ),
+            "bad.toml:8: account \"a\".render[1].path:",
+        ),
+        (
+            "a render file in the state directory",
+            format!(
+                "[daemon]\nstate_dir = \"/var/lib/pwrotd\"\n{}",
+                with(
+                    "render = [{ format = \"raw\", path = \"/var/lib/pwrotd/secrets/a.json\" }]\n"
+                )
+            ),
+            "bad.toml:10: account \"a\".render[0].path:",
+        ),
+        (
             "unknown strategy",
             with("strategy = \"blue-green\"\n"),
             "strategy",
