@@ -512,8 +512,13 @@ impl Config {
         let mut accounts = Vec::new();
         let mut names = HashSet::new();
         let mut targets = HashSet::new();
+        let mut renders = Renders {
+            state_dir: (!daemon.state_dir.as_os_str().is_empty())
+                .then(|| normalize(&daemon.state_dir)),
+            seen: std::collections::HashMap::new(),
+        };
         for (i, account) in raw.accounts.iter().enumerate() {
-            if let Some(a) = validate_account(&mut check, i, account, defaults) {
+            if let Some(a) = validate_account(&mut check, i, account, defaults, &mut renders) {
                 if !names.insert(a.name.clone()) {
                     let line = check.line(account.span().start);
                     check.push(
@@ -584,7 +589,7 @@ fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
                 let every = message.starts_with("unknown field");
                 table_blocks(&text, &name, start, every)
             }
-            None => vec![start..end],
+            None => Vec::from([start..end]),
         };
         // Stop if blanking changes nothing.
         if blank.iter().all(|r| text[r.clone()].trim().is_empty()) {
@@ -879,6 +884,7 @@ fn validate_account(
     index: usize,
     raw: &Spanned<RawAccount>,
     defaults: &RawSchedule,
+    renders: &mut Renders,
 ) -> Option<Account> {
     let before = check.problems.len();
     let start = check.line(raw.span().start);
@@ -1034,12 +1040,8 @@ fn validate_account(
         start,
     );
     let mut render = Vec::new();
-    let mut render_paths = HashSet::new();
-    for r in &a.render {
-        if let Some(valid) = validate_render(check, r, &key("render")) {
-            if !render_paths.insert(valid.path.clone()) {
-                check.at(r, key("render.path"), "is named twice");
-            }
+    for (i, r) in a.render.iter().enumerate() {
+        if let Some(valid) = validate_render(check, r, &key(&format!("render[{i}]")), renders) {
             render.push(valid);
         }
     }
@@ -1223,7 +1225,38 @@ fn validate_verify(check: &mut Check, raw: &Spanned<RawVerify>, key: &str) -> Op
     })
 }
 
-fn validate_render(check: &mut Check, raw: &Spanned<RawRender>, key: &str) -> Option<Render> {
+/// The render files of the accounts checked so far, and the state directory they must keep out of.
+struct Renders {
+    /// Normalised; `None` when `daemon.state_dir` itself was refused.
+    state_dir: Option<PathBuf>,
+    /// Each normalised render path, with the key and line of the entry that named it first.
+    seen: std::collections::HashMap<PathBuf, (String, usize)>,
+}
+
+/// `path` with `.` and empty components dropped and each `..` taking away the component before
+/// it, without asking the file system: `/a/./b`, `/a//b` and `/a/x/../b` are all `/a/b`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            // At the root, `..` stays at the root, as the kernel has it.
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn validate_render(
+    check: &mut Check,
+    raw: &Spanned<RawRender>,
+    key: &str,
+    renders: &mut Renders,
+) -> Option<Render> {
     let before = check.problems.len();
     let r = raw.get_ref();
     let format = match r.format.as_str() {
@@ -1239,13 +1272,44 @@ fn validate_render(check: &mut Check, raw: &Spanned<RawRender>, key: &str) -> Op
             RenderFormat::Raw
         }
     };
-    let path = PathBuf::from(&r.path);
-    if !path.is_absolute() || path.file_name().is_none() {
+    let written = PathBuf::from(&r.path);
+    let path = normalize(&written);
+    if !written.is_absolute() || written.file_name().is_none() {
         check.at(
             raw,
             format!("{key}.path"),
             format!("{:?} must be an absolute file path", r.path),
         );
+    } else {
+        let line = check.line(raw.span().start);
+        if let Some(state_dir) = &renders.state_dir
+            && (path.starts_with(state_dir) || state_dir.starts_with(&path))
+        {
+            check.push(
+                line,
+                format!("{key}.path"),
+                format!(
+                    "{:?} {} daemon.state_dir {:?}, where pwrotd keeps its secret files, \
+                     temporary files, lock and audit log",
+                    r.path,
+                    if path.starts_with(state_dir) {
+                        "lies in"
+                    } else {
+                        "would replace a directory above"
+                    },
+                    state_dir.display().to_string(),
+                ),
+            );
+        } else if let Some((first, first_line)) = renders.seen.get(&path) {
+            let message = format!(
+                "{:?} is already the file of {first} (line {first_line}): two render entries \
+                 cannot share a file",
+                r.path
+            );
+            check.push(line, format!("{key}.path"), message);
+        } else {
+            renders.seen.insert(path.clone(), (key.to_owned(), line));
+        }
     }
     let mode = match &r.mode {
         None => 0o600,
@@ -1564,10 +1628,10 @@ render = [
         assert_eq!(
             keys,
             [
-                "account \"a\".render.format",
-                "account \"a\".render.path",
-                "account \"a\".render.mode",
-                "account \"a\".render.group"
+                "account \"a\".render[1].format",
+                "account \"a\".render[1].path",
+                "account \"a\".render[1].mode",
+                "account \"a\".render[1].group"
             ]
         );
         let good = src.replace(

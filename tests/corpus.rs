@@ -166,7 +166,7 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
         (
             "world-readable render",
             with("render = [{ format = \"env\", path = \"/run/a.env\", mode = \"0644\" }]\n"),
-            "render.mode",
+            "render[0].mode",
         ),
         (
             "two render entries on one file",
