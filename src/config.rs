@@ -1768,6 +1768,206 @@ render = [
         assert_eq!(c.accounts[1].render[0].path, Path::new("/run/b/b.env"));
     }
 
+    const ONE: &str = "[cloud]\nregion_id = \"r\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n";
+
+    /// `ONE` with `cloud` keys after line 2 and account keys at the end (line 8 on).
+    fn one(cloud: &str, account: &str) -> String {
+        ONE.replacen(
+            "region_id = \"r\"\n",
+            &format!("region_id = \"r\"\n{cloud}"),
+            1,
+        ) + account
+    }
+
+    /// Values that would panic or fail later, or that make no sense, are refused at load with
+    /// their key; the bounds themselves are accepted.
+    #[test]
+    fn values_out_of_range_are_refused() {
+        let bad = [
+            (
+                "requests_per_second = 1e-300\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = 0.001\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = 1e300\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = nan\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = -inf\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = -5\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            ("timeout = \"2h\"\n", "", "cloud.timeout"),
+            ("timeout = \"0s\"\n", "", "cloud.timeout"),
+            ("", "every = \"8000y\"\n", "account \"a\".every"),
+            ("", "every = \"11y\"\n", "account \"a\".every"),
+            ("", "every = \"0s\"\n", "account \"a\".every"),
+            (
+                "",
+                "every = \"30d\"\njitter = \"31d\"\n",
+                "account \"a\".jitter",
+            ),
+            ("", "jitter = \"50000y\"\n", "account \"a\".jitter"),
+            (
+                "",
+                "every = \"1d\"\nretry_after_failure = \"2d\"\n",
+                "account \"a\".retry_after_failure",
+            ),
+            (
+                "",
+                "retry_after_failure = \"0s\"\n",
+                "account \"a\".retry_after_failure",
+            ),
+            (
+                "",
+                "[account.verify]\nengine = \"mysql\"\nhost = \"db\"\ntimeout = \"1000y\"\n",
+                "account \"a\".verify.timeout",
+            ),
+        ];
+        for (cloud, account, key) in bad {
+            let src = one(cloud, account);
+            let keys: Vec<String> = problems(&src).into_iter().map(|(_, k)| k).collect();
+            assert_eq!(keys, [key], "{src}");
+        }
+        let daemon = format!("[daemon]\nshutdown_grace = \"2h\"\n{ONE}");
+        assert_eq!(problems(&daemon), [(2, "daemon.shutdown_grace".to_owned())]);
+
+        for (cloud, account) in [
+            ("requests_per_second = 0.01\n", ""),
+            ("requests_per_second = 1000000\ntimeout = \"1h\"\n", ""),
+            (
+                "",
+                "every = \"10y\"\njitter = \"10y\"\nretry_after_failure = \"10y\"\n",
+            ),
+            // A short period caps the default jitter (10m) and first retry (5m) to itself.
+            ("", "every = \"1m\"\n"),
+        ] {
+            let src = one(cloud, account);
+            if let Err(e) = Config::parse(&src, Path::new("t.toml")) {
+                panic!("{src}\n{e}");
+            }
+        }
+        let c = Config::parse(&one("", "every = \"1m\"\n"), Path::new("t.toml")).unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(
+            (a.jitter, a.retry_after_failure),
+            (Duration::from_secs(60), Duration::from_secs(60))
+        );
+    }
+
+    /// A CA file that is missing, empty or not PEM fails at load, not at the first rotation.
+    #[test]
+    fn ca_files_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem");
+        let verify = |ca: &Path| {
+            format!(
+                "[account.verify]\nengine = \"mysql\"\nhost = \"db\"\nca_file = \"{}\"\n",
+                ca.display()
+            )
+        };
+        for ca in [&missing, &empty, &junk, dir.path()] {
+            let src = one(&format!("ca_file = \"{}\"\n", ca.display()), "");
+            assert_eq!(problems(&src), [(3, "cloud.ca_file".to_owned())], "{src}");
+            let src = one("", &verify(ca));
+            assert_eq!(
+                problems(&src),
+                [(11, "account \"a\".verify.ca_file".to_owned())],
+                "{src}"
+            );
+        }
+        let src = one(
+            &format!("ca_file = \"{}\"\n", good.display()),
+            &verify(&good),
+        );
+        let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+        assert_eq!(c.cloud.client.ca_file.as_deref(), Some(good.as_path()));
+    }
+
+    /// A cron expression that never fires, or stops firing within a few years, is refused; it
+    /// used to be taken as yearly.
+    #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        let year: i32 = chrono::Datelike::year(&chrono::Utc::now());
+        for cron in [
+            "0 0 0 30 2 *".to_owned(),
+            "0 0 0 31 4 *".to_owned(),
+            "0 0 0 1 1 * 2020".to_owned(),
+            format!("0 0 0 1 1 * {}", year + 1),
+            format!("* * * * * * {}-{}", year, year + 1),
+            "0 0 0 1 1 * 4000".to_owned(),
+        ] {
+            let src = one("", &format!("cron = \"{cron}\"\n"));
+            assert_eq!(
+                problems(&src),
+                [(8, "account \"a\".cron".to_owned())],
+                "{cron}"
+            );
+        }
+        for cron in ["0 0 0 29 2 *", "0 0 3 * * Sun", "0 0 0 1 1 *"] {
+            let src = one("", &format!("cron = \"{cron}\"\n"));
+            assert!(Config::parse(&src, Path::new("t.toml")).is_ok(), "{cron}");
+        }
+    }
+
+    /// A bad `[defaults]` value is one problem under its `defaults.` key, not one per account
+    /// under the account's; and it is a problem even when no account takes it.
+    #[test]
+    fn defaults_problems_are_reported_once_under_defaults() {
+        let accounts = "[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n[[account]]\nname = \"b\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"s\"\n";
+        let src = format!(
+            "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"often\"\njitter = \"x\"\nretry_after_failure = \"0s\"\nkeep_versions = -1\n[defaults.password]\nlength = 40\n{accounts}"
+        );
+        assert_eq!(
+            problems(&src),
+            [
+                (4, "defaults.every".to_owned()),
+                (5, "defaults.jitter".to_owned()),
+                (6, "defaults.retry_after_failure".to_owned()),
+                (7, "defaults.keep_versions".to_owned()),
+                (9, "defaults.password.length".to_owned()),
+            ]
+        );
+        let cron =
+            format!("[cloud]\nregion_id = \"r\"\n[defaults]\ncron = \"0 0 0 30 2 *\"\n{accounts}");
+        assert_eq!(problems(&cron), [(4, "defaults.cron".to_owned())]);
+        let jitter = format!(
+            "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"1h\"\njitter = \"2h\"\n{accounts}"
+        );
+        assert_eq!(problems(&jitter), [(5, "defaults.jitter".to_owned())]);
+        // With no account at all.
+        let alone = "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"often\"\n";
+        assert_eq!(problems(alone), [(4, "defaults.every".to_owned())]);
+        // A default that only an account's own value makes wrong is that account's problem.
+        let own = format!(
+            "[cloud]\nregion_id = \"r\"\n[defaults]\njitter = \"2h\"\n{}every = \"1h\"\n",
+            accounts.split_once("[[account]]\nname = \"b\"").unwrap().0
+        );
+        assert_eq!(problems(&own), [(10, "account \"a\".jitter".to_owned())]);
+    }
+
     #[test]
     fn cron_typos_are_refused() {
         for cron in ["0 3 * * *", "0 0 25 * * *", "0 0 3 * * Sundy", "every day"] {
