@@ -589,7 +589,7 @@ fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
                 let every = message.starts_with("unknown field");
                 table_blocks(&text, &name, start, every)
             }
-            None => Vec::from([start..end]),
+            None => std::iter::once(start..end).collect(),
         };
         // Stop if blanking changes nothing.
         if blank.iter().all(|r| text[r.clone()].trim().is_empty()) {
