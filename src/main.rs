@@ -393,6 +393,10 @@ fn check(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Allowed but probably not meant: said on stderr, without failing.
+    for w in &config.warnings {
+        eprintln!("warning: {}", w.display(&config.path));
+    }
     say!(
         "{}: ok, {} account{}, region {}, signature {:?}, state in {}",
         path.display(),
