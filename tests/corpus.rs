@@ -376,6 +376,32 @@ fn values_that_would_panic_later_are_refused_by_every_command() {
     }
 }
 
+/// `check` prints the next due time of every account, which comes from the sink: a last
+/// success late in the year 9999 (a clock set wrong, a hand-edited file) puts it past what RFC
+/// 3339 can write. `check` says so instead of panicking.
+#[test]
+fn check_survives_a_due_time_past_the_year_9999() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("secrets")).expect("mkdir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let sink = state.join("secrets/a.json");
+    let late = GOOD_SINK.replace("2026-11-23T03:00:00Z", "9999-12-20T03:00:00Z");
+    std::fs::write(&sink, late).expect("write");
+    std::fs::set_permissions(&sink, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let path = dir.path().join("c.toml");
+    let text = format!(
+        "[daemon]\nstate_dir = \"{}\"\n{HEAD}{ACCOUNT}",
+        state.display()
+    );
+    std::fs::write(&path, text).expect("write");
+    let output = pwrotd(&["check"], &path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("after 9999-12-31T23:59:59Z"), "{stdout}");
+}
+
 /// A period under an hour is a warning: `check` prints it on stderr with its line and key, and
 /// still exits 0 with the plan.
 #[test]
