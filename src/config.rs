@@ -719,8 +719,13 @@ fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
         if blank.iter().all(|r| text[r.clone()].trim().is_empty()) {
             return;
         }
+        // Byte for byte, newlines kept: offsets and lines stay those of the file.
         for r in blank {
-            text.replace_range(r.clone(), &" ".repeat(r.len()));
+            let spaces: String = text[r.clone()]
+                .bytes()
+                .map(|b| if b == b'\n' { '\n' } else { ' ' })
+                .collect();
+            text.replace_range(r, &spaces);
         }
         match toml::from_str::<RawFile>(&text) {
             Ok(_) => return,
