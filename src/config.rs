@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -30,7 +30,31 @@ pub struct Config {
     pub cloud: Cloud,
     /// Shared with the scheduler and the rotations, never copied.
     pub accounts: Vec<Arc<Account>>,
+    /// What is allowed but probably not meant (a period under an hour), with line and key:
+    /// `check` prints them and `run` logs them; they never fail a load.
+    pub warnings: Vec<Problem>,
 }
+
+/// The longest `every`, the longest gap between a cron expression's firings, and so the longest
+/// `jitter` and `retry_after_failure`: ten years (humantime's `"10y"`). Due times are stamped
+/// as RFC 3339, which ends with the year 9999; ten years on any plausible time stays far inside.
+pub const MAX_PERIOD: Duration = Duration::from_secs(10 * 31_557_600);
+
+/// A period under an hour loads with a warning: each rotation churns a password that
+/// applications must pick up, and the cloud's rate limits are shared with other tools.
+pub const SHORT_PERIOD: Duration = Duration::from_secs(3600);
+
+/// The longest `cloud.timeout`, `verify.timeout` and `daemon.shutdown_grace`: an hour. Longer
+/// is a typo, and a deadline this far always fits the clock.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `cloud.requests_per_second`: from one call every 100 s to a million a second (no limit to
+/// speak of). Below the floor a rotation's few calls take hours, and a rate near zero
+/// overflows the client's interval between calls.
+pub const RATE: std::ops::RangeInclusive<f64> = 0.01..=1_000_000.0;
+
+/// The largest CA file read: a bundle of every public root is a few hundred KiB.
+const MAX_CA_FILE: u64 = 16 << 20;
 
 /// `[daemon]`.
 #[derive(Debug, Clone)]
@@ -211,6 +235,28 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// `file:line: key: message`, as `check` prints problems and warnings.
+    pub fn display<'a>(&'a self, path: &'a Path) -> impl fmt::Display + 'a {
+        struct Shown<'a>(&'a Problem, &'a Path);
+        impl fmt::Display for Shown<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let Shown(p, path) = self;
+                write!(f, "{}:", path.display())?;
+                if p.line > 0 {
+                    write!(f, "{}:", p.line)?;
+                }
+                if p.key.is_empty() {
+                    write!(f, " {}", p.message)
+                } else {
+                    write!(f, " {}: {}", p.key, p.message)
+                }
+            }
+        }
+        Shown(self, path)
+    }
+}
+
 /// Every problem found in a config file.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
@@ -228,15 +274,7 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            write!(f, "\n  {}:", self.path.display())?;
-            if p.line > 0 {
-                write!(f, "{}:", p.line)?;
-            }
-            if p.key.is_empty() {
-                write!(f, " {}", p.message)?;
-            } else {
-                write!(f, " {}: {}", p.key, p.message)?;
-            }
+            write!(f, "\n  {}", p.display(&self.path))?;
         }
         Ok(())
     }
@@ -390,13 +428,29 @@ struct RawGrant {
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
-/// Collects problems while validating.
+/// A duration key as given: `None` when absent, else its line and its value, `None` when it was
+/// refused (and reported).
+type Given = Option<(usize, Option<Duration>)>;
+
+/// The longest a duration key may be, and how a message names that.
+#[derive(Clone, Copy)]
+struct Longest(Duration, &'static str);
+
+const PERIOD: Longest = Longest(MAX_PERIOD, "10 years");
+const TIMEOUT: Longest = Longest(MAX_TIMEOUT, "an hour");
+
+/// Collects problems and warnings while validating.
 struct Check {
     /// The byte offset where each line starts, to turn spans into line numbers in O(log n).
     line_starts: Vec<usize>,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
     /// Policies already built, so that accounts with the same policy share one.
     policies: std::collections::HashMap<(usize, Vec<Class>, String, String), Arc<Policy>>,
+    /// When cron expressions are asked for their next firings.
+    now: SystemTime,
+    /// Each cron expression's shortest gap between firings, or why it is refused.
+    crons: std::collections::HashMap<String, Result<Duration, String>>,
 }
 
 impl Check {
@@ -407,7 +461,10 @@ impl Check {
         Check {
             line_starts,
             problems: Vec::new(),
+            warnings: Vec::new(),
             policies: std::collections::HashMap::new(),
+            now: SystemTime::now(),
+            crons: std::collections::HashMap::new(),
         }
     }
 
@@ -428,27 +485,96 @@ impl Check {
         });
     }
 
+    fn warn(&mut self, line: usize, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem {
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A duration from zero (when `zero` allows it) to `longest`.
     fn duration(
         &mut self,
         value: &Option<Spanned<String>>,
         key: &str,
+        zero: bool,
+        longest: Longest,
+    ) -> Given {
+        let v = value.as_ref()?;
+        let line = self.line(v.span().start);
+        let text = v.get_ref();
+        let problem = match humantime::parse_duration(text) {
+            Err(e) => format!("{text:?} is not a duration like \"30s\", \"10m\", \"30d\": {e}"),
+            Ok(d) if d.is_zero() && !zero => "must be longer than zero".to_owned(),
+            Ok(d) if d > longest.0 => {
+                format!("{text:?} is longer than {}, the most it may be", longest.1)
+            }
+            Ok(d) => return Some((line, Some(d))),
+        };
+        self.push(line, key, problem);
+        Some((line, None))
+    }
+
+    /// A duration within bounds, or `default` when absent or refused.
+    fn duration_or(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        zero: bool,
+        longest: Longest,
         default: Duration,
     ) -> Duration {
-        let Some(v) = value else { return default };
-        match humantime::parse_duration(v.get_ref()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.at(
-                    v,
-                    key,
-                    format!(
-                        "{:?} is not a duration like \"30s\", \"10m\", \"30d\": {e}",
-                        v.get_ref()
-                    ),
-                );
-                default
+        self.duration(value, key, zero, longest)
+            .and_then(|(_, d)| d)
+            .unwrap_or(default)
+    }
+
+    /// A CA file: an absolute path to a readable regular file holding at least one PEM
+    /// certificate, checked now rather than at the first connection that needs it.
+    fn ca_file(&mut self, value: &Spanned<String>, key: &str) -> PathBuf {
+        let path = PathBuf::from(value.get_ref());
+        let problem = if !path.is_absolute() {
+            Some(format!("{:?} must be an absolute path", value.get_ref()))
+        } else {
+            match std::fs::metadata(&path) {
+                Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+                Ok(m) if !m.is_file() => Some(format!("{} is not a file", path.display())),
+                Ok(m) if m.len() > MAX_CA_FILE => Some(format!(
+                    "{} is larger than {} MiB: not a CA bundle",
+                    path.display(),
+                    MAX_CA_FILE >> 20
+                )),
+                Ok(_) => match std::fs::read(&path) {
+                    Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+                    Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+                        Ok(certificates) if !certificates.is_empty() => None,
+                        Ok(_) => Some(format!("{} holds no PEM certificate", path.display())),
+                        Err(e) => Some(format!(
+                            "{} holds no usable PEM certificate: {e}",
+                            path.display()
+                        )),
+                    },
+                },
             }
+        };
+        if let Some(problem) = problem {
+            self.at(value, key, problem);
         }
+        path
+    }
+
+    /// A cron expression's shortest gap between firings over its next few, or why it is
+    /// refused: it never fires, stops firing within a few years (a year field), or leaves more
+    /// than [`MAX_PERIOD`] between firings. Worked out once per expression.
+    fn cron_period(&mut self, cron: &Cron) -> Result<Duration, String> {
+        if let Some(known) = self.crons.get(cron.expression()) {
+            return known.clone();
+        }
+        let result = cron_period(cron, self.now);
+        self.crons
+            .insert(cron.expression().to_owned(), result.clone());
+        result
     }
 
     fn count(
@@ -527,17 +653,17 @@ impl Config {
         };
         let daemon = validate_daemon(&mut check, &raw.daemon);
         let cloud = validate_cloud(&mut check, &raw.cloud);
-        let defaults = &raw.defaults;
-        if let Some(cron) = &defaults.cron
-            && defaults.every.is_some()
-        {
-            check.at(cron, "defaults.cron", "give `every` or `cron`, not both");
-        }
+        let defaults = validate_defaults(&mut check, &raw.defaults);
         let mut accounts = Vec::new();
         let mut names = HashSet::new();
         let mut targets = HashSet::new();
+        let mut renders = Renders {
+            state_dir: (!daemon.state_dir.as_os_str().is_empty())
+                .then(|| normalize(&daemon.state_dir)),
+            seen: std::collections::HashMap::new(),
+        };
         for (i, account) in raw.accounts.iter().enumerate() {
-            if let Some(a) = validate_account(&mut check, i, account, defaults) {
+            if let Some(a) = validate_account(&mut check, i, account, &defaults, &mut renders) {
                 if !names.insert(a.name.clone()) {
                     let line = check.line(account.span().start);
                     check.push(
@@ -570,11 +696,14 @@ impl Config {
         if !check.problems.is_empty() {
             return Err(fail(check.problems));
         }
+        let mut warnings = check.warnings;
+        warnings.sort_by_key(|w| w.line);
         Ok(Config {
             path: path.to_owned(),
             daemon,
             cloud,
             accounts,
+            warnings,
         })
     }
 
@@ -586,6 +715,11 @@ impl Config {
 /// Reports a TOML error, then every further one: serde stops at the first wrong type or unknown
 /// key, so the offending line is blanked (offsets and line numbers kept) and the text parsed
 /// again, up to a bound. A syntax error ends the search, as it may hide what follows.
+///
+/// An error on a table header (an unknown table, or a table of the wrong type) blanks the whole
+/// table, its body and its sub-tables, not just the header: otherwise its keys would fall into
+/// the table above it and each be reported as that table's unknown key. An unknown table's every
+/// occurrence goes at once, so that `[[bogus]]` given twice is one problem.
 fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
     const MAX: usize = 20;
     let mut text = src.to_owned();
@@ -595,20 +729,28 @@ fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
             check.push(0, "", error.message().trim().to_owned());
             return;
         };
-        check.push(
-            check.line(span.start),
-            key_at(&text, span.start),
-            error.message().trim().to_owned(),
-        );
-        // Blank the whole line the error starts on, and stop if that changes nothing.
-        let start = text[..span.start.min(text.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-        if text[start..end].trim().is_empty() {
+        let message = error.message().trim().to_owned();
+        check.push(check.line(span.start), key_at(&text, span.start), &*message);
+        let (start, end) = line_around(&text, span.start);
+        let blank: Vec<std::ops::Range<usize>> = match table_header(&text[start..end]) {
+            Some(name) => {
+                let every = message.starts_with("unknown field");
+                table_blocks(&text, &name, start, every)
+            }
+            None => std::iter::once(start..end).collect(),
+        };
+        // Stop if blanking changes nothing.
+        if blank.iter().all(|r| text[r.clone()].trim().is_empty()) {
             return;
         }
-        text.replace_range(start..end, &" ".repeat(end - start));
+        // Byte for byte, newlines kept: offsets and lines stay those of the file.
+        for r in blank {
+            let spaces: String = text[r.clone()]
+                .bytes()
+                .map(|b| if b == b'\n' { '\n' } else { ' ' })
+                .collect();
+            text.replace_range(r, &spaces);
+        }
         match toml::from_str::<RawFile>(&text) {
             Ok(_) => return,
             Err(next) => {
@@ -622,12 +764,81 @@ fn type_errors(check: &mut Check, src: &str, first: toml::de::Error) {
     }
 }
 
-/// The dotted key at `offset`: the `key =` on that line, inside the last `[table]` above it.
+/// The byte range of the line holding `offset`, without its newline.
+fn line_around(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    (start, end)
+}
+
+/// The dotted name of a `[table]` or `[[array.of.tables]]` header line, or `None` for any
+/// other line (a key, or a line of a multi-line array that happens to start with `[`).
+fn table_header(line: &str) -> Option<String> {
+    let line = line.trim();
+    let line = match line.find(" #").or_else(|| line.find("\t#")) {
+        Some(i) => line[..i].trim_end(),
+        None => line,
+    };
+    let inner = if let Some(rest) = line.strip_prefix("[[") {
+        rest.strip_suffix("]]")?
+    } else {
+        line.strip_prefix('[')?.strip_suffix(']')?
+    };
+    let parts: Vec<&str> = inner
+        .split('.')
+        .map(|p| p.trim().trim_matches(|c| c == '"' || c == '\''))
+        .collect();
+    let bare = |p: &&str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b' '))
+    };
+    parts.iter().all(bare).then(|| parts.join("."))
+}
+
+/// The byte ranges of the tables named `name` or below it, each from its header to the next
+/// header: only the one whose header starts at `at` with its sub-tables, or with `every`, each
+/// occurrence.
+fn table_blocks(text: &str, name: &str, at: usize, every: bool) -> Vec<std::ops::Range<usize>> {
+    let below = format!("{name}.");
+    let mut headers = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if let Some(header) = table_header(line) {
+            headers.push((offset, header));
+        }
+        offset += line.len();
+    }
+    let mut blocks = Vec::new();
+    let mut inside = false;
+    for (i, (start, header)) in headers.iter().enumerate() {
+        let end = headers.get(i + 1).map_or(text.len(), |(next, _)| *next);
+        let ours = header == name || header.starts_with(&below);
+        // Without `every`, the block at `at` and the sub-tables right after it.
+        inside = if every {
+            ours
+        } else if *start == at {
+            true
+        } else {
+            inside && header.starts_with(&below)
+        };
+        if inside && ours {
+            blocks.push(*start..end);
+        }
+    }
+    blocks
+}
+
+/// The dotted key at `offset`: the `key =` on that line, inside the last `[table]` above it, or
+/// the table itself when the line is its header.
 /// TOML's own errors give a position; this names what stands there.
 fn key_at(src: &str, offset: usize) -> String {
-    let offset = offset.min(src.len());
-    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = src[start..].lines().next().unwrap_or_default();
+    let (start, end) = line_around(src, offset);
+    let line = &src[start..end];
+    if let Some(table) = table_header(line) {
+        return table;
+    }
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_owned())
@@ -636,9 +847,7 @@ fn key_at(src: &str, offset: usize) -> String {
     let table = src[..start]
         .lines()
         .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        .find_map(table_header)
         .unwrap_or_default();
     match (table.is_empty(), key.is_empty()) {
         (_, true) => table,
@@ -680,9 +889,11 @@ fn validate_daemon(check: &mut Check, raw: &RawDaemon) -> Daemon {
     };
     let max_concurrent =
         check.count(&raw.max_concurrent, "daemon.max_concurrent", 1..=1024, 4) as usize;
-    let shutdown_grace = check.duration(
+    let shutdown_grace = check.duration_or(
         &raw.shutdown_grace,
         "daemon.shutdown_grace",
+        true,
+        TIMEOUT,
         Duration::from_secs(30),
     );
     let log_format = match raw.log_format.as_ref().map(|f| (f, f.get_ref().as_str())) {
@@ -729,33 +940,33 @@ fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cloud {
             SignatureVersion::V1
         }
     };
-    client.timeout = check.duration(&raw.timeout, "cloud.timeout", client.timeout);
-    if client.timeout.is_zero() {
-        check.push(0, "cloud.timeout", "must be longer than zero");
-    }
+    client.timeout = check.duration_or(
+        &raw.timeout,
+        "cloud.timeout",
+        false,
+        TIMEOUT,
+        client.timeout,
+    );
     client.connect_timeout = client.connect_timeout.min(client.timeout);
     client.max_attempts = check.count(&raw.max_attempts, "cloud.max_attempts", 1..=100, 5) as u32;
     if let Some(rps) = &raw.requests_per_second {
-        if *rps.get_ref() > 0.0 && rps.get_ref().is_finite() {
+        if RATE.contains(rps.get_ref()) {
             client.requests_per_second = *rps.get_ref();
         } else {
             check.at(
                 rps,
                 "cloud.requests_per_second",
-                "must be a positive number",
+                format!(
+                    "{} is out of range {}..={} (calls a second to each service)",
+                    rps.get_ref(),
+                    RATE.start(),
+                    RATE.end()
+                ),
             );
         }
     }
     if let Some(ca) = &raw.ca_file {
-        let path = PathBuf::from(ca.get_ref());
-        if !path.is_absolute() {
-            check.at(
-                ca,
-                "cloud.ca_file",
-                format!("{:?} must be an absolute path", ca.get_ref()),
-            );
-        }
-        client.ca_file = Some(path);
+        client.ca_file = Some(check.ca_file(ca, "cloud.ca_file"));
     }
     let mut endpoints = Endpoints::default();
     for (service, value) in [
@@ -827,7 +1038,8 @@ fn validate_account(
     check: &mut Check,
     index: usize,
     raw: &Spanned<RawAccount>,
-    defaults: &RawSchedule,
+    defaults: &Defaults,
+    renders: &mut Renders,
 ) -> Option<Account> {
     let before = check.problems.len();
     let start = check.line(raw.span().start);
@@ -937,58 +1149,82 @@ fn validate_account(
         }
     }
 
-    // Schedule: an account's `every` or `cron` replaces the default schedule whole.
+    // Schedule: an account's `every` or `cron` replaces the default schedule whole. What the
+    // account does not set comes from `[defaults]`, whose problems are reported there, once.
     let s = &a.schedule();
     if let (Some(_), Some(cron)) = (&s.every, &s.cron) {
         check.at(cron, key("cron"), "give `every` or `cron`, not both");
     }
-    let schedule = if s.every.is_some() || s.cron.is_some() {
+    let own_schedule = s.every.is_some() || s.cron.is_some();
+    let timing = if own_schedule {
         schedule(check, s, &key(""))
     } else {
-        schedule(check, defaults, "defaults.")
+        defaults.timing.clone()
     };
-    let pick = |own: &Option<Spanned<String>>, default: &Option<Spanned<String>>| {
-        own.clone().or_else(|| default.clone())
+    let jitter = match &s.jitter {
+        Some(_) => (
+            check.duration(&s.jitter, &key("jitter"), true, PERIOD),
+            true,
+        ),
+        None => (defaults.jitter, false),
     };
-    let jitter = check.duration(
-        &pick(&s.jitter, &defaults.jitter),
-        &key("jitter"),
-        Duration::from_secs(600),
-    );
-    let retry_after_failure = check.duration(
-        &pick(&s.retry_after_failure, &defaults.retry_after_failure),
-        &key("retry_after_failure"),
-        Duration::from_secs(300),
-    );
-    if retry_after_failure.is_zero() {
-        check.push(
-            start,
-            key("retry_after_failure"),
-            "must be longer than zero",
+    let retry = match &s.retry_after_failure {
+        Some(_) => (
+            check.duration(
+                &s.retry_after_failure,
+                &key("retry_after_failure"),
+                false,
+                PERIOD,
+            ),
+            true,
+        ),
+        None => (defaults.retry_after_failure, false),
+    };
+    if let Some(timing) = &timing {
+        within_period(
+            check,
+            &key,
+            timing,
+            own_schedule,
+            [
+                ("jitter", jitter.0, jitter.1),
+                ("retry_after_failure", retry.0, retry.1),
+            ],
         );
     }
-    let keep_versions = check.count(
-        &s.keep_versions
-            .clone()
-            .or_else(|| defaults.keep_versions.clone()),
-        &key("keep_versions"),
-        0..=100,
-        5,
-    ) as usize;
-    let policy = policy(
-        check,
-        &s.password,
-        &defaults.password,
-        &key("password"),
-        start,
-    );
+    let period = timing.as_ref().map_or(DEFAULT_EVERY, |t| t.period);
+    let jitter = match jitter.0 {
+        None => DEFAULT_JITTER.min(period),
+        Some((_, d)) => d.unwrap_or_default(),
+    };
+    let retry_after_failure = match retry.0 {
+        None => DEFAULT_RETRY.min(period),
+        Some((_, d)) => d.unwrap_or(DEFAULT_RETRY),
+    };
+    let keep_versions = match &s.keep_versions {
+        Some(_) => check.count(&s.keep_versions, &key("keep_versions"), 0..=100, 5) as usize,
+        None => defaults.keep_versions,
+    };
+    let p = &s.password;
+    let policy = if p.length.is_some()
+        || p.require.is_some()
+        || p.special.is_some()
+        || p.exclude.is_some()
+    {
+        policy(
+            check,
+            p,
+            &defaults.raw.password,
+            &key("password"),
+            start,
+            defaults.policy.is_none(),
+        )
+    } else {
+        defaults.policy.clone()
+    };
     let mut render = Vec::new();
-    let mut render_paths = HashSet::new();
-    for r in &a.render {
-        if let Some(valid) = validate_render(check, r, &key("render")) {
-            if !render_paths.insert(valid.path.clone()) {
-                check.at(r, key("render.path"), "is named twice");
-            }
+    for (i, r) in a.render.iter().enumerate() {
+        if let Some(valid) = validate_render(check, r, &key(&format!("render[{i}]")), renders) {
             render.push(valid);
         }
     }
@@ -1009,7 +1245,7 @@ fn validate_account(
         account_name,
         password_type: a.password_type.as_ref().map(|t| t.get_ref().clone()),
         grants,
-        schedule,
+        schedule: timing?.schedule,
         jitter,
         retry_after_failure,
         keep_versions,
@@ -1142,25 +1378,17 @@ fn validate_verify(check: &mut Check, raw: &Spanned<RawVerify>, key: &str) -> Op
         }),
     }
     .unwrap_or(Tls::VerifyFull);
-    let ca_file = v.ca_file.as_ref().map(|ca| {
-        let path = PathBuf::from(ca.get_ref());
-        if !path.is_absolute() {
-            check.at(
-                ca,
-                format!("{key}.ca_file"),
-                format!("{:?} must be an absolute path", ca.get_ref()),
-            );
-        }
-        path
-    });
-    let timeout = check.duration(
+    let ca_file = v
+        .ca_file
+        .as_ref()
+        .map(|ca| check.ca_file(ca, &format!("{key}.ca_file")));
+    let timeout = check.duration_or(
         &v.timeout,
         &format!("{key}.timeout"),
+        false,
+        TIMEOUT,
         Duration::from_secs(60),
     );
-    if timeout.is_zero() {
-        check.push(line, format!("{key}.timeout"), "must be longer than zero");
-    }
     (check.problems.len() == before).then_some(Verify {
         engine,
         host,
@@ -1172,7 +1400,38 @@ fn validate_verify(check: &mut Check, raw: &Spanned<RawVerify>, key: &str) -> Op
     })
 }
 
-fn validate_render(check: &mut Check, raw: &Spanned<RawRender>, key: &str) -> Option<Render> {
+/// The render files of the accounts checked so far, and the state directory they must keep out of.
+struct Renders {
+    /// Normalised; `None` when `daemon.state_dir` itself was refused.
+    state_dir: Option<PathBuf>,
+    /// Each normalised render path, with the key and line of the entry that named it first.
+    seen: std::collections::HashMap<PathBuf, (String, usize)>,
+}
+
+/// `path` with `.` and empty components dropped and each `..` taking away the component before
+/// it, without asking the file system: `/a/./b`, `/a//b` and `/a/x/../b` are all `/a/b`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            // At the root, `..` stays at the root, as the kernel has it.
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn validate_render(
+    check: &mut Check,
+    raw: &Spanned<RawRender>,
+    key: &str,
+    renders: &mut Renders,
+) -> Option<Render> {
     let before = check.problems.len();
     let r = raw.get_ref();
     let format = match r.format.as_str() {
@@ -1188,13 +1447,44 @@ fn validate_render(check: &mut Check, raw: &Spanned<RawRender>, key: &str) -> Op
             RenderFormat::Raw
         }
     };
-    let path = PathBuf::from(&r.path);
-    if !path.is_absolute() || path.file_name().is_none() {
+    let written = PathBuf::from(&r.path);
+    let path = normalize(&written);
+    if !written.is_absolute() || written.file_name().is_none() {
         check.at(
             raw,
             format!("{key}.path"),
             format!("{:?} must be an absolute file path", r.path),
         );
+    } else {
+        let line = check.line(raw.span().start);
+        if let Some(state_dir) = &renders.state_dir
+            && (path.starts_with(state_dir) || state_dir.starts_with(&path))
+        {
+            check.push(
+                line,
+                format!("{key}.path"),
+                format!(
+                    "{:?} {} daemon.state_dir {:?}, where pwrotd keeps its secret files, \
+                     temporary files, lock and audit log",
+                    r.path,
+                    if path.starts_with(state_dir) {
+                        "lies in"
+                    } else {
+                        "would replace a directory above"
+                    },
+                    state_dir.display().to_string(),
+                ),
+            );
+        } else if let Some((first, first_line)) = renders.seen.get(&path) {
+            let message = format!(
+                "{:?} is already the file of {first} (line {first_line}): two render entries \
+                 cannot share a file",
+                r.path
+            );
+            check.push(line, format!("{key}.path"), message);
+        } else {
+            renders.seen.insert(path.clone(), (key.to_owned(), line));
+        }
     }
     let mode = match &r.mode {
         None => 0o600,
@@ -1257,41 +1547,276 @@ fn required(check: &mut Check, value: &Option<Spanned<String>>, key: &str, line:
     }
 }
 
-fn schedule(check: &mut Check, s: &RawSchedule, prefix: &str) -> Schedule {
+/// A schedule, with the shortest time between two of its rotations.
+#[derive(Clone)]
+struct Timing {
+    schedule: Schedule,
+    /// `every` itself, or a cron expression's shortest gap between firings.
+    period: Duration,
+    /// The line of `every` or `cron`; 0 for the built-in default.
+    line: usize,
+}
+
+/// The schedule when neither `[defaults]` nor the account gives one.
+const DEFAULT_EVERY: Duration = Duration::from_secs(30 * 86_400);
+/// `jitter` and `retry_after_failure` when nothing sets them, each at most the period.
+const DEFAULT_JITTER: Duration = Duration::from_secs(600);
+const DEFAULT_RETRY: Duration = Duration::from_secs(300);
+
+/// `cron`, else `every`, else the built-in 30 days; `None` when refused (and reported). Both
+/// given is the caller's to report. A period under an hour is a warning.
+fn schedule(check: &mut Check, s: &RawSchedule, prefix: &str) -> Option<Timing> {
     if let Some(cron) = &s.cron {
-        return match Cron::parse(cron.get_ref()) {
-            Ok(parsed) => Schedule::Cron(Box::new(parsed)),
+        let key = format!("{prefix}cron");
+        let line = check.line(cron.span().start);
+        let parsed = match Cron::parse(cron.get_ref()) {
+            Ok(parsed) => parsed,
             Err(e) => {
-                check.at(
-                    cron,
-                    format!("{prefix}cron"),
+                check.push(
+                    line,
+                    key,
                     format!(
                         "{:?} is not a cron expression with the seconds field first, like \"0 0 3 * * Sun\": {e}",
                         cron.get_ref()
                     ),
                 );
-                Schedule::Every(Duration::from_secs(86_400))
+                return None;
             }
         };
+        let period = match check.cron_period(&parsed) {
+            Ok(period) => period,
+            Err(why) => {
+                check.push(line, key, format!("{:?} {why}", cron.get_ref()));
+                return None;
+            }
+        };
+        if period < SHORT_PERIOD {
+            check.warn(
+                line,
+                key,
+                format!(
+                    "{:?} fires as often as every {}, under an hour: {SHORT_PERIOD_NOTE}",
+                    cron.get_ref(),
+                    humantime::format_duration(period)
+                ),
+            );
+        }
+        return Some(Timing {
+            schedule: Schedule::Cron(Box::new(parsed)),
+            period,
+            line,
+        });
     }
-    let every = check.duration(
-        &s.every,
-        &format!("{prefix}every"),
-        Duration::from_secs(30 * 86_400),
-    );
-    if every.is_zero() {
-        check.push(0, format!("{prefix}every"), "must be longer than zero");
+    let key = format!("{prefix}every");
+    match check.duration(&s.every, &key, false, PERIOD) {
+        None => Some(Timing {
+            schedule: Schedule::Every(DEFAULT_EVERY),
+            period: DEFAULT_EVERY,
+            line: 0,
+        }),
+        Some((_, None)) => None,
+        Some((line, Some(every))) => {
+            if every < SHORT_PERIOD {
+                check.warn(
+                    line,
+                    key,
+                    format!(
+                        "{} is under an hour: {SHORT_PERIOD_NOTE}",
+                        humantime::format_duration(every)
+                    ),
+                );
+            }
+            Some(Timing {
+                schedule: Schedule::Every(every),
+                period: every,
+                line,
+            })
+        }
     }
-    Schedule::Every(every)
 }
 
+const SHORT_PERIOD_NOTE: &str = "each rotation hands applications a new password and spends \
+     API calls; fine for a demo or a test, rarely meant in production";
+
+/// See [`Check::cron_period`].
+fn cron_period(cron: &Cron, now: SystemTime) -> Result<Duration, String> {
+    /// How far on the expression must still fire: past any year field written for today.
+    const LATER: Duration = Duration::from_secs(5 * 31_557_600);
+    /// How many gaps between firings are measured.
+    const GAPS: usize = 8;
+    let when = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let gap = |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+    let Some(first) = cron.next_after(now) else {
+        return Err(
+            "never fires: no date matches it (a day no month has, or a year gone by)".into(),
+        );
+    };
+    if gap(now, first) > MAX_PERIOD {
+        return Err(format!(
+            "first fires at {}, more than 10 years from now",
+            when(first)
+        ));
+    }
+    let later = now + LATER;
+    match cron.next_after(later) {
+        None => {
+            return Err(format!(
+                "stops firing: it has no time after {}",
+                when(later)
+            ));
+        }
+        Some(next) if gap(later, next) > MAX_PERIOD => {
+            return Err(format!(
+                "has no time between {} and {}: more than 10 years",
+                when(later),
+                when(next)
+            ));
+        }
+        Some(_) => {}
+    }
+    let (mut shortest, mut at) = (MAX_PERIOD, first);
+    for _ in 0..GAPS {
+        let Some(next) = cron.next_after(at) else {
+            break;
+        };
+        if gap(at, next) > MAX_PERIOD {
+            return Err(format!(
+                "has no time between {} and {}: more than 10 years",
+                when(at),
+                when(next)
+            ));
+        }
+        shortest = shortest.min(gap(at, next));
+        at = next;
+    }
+    Ok(shortest)
+}
+
+/// `jitter` and `retry_after_failure` are at most the schedule's period: a catch-up spread
+/// wider than the period runs into the next rotation, and a first retry after it is no retry.
+/// `own_schedule` tells whether the period is the caller's own or inherited.
+fn within_period(
+    check: &mut Check,
+    key: &dyn Fn(&str) -> String,
+    timing: &Timing,
+    own_schedule: bool,
+    values: [(&str, Given, bool); 2],
+) {
+    let show = humantime::format_duration;
+    for (name, given, own) in values {
+        let Some((line, Some(value))) = given else {
+            continue;
+        };
+        // Both inherited: `[defaults]` has reported it already.
+        if value <= timing.period || !(own || own_schedule) {
+            continue;
+        }
+        let period = match timing.schedule {
+            Schedule::Every(_) => format!("the period, {}", show(timing.period)),
+            Schedule::Cron(_) => format!(
+                "the shortest gap between the cron's firings, {}",
+                show(timing.period)
+            ),
+        };
+        if own {
+            check.push(
+                line,
+                key(name),
+                format!("{} is longer than {period}", show(value)),
+            );
+        } else {
+            check.push(
+                timing.line,
+                key(name),
+                format!(
+                    "the {name} of {} from [defaults] (line {line}) is longer than {period}; \
+                     give this account a {name} of its own",
+                    show(value)
+                ),
+            );
+        }
+    }
+}
+
+/// `[defaults]`, checked once: its problems are its own, under `defaults.` keys, whether or
+/// not an account takes the value. Each account takes what it does not set itself.
+struct Defaults<'a> {
+    raw: &'a RawSchedule,
+    /// `None` when refused (and reported).
+    timing: Option<Timing>,
+    jitter: Given,
+    retry_after_failure: Given,
+    keep_versions: usize,
+    /// `None` when refused (and reported).
+    policy: Option<Arc<Policy>>,
+}
+
+fn validate_defaults<'a>(check: &mut Check, raw: &'a RawSchedule) -> Defaults<'a> {
+    let key = |k: &str| format!("defaults.{k}");
+    if let Some(cron) = &raw.cron
+        && raw.every.is_some()
+    {
+        check.at(cron, key("cron"), "give `every` or `cron`, not both");
+    }
+    let timing = schedule(check, raw, "defaults.");
+    let jitter = check.duration(&raw.jitter, &key("jitter"), true, PERIOD);
+    let retry_after_failure = check.duration(
+        &raw.retry_after_failure,
+        &key("retry_after_failure"),
+        false,
+        PERIOD,
+    );
+    if let Some(timing) = &timing {
+        within_period(
+            check,
+            &key,
+            timing,
+            true,
+            [
+                ("jitter", jitter, true),
+                ("retry_after_failure", retry_after_failure, true),
+            ],
+        );
+    }
+    let keep_versions = check.count(&raw.keep_versions, &key("keep_versions"), 0..=100, 5) as usize;
+    let policy = policy(
+        check,
+        &RawPolicy::default(),
+        &raw.password,
+        &key("password"),
+        0,
+        false,
+    );
+    Defaults {
+        raw,
+        timing,
+        jitter,
+        retry_after_failure,
+        keep_versions,
+        policy,
+    }
+}
+
+/// The password policy, key by key from `own` or else `default`. With `inherited_reported`,
+/// `default` was refused on its own already, so problems with the keys it gives are not
+/// reported again.
 fn policy(
     check: &mut Check,
     own: &RawPolicy,
     default: &RawPolicy,
     key: &str,
     line: usize,
+    inherited_reported: bool,
 ) -> Option<Arc<Policy>> {
+    let reported = |name: &str| {
+        inherited_reported
+            && match name {
+                "length" => own.length.is_none(),
+                "require" => own.require.is_none(),
+                "special" => own.special.is_none(),
+                _ => own.exclude.is_none(),
+            }
+    };
     let length = own.length.as_ref().or(default.length.as_ref());
     let require = own.require.as_ref().or(default.require.as_ref());
     let special = own.special.as_ref().or(default.special.as_ref());
@@ -1311,6 +1836,7 @@ fn policy(
         for name in require.get_ref() {
             match Class::ALL.into_iter().find(|c| c.name() == name) {
                 Some(c) => classes.push(c),
+                None if reported("require") => {}
                 None => check.at(
                     require,
                     format!("{key}.require"),
@@ -1341,7 +1867,7 @@ fn policy(
             Some(shared)
         }
         Err(errors) => {
-            for e in errors {
+            for e in errors.into_iter().filter(|e| !reported(e.key)) {
                 let line = line_of(check, e.key);
                 check.push(line, format!("{key}.{}", e.key), e.message);
             }
@@ -1513,10 +2039,10 @@ render = [
         assert_eq!(
             keys,
             [
-                "account \"a\".render.format",
-                "account \"a\".render.path",
-                "account \"a\".render.mode",
-                "account \"a\".render.group"
+                "account \"a\".render[1].format",
+                "account \"a\".render[1].path",
+                "account \"a\".render[1].mode",
+                "account \"a\".render[1].group"
             ]
         );
         let good = src.replace(
@@ -1534,6 +2060,353 @@ render = [
             (render[1].format, render[1].mode, render[1].gid),
             (RenderFormat::Raw, 0o600, None)
         );
+    }
+
+    /// An unknown table is one problem, named by its header and on its line; the keys in its
+    /// body are not reported again as keys of the table above it.
+    #[test]
+    fn an_unknown_table_is_one_problem_named_by_its_header() {
+        const A: &str = "[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n";
+        let head = "[cloud]\nregion_id = \"r\"\n";
+        let cases: [(String, Vec<(usize, &str)>); 8] = [
+            // After an account: not "account: unknown field", and x, y are not account keys.
+            (
+                format!("{head}{A}[bogus]\nx = 1\ny = \"2\"\n"),
+                vec![(8, "bogus")],
+            ),
+            // Before any account.
+            (format!("{head}[bogus]\nx = 1\n{A}"), vec![(3, "bogus")]),
+            // An array of tables, given twice: one problem, at the first.
+            (
+                format!("{head}{A}[[bogus]]\nx = 1\n[[bogus]]\nx = 2\n"),
+                vec![(8, "bogus")],
+            ),
+            // Unknown sub-tables of known tables.
+            (
+                format!("{head}[cloud.nope]\nx = 1\n{A}"),
+                vec![(3, "cloud.nope")],
+            ),
+            (
+                format!("{head}[defaults]\nevery = \"1d\"\n[defaults.nope]\nx = 1\n{A}"),
+                vec![(5, "defaults.nope")],
+            ),
+            (
+                format!("{head}{A}[account.nope]\nx = 1\n"),
+                vec![(8, "account.nope")],
+            ),
+            // The unknown table's own sub-tables belong to it.
+            (
+                format!("{head}[bogus]\nx = 1\n[bogus.inner]\ny = 2\n{A}"),
+                vec![(3, "bogus")],
+            ),
+            // What follows an unknown table is still checked.
+            (
+                format!("{head}[bogus]\nx = 1\n[daemon]\nmax_concurrent = \"four\"\n{A}"),
+                vec![(3, "bogus"), (6, "daemon.max_concurrent")],
+            ),
+        ];
+        for (src, expected) in cases {
+            let expected: Vec<(usize, String)> = expected
+                .into_iter()
+                .map(|(l, k)| (l, k.to_owned()))
+                .collect();
+            assert_eq!(problems(&src), expected, "{src}");
+        }
+    }
+
+    /// Two render entries never share a file, in one account or two, and none lies in the state
+    /// directory, where it would collide with the secret files, temporary files, lock or audit
+    /// log. Paths are compared after lexical normalisation.
+    #[test]
+    fn render_paths_are_unique_and_outside_the_state_dir() {
+        let head = "[daemon]\nstate_dir = \"/var/lib/pwrotd\"\n[cloud]\nregion_id = \"r\"\n";
+        let account = |name: &str, render: &str| {
+            format!(
+                "[[account]]\nname = \"{name}\"\napi = \"ResetAccount\"\ncluster_id = \"pc-{name}\"\naccount_name = \"r\"\nrender = [{render}]\n"
+            )
+        };
+        let entry = |path: &str| format!("{{ format = \"env\", path = \"{path}\" }}");
+        let config = |a: &str, b: &str| format!("{head}{}{}", account("a", a), account("b", b));
+        // Account "a"'s render line is 10, "b"'s is 16.
+        let bad = [
+            (
+                config(
+                    &format!("{}, {}", entry("/run/app/db"), entry("/run/app/db")),
+                    &entry("/run/b"),
+                ),
+                (10, "account \"a\".render[1].path"),
+            ),
+            (
+                config(&entry("/run/app/db"), &entry("/run//app/x/../db")),
+                (16, "account \"b\".render[0].path"),
+            ),
+            (
+                config(&entry("/run/app/db"), &entry("/run/./app/db")),
+                (16, "account \"b\".render[0].path"),
+            ),
+            (
+                config(&entry("/var/lib/pwrotd/secrets/a.json"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+            (
+                config(&entry("/run/a"), &entry("/var/lib//pwrotd/audit.jsonl")),
+                (16, "account \"b\".render[0].path"),
+            ),
+            (
+                config(&entry("/var/lib/x/../pwrotd/.lock"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+            (
+                config(&entry("/var/lib/pwrotd/"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+            // An ancestor of the state directory: the rename would replace a directory.
+            (
+                config(&entry("/var/lib"), &entry("/run/b")),
+                (10, "account \"a\".render[0].path"),
+            ),
+        ];
+        for (src, (line, key)) in bad {
+            assert_eq!(problems(&src), [(line, key.to_owned())], "{src}");
+        }
+        // A sibling whose name merely starts like the state directory is fine, and the path
+        // kept is the normalised one.
+        let good = config(
+            &entry("/var/lib/pwrotd-render/a.env"),
+            &entry("/run//b/./x/../b.env"),
+        );
+        let c = Config::parse(&good, Path::new("t.toml")).unwrap();
+        assert_eq!(c.accounts[1].render[0].path, Path::new("/run/b/b.env"));
+    }
+
+    const ONE: &str = "[cloud]\nregion_id = \"r\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n";
+
+    /// `ONE` with `cloud` keys after line 2 and account keys at the end (line 8 on).
+    fn one(cloud: &str, account: &str) -> String {
+        ONE.replacen(
+            "region_id = \"r\"\n",
+            &format!("region_id = \"r\"\n{cloud}"),
+            1,
+        ) + account
+    }
+
+    /// Values that would panic or fail later, or that make no sense, are refused at load with
+    /// their key; the bounds themselves are accepted.
+    #[test]
+    fn values_out_of_range_are_refused() {
+        let bad = [
+            (
+                "requests_per_second = 1e-300\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = 0.001\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = 1e300\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = nan\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = -inf\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            (
+                "requests_per_second = -5\n",
+                "",
+                "cloud.requests_per_second",
+            ),
+            ("timeout = \"2h\"\n", "", "cloud.timeout"),
+            ("timeout = \"0s\"\n", "", "cloud.timeout"),
+            ("", "every = \"8000y\"\n", "account \"a\".every"),
+            ("", "every = \"11y\"\n", "account \"a\".every"),
+            ("", "every = \"0s\"\n", "account \"a\".every"),
+            (
+                "",
+                "every = \"30d\"\njitter = \"31d\"\n",
+                "account \"a\".jitter",
+            ),
+            ("", "jitter = \"50000y\"\n", "account \"a\".jitter"),
+            (
+                "",
+                "every = \"1d\"\nretry_after_failure = \"2d\"\n",
+                "account \"a\".retry_after_failure",
+            ),
+            (
+                "",
+                "retry_after_failure = \"0s\"\n",
+                "account \"a\".retry_after_failure",
+            ),
+            (
+                "",
+                "[account.verify]\nengine = \"mysql\"\nhost = \"db\"\ntimeout = \"1000y\"\n",
+                "account \"a\".verify.timeout",
+            ),
+        ];
+        for (cloud, account, key) in bad {
+            let src = one(cloud, account);
+            let keys: Vec<String> = problems(&src).into_iter().map(|(_, k)| k).collect();
+            assert_eq!(keys, [key], "{src}");
+        }
+        let daemon = format!("[daemon]\nshutdown_grace = \"2h\"\n{ONE}");
+        assert_eq!(problems(&daemon), [(2, "daemon.shutdown_grace".to_owned())]);
+
+        for (cloud, account) in [
+            ("requests_per_second = 0.01\n", ""),
+            ("requests_per_second = 1000000\ntimeout = \"1h\"\n", ""),
+            (
+                "",
+                "every = \"10y\"\njitter = \"10y\"\nretry_after_failure = \"10y\"\n",
+            ),
+            // A short period caps the default jitter (10m) and first retry (5m) to itself.
+            ("", "every = \"1m\"\n"),
+        ] {
+            let src = one(cloud, account);
+            if let Err(e) = Config::parse(&src, Path::new("t.toml")) {
+                panic!("{src}\n{e}");
+            }
+        }
+        let c = Config::parse(&one("", "every = \"1m\"\n"), Path::new("t.toml")).unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(
+            (a.jitter, a.retry_after_failure),
+            (Duration::from_secs(60), Duration::from_secs(60))
+        );
+    }
+
+    /// A CA file that is missing, empty or not PEM fails at load, not at the first rotation.
+    #[test]
+    fn ca_files_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem");
+        let verify = |ca: &Path| {
+            format!(
+                "[account.verify]\nengine = \"mysql\"\nhost = \"db\"\nca_file = \"{}\"\n",
+                ca.display()
+            )
+        };
+        for ca in [&missing, &empty, &junk, dir.path()] {
+            let src = one(&format!("ca_file = \"{}\"\n", ca.display()), "");
+            assert_eq!(problems(&src), [(3, "cloud.ca_file".to_owned())], "{src}");
+            let src = one("", &verify(ca));
+            assert_eq!(
+                problems(&src),
+                [(11, "account \"a\".verify.ca_file".to_owned())],
+                "{src}"
+            );
+        }
+        let src = one(
+            &format!("ca_file = \"{}\"\n", good.display()),
+            &verify(&good),
+        );
+        let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+        assert_eq!(c.cloud.client.ca_file.as_deref(), Some(good.as_path()));
+    }
+
+    /// A cron expression that never fires, or stops firing within a few years, is refused; it
+    /// used to be taken as yearly.
+    #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        let year: i32 = chrono::Datelike::year(&chrono::Utc::now());
+        for cron in [
+            "0 0 0 30 2 *".to_owned(),
+            "0 0 0 31 4 *".to_owned(),
+            "0 0 0 1 1 * 2020".to_owned(),
+            format!("0 0 0 1 1 * {}", year + 1),
+            format!("* * * * * * {}-{}", year, year + 1),
+            "0 0 0 1 1 * 4000".to_owned(),
+        ] {
+            let src = one("", &format!("cron = \"{cron}\"\n"));
+            assert_eq!(
+                problems(&src),
+                [(8, "account \"a\".cron".to_owned())],
+                "{cron}"
+            );
+        }
+        for cron in ["0 0 0 29 2 *", "0 0 3 * * Sun", "0 0 0 1 1 *"] {
+            let src = one("", &format!("cron = \"{cron}\"\n"));
+            assert!(Config::parse(&src, Path::new("t.toml")).is_ok(), "{cron}");
+        }
+    }
+
+    /// A period under an hour loads, with a warning naming its line and key: once for
+    /// `[defaults]`, however many accounts take it.
+    #[test]
+    fn a_period_under_an_hour_is_a_warning() {
+        let warnings = |src: &str| -> Vec<(usize, String)> {
+            Config::parse(src, Path::new("t.toml"))
+                .unwrap()
+                .warnings
+                .into_iter()
+                .map(|w| (w.line, w.key))
+                .collect()
+        };
+        assert_eq!(
+            warnings(&one("", "every = \"30m\"\n")),
+            [(8, "account \"a\".every".to_owned())]
+        );
+        assert_eq!(
+            warnings(&one("", "every = \"1s\"\n")),
+            [(8, "account \"a\".every".to_owned())]
+        );
+        assert_eq!(
+            warnings(&one("", "cron = \"0 */5 * * * *\"\n")),
+            [(8, "account \"a\".cron".to_owned())]
+        );
+        let two = "[defaults]\nevery = \"5m\"\n[cloud]\nregion_id = \"r\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n[[account]]\nname = \"b\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"s\"\n";
+        assert_eq!(warnings(two), [(2, "defaults.every".to_owned())]);
+        assert!(warnings(&one("", "every = \"1h\"\n")).is_empty());
+        assert!(warnings(ONE).is_empty());
+    }
+
+    /// A bad `[defaults]` value is one problem under its `defaults.` key, not one per account
+    /// under the account's; and it is a problem even when no account takes it.
+    #[test]
+    fn defaults_problems_are_reported_once_under_defaults() {
+        let accounts = "[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n[[account]]\nname = \"b\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"s\"\n";
+        let src = format!(
+            "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"often\"\njitter = \"x\"\nretry_after_failure = \"0s\"\nkeep_versions = -1\n[defaults.password]\nlength = 40\n{accounts}"
+        );
+        assert_eq!(
+            problems(&src),
+            [
+                (4, "defaults.every".to_owned()),
+                (5, "defaults.jitter".to_owned()),
+                (6, "defaults.retry_after_failure".to_owned()),
+                (7, "defaults.keep_versions".to_owned()),
+                (9, "defaults.password.length".to_owned()),
+            ]
+        );
+        let cron =
+            format!("[cloud]\nregion_id = \"r\"\n[defaults]\ncron = \"0 0 0 30 2 *\"\n{accounts}");
+        assert_eq!(problems(&cron), [(4, "defaults.cron".to_owned())]);
+        let jitter = format!(
+            "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"1h\"\njitter = \"2h\"\n{accounts}"
+        );
+        assert_eq!(problems(&jitter), [(5, "defaults.jitter".to_owned())]);
+        // With no account at all.
+        let alone = "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"often\"\n";
+        assert_eq!(problems(alone), [(4, "defaults.every".to_owned())]);
+        // A default that only an account's own value makes wrong is that account's problem.
+        let own = format!(
+            "[cloud]\nregion_id = \"r\"\n[defaults]\njitter = \"2h\"\n{}every = \"1h\"\n",
+            accounts.split_once("[[account]]\nname = \"b\"").unwrap().0
+        );
+        assert_eq!(problems(&own), [(10, "account \"a\".jitter".to_owned())]);
     }
 
     #[test]
