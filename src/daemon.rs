@@ -178,6 +178,7 @@ fn notify(state: sd_notify::NotifyState<'_>) {
 pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
     let config = options.config.clone();
     let state_dir = config.daemon.state_dir.clone();
+    warn_about(&config);
     let lock = StateLock::acquire(&state_dir, "daemon-starting")?;
     let sink = Arc::new(Sink::open(&state_dir)?);
     raise_file_limit();
@@ -347,6 +348,7 @@ async fn reload(
             return old;
         }
     };
+    warn_about(&new);
     if new.daemon.metrics_listen != old.daemon.metrics_listen {
         tracing::warn!("daemon.metrics_listen changes take effect at the next restart");
     }
@@ -367,6 +369,13 @@ async fn reload(
             metrics.config_reloads.with_label_values(&["failure"]).inc();
             old
         }
+    }
+}
+
+/// Logs what `pwrotd check` prints as warnings.
+fn warn_about(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!("{}", warning.display(&config.path));
     }
 }
 

@@ -485,7 +485,7 @@ fn check(path: &Path) -> ExitCode {
         let next = match sink::read_secret(&config.daemon.state_dir, a, uid) {
             Ok(file) => match scheduler::scheduled(a, scheduler::Initial::of(file.as_ref())) {
                 Some(due) if due <= now => "overdue: caught up at start".to_owned(),
-                Some(due) => timestamp_or_later(due),
+                Some(due) => sink::timestamp(due),
                 None => "at start".to_owned(),
             },
             Err(e) => format!("refused: {}", e.code()),
@@ -511,17 +511,6 @@ fn check(path: &Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
-}
-
-/// `due` as RFC 3339, or "after 9999-12-31T23:59:59Z" where RFC 3339 ends: the config bounds
-/// periods to ten years, but a last success in the sink can be anything up to the year 9999.
-fn timestamp_or_later(due: SystemTime) -> String {
-    use std::fmt::Write;
-    let mut text = String::new();
-    match write!(text, "{}", humantime::format_rfc3339_seconds(due)) {
-        Ok(()) => text,
-        Err(_) => "after 9999-12-31T23:59:59Z".to_owned(),
-    }
 }
 
 fn genpass(length: usize, count: usize) -> ExitCode {

@@ -758,6 +758,13 @@ pub fn render(account: &Account, current: &Version, always: bool, uid: Option<u3
 }
 
 /// The current UTC time as `YYYY-MM-DDThh:mm:ssZ`.
+/// A time RFC 3339 cannot write (past the year 9999; a last success in the sink can be that
+/// late, plus a period) is shown as `after 9999-12-31T23:59:59Z`, never a panic.
 pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+    use std::fmt::Write;
+    let mut text = String::new();
+    match write!(text, "{}", humantime::format_rfc3339_seconds(at)) {
+        Ok(()) => text,
+        Err(_) => "after 9999-12-31T23:59:59Z".to_owned(),
+    }
 }
