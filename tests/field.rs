@@ -406,3 +406,168 @@ async fn a_change_answered_with_an_error_keeps_its_pending_password() {
         }
     }
 }
+
+/// Counts the connections a listener receives, and keeps what they sent.
+async fn recorder() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+                log.lock().unwrap().push(buf[..n].to_vec());
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// PRODUCT.md §1: `http://` is for loopback only, and never goes through a proxy, whatever
+/// HTTP_PROXY or ALL_PROXY say: the proxy would see the form body and its password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_requests_never_go_through_a_proxy() {
+    let env = Env::new("v1").await;
+    let (proxy, seen) = recorder().await;
+    let url = format!("http://{proxy}");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        env.command(&["rotate", "--account", "orders-app"])
+            .env("HTTP_PROXY", &url)
+            .env("http_proxy", &url)
+            .env("ALL_PROXY", &url)
+            .env("all_proxy", &url)
+            .env("HTTPS_PROXY", &url)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(seen.lock().unwrap().is_empty(), "a proxy saw a loopback request");
+}
+
+/// HTTPS_PROXY serves https endpoints as a CONNECT tunnel: the proxy sees the address and
+/// TLS, never the form body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_goes_through_https_proxy_as_a_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new("v1").await;
+    // The API, over TLS with the test CA: every call succeeds.
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = api.local_addr().unwrap();
+    let acceptor = crate::transport::tls_acceptor();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = api.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 65536];
+                let _ = tls.read(&mut buf).await;
+                let body = r#"{"RequestId":"TUNNELLED"}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    // A CONNECT proxy that keeps every byte it relays from the client.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let relayed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let log = relayed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = proxy.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                log.lock().unwrap().extend_from_slice(&head);
+                let line = String::from_utf8_lossy(&head).to_string();
+                let Some(target) = line
+                    .strip_prefix("CONNECT ")
+                    .and_then(|l| l.split_whitespace().next())
+                else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                let (mut cr, mut cw) = client.split();
+                let (mut ur, mut uw) = upstream.split();
+                let up = async {
+                    let mut buf = vec![0u8; 16384];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = uw.shutdown().await;
+                };
+                let down = tokio::io::copy(&mut ur, &mut cw);
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let endpoint = env.server.url().as_str().trim_end_matches('/').to_owned();
+    let text = text
+        .replace(&endpoint, &format!("https://{api_addr}"))
+        .replace(
+            "timeout = \"3s\"",
+            &format!("timeout = \"3s\"\nca_file = \"{ca}\""),
+        );
+    std::fs::write(&env.config, text).expect("write");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        env.command(&["rotate", "--account", "billing"])
+            .env("HTTPS_PROXY", &proxy_url)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let relayed = relayed.lock().unwrap().clone();
+    let text = String::from_utf8_lossy(&relayed);
+    assert!(
+        text.starts_with(&format!("CONNECT {api_addr} ")),
+        "no tunnel: {text:?}"
+    );
+    let sink = env.sink("billing").expect("sink");
+    let password = sink["current"]["password"].as_str().expect("current");
+    assert!(
+        !relayed.windows(password.len()).any(|w| w == password.as_bytes()),
+        "the proxy saw the password"
+    );
+    assert!(!text.contains("AccountPassword"), "the proxy saw the form body");
+}

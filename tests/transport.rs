@@ -212,7 +212,7 @@ async fn bad_replies_are_classified_and_nothing_crashes() {
     }
 }
 
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+pub fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
     use tokio_rustls::rustls::{self, pki_types};
     let cert = pki_types::CertificateDer::from(include_bytes!("tls/leaf.der").to_vec());
     let key = pki_types::PrivateKeyDer::try_from(include_bytes!("tls/leaf.key.der").to_vec())

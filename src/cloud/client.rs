@@ -68,6 +68,22 @@ impl Endpoints {
     }
 }
 
+/// The proxy for https endpoints that `HTTPS_PROXY` (or `https_proxy`) names, with the
+/// exceptions of `NO_PROXY`. `HTTP_PROXY` and `ALL_PROXY` are never used: the only plain-http
+/// endpoints pwrotd accepts are on loopback, and their requests must not leave the host.
+fn https_proxy_from_env() -> Result<Option<reqwest::Proxy>, String> {
+    let Some(url) = ["HTTPS_PROXY", "https_proxy"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    else {
+        return Ok(None);
+    };
+    // Not the value in the message: a proxy URL may carry a password.
+    let proxy = reqwest::Proxy::https(url.trim())
+        .map_err(|_| "HTTPS_PROXY is not a valid proxy URL".to_owned())?;
+    Ok(Some(proxy.no_proxy(reqwest::NoProxy::from_env())))
+}
+
 /// Parses an endpoint, accepting `http://` only for loopback addresses.
 pub fn parse_endpoint(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
@@ -186,6 +202,13 @@ impl Client {
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }
+        }
+        // No proxy from the environment reaches a plain-http (loopback) endpoint: it would
+        // see the form body, password included. HTTPS_PROXY, with NO_PROXY, serves https
+        // endpoints only, where the proxy sees a CONNECT tunnel and nothing else.
+        builder = builder.no_proxy();
+        if let Some(proxy) = https_proxy_from_env()? {
+            builder = builder.proxy(proxy);
         }
         let http = builder
             .user_agent(concat!("pwrotd/", env!("CARGO_PKG_VERSION")))
