@@ -360,6 +360,22 @@ fn status(path: &Path, json: bool) -> ExitCode {
         Err(code) => return code,
     };
     let state_dir = &config.daemon.state_dir;
+    if let Err(e) = std::fs::metadata(state_dir) {
+        eprintln!(
+            "pwrotd status: cannot read the state directory {}: {e}; has pwrotd run with this config?",
+            state_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    // What the running daemon knows: its retry times and what is in flight.
+    let live: std::collections::HashMap<String, pwrotd::scheduler::SlotStatus> =
+        match control::call(state_dir, &Request::Status, Duration::from_secs(10)) {
+            Ok(Response::Status { accounts }) => accounts
+                .into_iter()
+                .map(|a| (a.account.clone(), a))
+                .collect(),
+            _ => Default::default(),
+        };
     let audit = match sink::read_audit(state_dir) {
         Ok(records) => records,
         Err(e) => {
@@ -382,7 +398,16 @@ fn status(path: &Path, json: bool) -> ExitCode {
                 let file = file.as_ref();
                 let initial = scheduler::Initial::of(file);
                 let (last, pending) = (initial.last_success, initial.pending);
-                let next = scheduler::scheduled(account, initial);
+                let scheduled = scheduler::scheduled(account, initial)
+                    .map(sink::timestamp)
+                    .unwrap_or_else(|| "at start".into());
+                let live = live.get(&account.name);
+                let next_due = match live {
+                    Some(l) if l.in_flight => "now (running)".to_owned(),
+                    Some(l) if l.waiting => "waiting for a renamed account's task".to_owned(),
+                    Some(l) => l.next_attempt.clone(),
+                    None => scheduled,
+                };
                 serde_json::json!({
                     "account": account.name,
                     "api": account.api.as_str(),
@@ -395,7 +420,10 @@ fn status(path: &Path, json: bool) -> ExitCode {
                     "age_seconds": last.and_then(|l| now.duration_since(l).ok()).map(|d| d.as_secs()),
                     "pending": pending,
                     "last_error": last_error,
-                    "next_due": next.map(sink::timestamp).unwrap_or_else(|| "at start".into()),
+                    "next_due": next_due,
+                    "failures": live.map(|l| l.failures),
+                    "render_retry": live.and_then(|l| l.render_retry.clone()),
+                    "daemon": live.is_some(),
                     "sink_error": null,
                 })
             }

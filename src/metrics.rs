@@ -21,27 +21,25 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+use crate::config::Account;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Every metric pwrotd exports.
 pub struct Metrics {
     registry: Registry,
-    pub rotations: IntCounterVec,
     pub rotation_duration: Histogram,
-    /// `pwrotd_last_success_timestamp_seconds` and `pwrotd_next_rotation_timestamp_seconds`,
-    /// kept as plain numbers and rendered at scrape time: a gauge object per account costs
-    /// about 250 bytes each, 50 MB at 100,000 accounts.
-    times: Arc<AccountTimes>,
-    pub pending: IntGauge,
+    /// Every per-account series but the verifications, kept as plain numbers and rendered at
+    /// scrape time: a metric object per account and label set costs about 250 bytes, 50 MB
+    /// per series at 100,000 accounts.
+    accounts_stats: Arc<AccountStats>,
     pub api_requests: IntCounterVec,
     pub accounts: IntGauge,
     pub config_reloads: IntCounterVec,
     /// Logins that test a password (`[account.verify]`), by account and outcome: `success`,
     /// `rejected` (the database refused the password) or `error` (no answer either way).
     pub verifications: IntCounterVec,
-    /// Render files that could not be written, by account: retried as renders.
-    pub render_failures: IntCounterVec,
     pub build_info: IntGaugeVec,
     /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
     pub healthy: AtomicBool,
@@ -50,8 +48,6 @@ pub struct Metrics {
     pub heartbeat: AtomicU64,
     /// The directory rotations write secret files to, which `/healthz` proves writable.
     pub secrets_dir: std::sync::OnceLock<std::path::PathBuf>,
-    /// The accounts behind `pending`.
-    pub pending_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,6 +56,9 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The `outcome` labels of `pwrotd_verifications_total`.
+const VERIFICATION_OUTCOMES: [&str; 3] = ["success", "rejected", "error"];
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
@@ -67,11 +66,6 @@ impl Metrics {
             IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric")
         };
         let m = Metrics {
-            rotations: counter(
-                "pwrotd_rotations_total",
-                "Rotation attempts by account and outcome.",
-                &["account", "outcome"],
-            ),
             rotation_duration: Histogram::with_opts(
                 HistogramOpts::new(
                     "pwrotd_rotation_duration_seconds",
@@ -82,12 +76,7 @@ impl Metrics {
                 ]),
             )
             .expect("a valid metric"),
-            times: Arc::new(AccountTimes::default()),
-            pending: IntGauge::new(
-                "pwrotd_pending_rotations",
-                "Accounts whose sink holds a pending password that may be live.",
-            )
-            .expect("a valid metric"),
+            accounts_stats: Arc::new(AccountStats::default()),
             api_requests: counter(
                 "pwrotd_api_requests_total",
                 "OpenAPI requests by action and reply code.",
@@ -105,11 +94,6 @@ impl Metrics {
                 "Password verifications by login, by account and outcome.",
                 &["account", "outcome"],
             ),
-            render_failures: counter(
-                "pwrotd_render_failures_total",
-                "Render files that could not be written, by account.",
-                &["account"],
-            ),
             build_info: IntGaugeVec::new(
                 Opts::new("pwrotd_build_info", "The running version."),
                 &["version"],
@@ -118,19 +102,15 @@ impl Metrics {
             healthy: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
             secrets_dir: std::sync::OnceLock::new(),
-            pending_accounts: Default::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
-            Box::new(m.rotations.clone()),
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
             Box::new(m.rotation_duration.clone()),
-            Box::new(TimesCollector::new(m.times.clone())),
-            Box::new(m.pending.clone()),
+            Box::new(StatsCollector::new(m.accounts_stats.clone())),
             Box::new(m.api_requests.clone()),
             Box::new(m.accounts.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.verifications.clone()),
-            Box::new(m.render_failures.clone()),
             Box::new(m.build_info.clone()),
         ];
         for c in collectors {
@@ -143,6 +123,9 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for outcome in ["success", "failure"] {
+            m.config_reloads.with_label_values(&[outcome]);
+        }
         Arc::new(m)
     }
 
@@ -155,116 +138,254 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Forgets the per-account series of an account no longer configured.
-    pub fn forget_account(&self, account: &str) {
-        self.times.lock().remove(account);
-    }
-
-    /// `pwrotd_last_success_timestamp_seconds{account}`.
-    pub fn set_last_success(&self, account: &str, at: std::time::SystemTime) {
-        self.times.set(account, 0, at);
-    }
-
-    /// `pwrotd_next_rotation_timestamp_seconds{account}`.
-    pub fn set_next_rotation(&self, account: &str, at: std::time::SystemTime) {
-        self.times.set(account, 1, at);
-    }
-}
-
-/// Per account: [last success, next rotation], in seconds since the epoch.
-#[derive(Default)]
-struct AccountTimes(std::sync::Mutex<HashMap<String, [Option<f64>; 2]>>);
-
-impl AccountTimes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, [Option<f64>; 2]>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set(&self, account: &str, which: usize, at: std::time::SystemTime) {
-        let secs = at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let mut times = self.lock();
-        match times.get_mut(account) {
-            Some(entry) => entry[which] = Some(secs),
-            None => {
-                let mut entry = [None, None];
-                entry[which] = Some(secs);
-                times.insert(account.to_owned(), entry);
+    /// Makes every per-account series of `account` exist, at 0 where nothing happened yet,
+    /// so that `increase(...)` alerts see its first failure.
+    pub fn add_account(&self, account: &Account) {
+        self.accounts_stats
+            .lock()
+            .entry(account.name.clone())
+            .or_default();
+        if account.verify.is_some() {
+            for outcome in VERIFICATION_OUTCOMES {
+                self.verifications
+                    .with_label_values(&[account.name.as_str(), outcome]);
             }
         }
     }
-}
 
-/// Renders [`AccountTimes`] as two gauge families when scraped.
-struct TimesCollector {
-    descs: [Desc; 2],
-    times: Arc<AccountTimes>,
-}
-
-const TIMES: [(&str, &str); 2] = [
-    (
-        "pwrotd_last_success_timestamp_seconds",
-        "When the current password of each account was set.",
-    ),
-    (
-        "pwrotd_next_rotation_timestamp_seconds",
-        "When each account is next due.",
-    ),
-];
-
-impl TimesCollector {
-    fn new(times: Arc<AccountTimes>) -> TimesCollector {
-        let desc = |(name, help): (&str, &str)| {
-            Desc::new(
-                name.into(),
-                help.into(),
-                vec!["account".into()],
-                HashMap::new(),
-            )
-            .expect("a valid metric")
-        };
-        TimesCollector {
-            descs: [desc(TIMES[0]), desc(TIMES[1])],
-            times,
+    /// Forgets the per-account series of an account no longer configured.
+    pub fn forget_account(&self, account: &str) {
+        self.accounts_stats.lock().remove(account);
+        for outcome in VERIFICATION_OUTCOMES {
+            let _ = self.verifications.remove_label_values(&[account, outcome]);
         }
+    }
+
+    fn update(&self, account: &str, change: impl FnOnce(&mut Stats)) {
+        change(
+            self.accounts_stats
+                .lock()
+                .entry(account.to_owned())
+                .or_default(),
+        );
+    }
+
+    /// `pwrotd_last_success_timestamp_seconds{account}`.
+    pub fn set_last_success(&self, account: &str, at: SystemTime) {
+        self.update(account, |s| s.last_success = Some(seconds(at)));
+    }
+
+    /// `pwrotd_next_rotation_timestamp_seconds{account}`: when the daemon will really try
+    /// next.
+    pub fn set_next_rotation(&self, account: &str, at: SystemTime) {
+        self.update(account, |s| s.next_rotation = Some(seconds(at)));
+    }
+
+    /// `pwrotd_rotations_total{account,outcome}`.
+    pub fn count_rotation(&self, account: &str, success: bool) {
+        self.update(account, |s| {
+            if success {
+                s.successes += 1;
+            } else {
+                s.failures += 1;
+            }
+        });
+    }
+
+    /// `pwrotd_render_failures_total{account}`.
+    pub fn count_render_failure(&self, account: &str) {
+        self.update(account, |s| s.render_failures += 1);
+    }
+
+    /// `pwrotd_hook_failures_total{account}`.
+    pub fn count_hook_failure(&self, account: &str) {
+        self.update(account, |s| s.hook_failures += 1);
+    }
+
+    /// `pwrotd_account_pending{account}`, and with it `pwrotd_pending_rotations`.
+    pub fn set_pending(&self, account: &str, pending: bool) {
+        self.update(account, |s| s.pending = pending);
+    }
+
+    /// The value of one per-account counter or gauge, for tests and the demo.
+    pub fn account_value(&self, account: &str, metric: &str) -> Option<f64> {
+        let stats = self.accounts_stats.lock();
+        let s = stats.get(account)?;
+        Some(match metric {
+            "successes" => s.successes as f64,
+            "failures" => s.failures as f64,
+            "render_failures" => s.render_failures as f64,
+            "hook_failures" => s.hook_failures as f64,
+            "pending" => f64::from(u8::from(s.pending)),
+            _ => return None,
+        })
     }
 }
 
-impl Collector for TimesCollector {
+fn seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// One account's series.
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    last_success: Option<f64>,
+    next_rotation: Option<f64>,
+    successes: u64,
+    failures: u64,
+    render_failures: u64,
+    hook_failures: u64,
+    pending: bool,
+}
+
+#[derive(Default)]
+struct AccountStats(std::sync::Mutex<HashMap<String, Stats>>);
+
+impl AccountStats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stats>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The families [`AccountStats`] renders: name, help, type, and its labels beyond `account`.
+const FAMILIES: [(&str, &str, MetricType); 7] = [
+    (
+        "pwrotd_rotations_total",
+        "Rotations by account and outcome (success, failure).",
+        MetricType::COUNTER,
+    ),
+    (
+        "pwrotd_last_success_timestamp_seconds",
+        "When the current password of each account was set.",
+        MetricType::GAUGE,
+    ),
+    (
+        "pwrotd_next_rotation_timestamp_seconds",
+        "When the daemon will next try to rotate each account: a failing account's retry time.",
+        MetricType::GAUGE,
+    ),
+    (
+        "pwrotd_account_pending",
+        "1 while an account's sink holds a pending password that may be live.",
+        MetricType::GAUGE,
+    ),
+    (
+        "pwrotd_pending_rotations",
+        "Accounts whose sink holds a pending password that may be live.",
+        MetricType::GAUGE,
+    ),
+    (
+        "pwrotd_render_failures_total",
+        "Render files that could not be written, by account.",
+        MetricType::COUNTER,
+    ),
+    (
+        "pwrotd_hook_failures_total",
+        "on_change hooks that failed or timed out, by account.",
+        MetricType::COUNTER,
+    ),
+];
+
+/// Renders [`AccountStats`] when scraped.
+struct StatsCollector {
+    descs: Vec<Desc>,
+    stats: Arc<AccountStats>,
+}
+
+impl StatsCollector {
+    fn new(stats: Arc<AccountStats>) -> StatsCollector {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _)| {
+                let labels = match *name {
+                    "pwrotd_pending_rotations" => vec![],
+                    "pwrotd_rotations_total" => vec!["account".into(), "outcome".into()],
+                    _ => vec!["account".into()],
+                };
+                Desc::new((*name).into(), (*help).into(), labels, HashMap::new())
+                    .expect("a valid metric")
+            })
+            .collect();
+        StatsCollector { descs, stats }
+    }
+}
+
+fn sample(labels: &[(&str, &str)], kind: MetricType, value: f64) -> Metric {
+    let mut metric = Metric::default();
+    metric.set_label(
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut label = LabelPair::default();
+                label.set_name((*name).into());
+                label.set_value((*value).into());
+                label
+            })
+            .collect(),
+    );
+    if kind == MetricType::COUNTER {
+        let mut counter = prometheus::proto::Counter::default();
+        counter.set_value(value);
+        metric.set_counter(counter);
+    } else {
+        let mut gauge = prometheus::proto::Gauge::default();
+        gauge.set_value(value);
+        metric.set_gauge(gauge);
+    }
+    metric
+}
+
+impl Collector for StatsCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let times = self.times.lock();
+        let stats = self.stats.lock();
+        let mut names: Vec<&String> = stats.keys().collect();
+        names.sort_unstable();
         let mut families = Vec::new();
-        for (which, (name, help)) in TIMES.into_iter().enumerate() {
-            let mut values: Vec<(&String, f64)> = times
-                .iter()
-                .filter_map(|(account, v)| v[which].map(|secs| (account, secs)))
-                .collect();
-            if values.is_empty() {
-                continue;
-            }
-            values.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (name, help, kind) in FAMILIES {
             let mut family = MetricFamily::default();
             family.set_name(name.into());
             family.set_help(help.into());
-            family.set_field_type(MetricType::GAUGE);
-            for (account, secs) in values {
-                let mut label = LabelPair::default();
-                label.set_name("account".into());
-                label.set_value(account.clone());
-                let mut gauge = prometheus::proto::Gauge::default();
-                gauge.set_value(secs);
-                let mut metric = Metric::default();
-                metric.set_label(vec![label]);
-                metric.set_gauge(gauge);
-                family.mut_metric().push(metric);
+            family.set_field_type(kind);
+            let metrics = family.mut_metric();
+            if name == "pwrotd_pending_rotations" {
+                let pending = stats.values().filter(|s| s.pending).count();
+                metrics.push(sample(&[], kind, pending as f64));
             }
-            families.push(family);
+            for account in &names {
+                let s = &stats[*account];
+                let one = |value: f64| sample(&[("account", account.as_str())], kind, value);
+                match name {
+                    "pwrotd_rotations_total" => {
+                        for (outcome, value) in [("success", s.successes), ("failure", s.failures)]
+                        {
+                            metrics.push(sample(
+                                &[("account", account.as_str()), ("outcome", outcome)],
+                                kind,
+                                value as f64,
+                            ));
+                        }
+                    }
+                    "pwrotd_last_success_timestamp_seconds" => {
+                        metrics.extend(s.last_success.map(one));
+                    }
+                    "pwrotd_next_rotation_timestamp_seconds" => {
+                        metrics.extend(s.next_rotation.map(one));
+                    }
+                    "pwrotd_account_pending" => metrics.push(one(f64::from(u8::from(s.pending)))),
+                    "pwrotd_render_failures_total" => metrics.push(one(s.render_failures as f64)),
+                    "pwrotd_hook_failures_total" => metrics.push(one(s.hook_failures as f64)),
+                    _ => {}
+                }
+            }
+            if !family.get_metric().is_empty() {
+                families.push(family);
+            }
         }
         families
     }

@@ -314,20 +314,11 @@ impl Rotator {
     /// Counts and logs what a rotation or a render did.
     fn finish(&self, account: &Account, report: Report) -> Report {
         if report.job == Job::Rotate {
-            let outcome = match report.outcome {
-                Outcome::Success => "success",
-                Outcome::Failure | Outcome::Pending => "failure",
-            };
             self.metrics
-                .rotations
-                .with_label_values(&[account.name.as_str(), outcome])
-                .inc();
+                .count_rotation(&account.name, report.outcome == Outcome::Success);
         }
         if report.render_failed {
-            self.metrics
-                .render_failures
-                .with_label_values(&[account.name.as_str()])
-                .inc();
+            self.metrics.count_render_failure(&account.name);
         }
         if let Some(at) = report.last_success {
             self.metrics.set_last_success(&account.name, at);
@@ -792,7 +783,6 @@ impl Rotator {
         }
     }
 
-    /// Keeps `pwrotd_pending_rotations` equal to the number of accounts with a pending password.
     /// Runs sink I/O (fsync included) on the blocking pool, so that rotations waiting on disk
     /// do not hold the runtime's few worker threads.
     async fn io<T: Send + 'static>(
@@ -821,24 +811,7 @@ impl Rotator {
     }
 
     fn track_pending(&self, account: &str, pending: bool) {
-        let mut set = self.pending_set();
-        let changed = if pending {
-            set.insert(account.to_owned())
-        } else {
-            set.remove(account)
-        };
-        if changed {
-            self.metrics
-                .pending
-                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
-        }
-    }
-
-    fn pending_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.metrics
-            .pending_accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.metrics.set_pending(account, pending);
     }
 }
 

@@ -325,6 +325,7 @@ impl Scheduler {
             .accounts
             .set(i64::try_from(self.slots.len()).unwrap_or(i64::MAX));
         for (name, slot) in &self.slots {
+            metrics.add_account(&slot.account);
             metrics.set_next_rotation(name, slot.due);
         }
         self.metrics = Some(metrics);
@@ -426,6 +427,9 @@ impl Scheduler {
                     }
                 }
                 None => {
+                    if let Some(m) = &self.metrics {
+                        m.add_account(&account);
+                    }
                     self.slots.insert(name.clone(), Slot::new(account));
                     fresh.push(name);
                 }

@@ -408,10 +408,7 @@ async fn a_change_answered_with_an_error_keeps_its_pending_password() {
 }
 
 /// Counts the connections a listener receives, and keeps what they sent.
-async fn recorder() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
-) {
+async fn recorder() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -460,7 +457,10 @@ async fn plain_http_requests_never_go_through_a_proxy() {
     .expect("run");
     assert!(output.status.success(), "{output:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(seen.lock().unwrap().is_empty(), "a proxy saw a loopback request");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a proxy saw a loopback request"
+    );
 }
 
 /// HTTPS_PROXY serves https endpoints as a CONNECT tunnel: the proxy sees the address and
@@ -503,7 +503,9 @@ async fn an_https_endpoint_goes_through_https_proxy_as_a_tunnel() {
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                while !head.ends_with(b"\r\n\r\n")
+                    && client.read(&mut byte).await.is_ok_and(|n| n == 1)
+                {
                     head.push(byte[0]);
                 }
                 log.lock().unwrap().extend_from_slice(&head);
@@ -566,8 +568,109 @@ async fn an_https_endpoint_goes_through_https_proxy_as_a_tunnel() {
     let sink = env.sink("billing").expect("sink");
     let password = sink["current"]["password"].as_str().expect("current");
     assert!(
-        !relayed.windows(password.len()).any(|w| w == password.as_bytes()),
+        !relayed
+            .windows(password.len())
+            .any(|w| w == password.as_bytes()),
         "the proxy saw the password"
     );
-    assert!(!text.contains("AccountPassword"), "the proxy saw the form body");
+    assert!(
+        !text.contains("AccountPassword"),
+        "the proxy saw the form body"
+    );
+}
+
+/// PRODUCT.md §6: every per-account series exists from the start, at 0, so that an
+/// `increase(...)` alert sees the first failure; `next_rotation` and `status` show when the
+/// daemon will really try next (a failing account's retry, not its schedule); a pending
+/// password shows per account. `status` without a state directory is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_tells_the_truth_from_the_start() {
+    let env = Env::new("v1").await;
+    let output = env.pwrotd(&["status"]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "no state directory: {output:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("state directory"),
+        "{output:?}"
+    );
+
+    // Every request throttled: the first rotations fail after their retries.
+    env.server.sim.set_fault_rates(pwrotd::sim::FaultRates {
+        throttle: 1.0,
+        ..Default::default()
+    });
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replace(
+            "retry_after_failure = \"1s\"",
+            "retry_after_failure = \"10m\"",
+        ),
+    )
+    .expect("write");
+    let mut daemon = env.start_daemon();
+    env.wait_ready().await;
+    let metrics = env.metrics_url();
+    let first = get(&format!("{metrics}/metrics")).await.1;
+    for name in ALL {
+        for series in [
+            format!("pwrotd_rotations_total{{account=\"{name}\",outcome=\"failure\"}}"),
+            format!("pwrotd_rotations_total{{account=\"{name}\",outcome=\"success\"}}"),
+            format!("pwrotd_account_pending{{account=\"{name}\"}}"),
+            format!("pwrotd_render_failures_total{{account=\"{name}\"}}"),
+            format!("pwrotd_hook_failures_total{{account=\"{name}\"}}"),
+        ] {
+            assert!(
+                first.contains(&series),
+                "{series} is missing at start:\n{first}"
+            );
+        }
+    }
+    let failed = |t: &str| {
+        ALL.iter().all(|n| {
+            t.contains(&format!(
+                "pwrotd_rotations_total{{account=\"{n}\",outcome=\"failure\"}} 1"
+            ))
+        })
+    };
+    let text = scrape_until(&metrics, failed).await;
+    assert!(failed(&text), "{text}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for name in ALL {
+        let next: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "pwrotd_next_rotation_timestamp_seconds{{account=\"{name}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .expect("next rotation");
+        // The retry in 10 minutes, not the schedule's hour.
+        assert!(
+            (now + 500.0..now + 700.0).contains(&next),
+            "{name}: next {next}, now {now}"
+        );
+    }
+    let status = env.pwrotd(&["status", "--json"]).await;
+    let rows: Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    for row in rows.as_array().expect("rows") {
+        assert_eq!(row["daemon"], true, "{row}");
+        assert_eq!(row["failures"], 1, "{row}");
+        let next =
+            humantime::parse_rfc3339(row["next_due"].as_str().expect("next_due")).expect("a time");
+        let ahead = next
+            .duration_since(std::time::SystemTime::now())
+            .expect("ahead")
+            .as_secs();
+        assert!((500..700).contains(&ahead), "{row}");
+    }
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
 }
