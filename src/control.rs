@@ -195,6 +195,24 @@ async fn answer(
     let gone = || Response::Refused {
         reason: "the daemon is stopping".into(),
     };
+    // A caller that gives up closes its end: stop waiting for it, so that it holds no
+    // connection slot. (It sends nothing after its request line.)
+    let left = async {
+        let mut byte = [0u8; 1];
+        let _ = reader.read(&mut byte).await;
+    };
+    tokio::select! {
+        response = dispatch(request, commands, gone) => response,
+        () = left => Response::Refused { reason: "the caller left".into() },
+    }
+}
+
+/// Has the scheduler answer one request.
+async fn dispatch(
+    request: serde_json::Result<Request>,
+    commands: &mpsc::Sender<Command>,
+    gone: impl Fn() -> Response,
+) -> Response {
     match request {
         Ok(Request::Rotate { accounts }) => {
             match &accounts {

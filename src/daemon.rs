@@ -315,8 +315,18 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
         tracing::error!("the scheduler ended badly: {e}");
     }
     stop_metrics.cancel();
+    // While the lock is held: the next daemon binds its own socket once it has the lock.
     let _ = fs::remove_file(control::socket_path(&state_dir));
-    drop(lock);
+    // Sink writes of aborted rotations still run on the blocking pool: the next process
+    // may write the same files only once they are done.
+    if !sink.drain_io(std::time::Duration::from_secs(30)).await {
+        tracing::error!(
+            "sink writes still running after 30 s; the state lock is held until the process exits"
+        );
+        std::mem::forget(lock);
+    } else {
+        drop(lock);
+    }
     Ok(())
 }
 

@@ -188,6 +188,10 @@ fn redact_panics() {
 
 fn main() -> ExitCode {
     redact_panics();
+    // This process holds passwords and keys in memory: no core dump, no ptrace by others.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("pwrotd: cannot turn core dumps off: {e}");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),

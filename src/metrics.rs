@@ -43,9 +43,11 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
     pub healthy: AtomicBool,
-    /// When the scheduler's loop last went round, in seconds since the epoch: it wakes at
-    /// least every [`HEARTBEAT`], so an older stamp means it is stalled.
-    pub heartbeat: AtomicU64,
+    /// When the scheduler's loop last went round, in seconds since `started` (a monotonic
+    /// clock, which wall-clock jumps do not move): it wakes at least every [`HEARTBEAT`], so
+    /// an older stamp means it is stalled.
+    heartbeat: AtomicU64,
+    started: std::time::Instant,
     /// The directory rotations write secret files to, which `/healthz` proves writable.
     pub secrets_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
@@ -101,6 +103,7 @@ impl Metrics {
             .expect("a valid metric"),
             healthy: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             secrets_dir: std::sync::OnceLock::new(),
             registry,
         };
@@ -404,15 +407,11 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a connection may stay open, whatever it does.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
-fn epoch_seconds(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 impl Metrics {
     /// Stamps the scheduler's heartbeat.
     pub fn beat(&self) {
         self.heartbeat
-            .store(epoch_seconds(SystemTime::now()), Ordering::Relaxed);
+            .store(self.started.elapsed().as_secs(), Ordering::Relaxed);
     }
 
     /// Why rotations cannot proceed now, if they cannot: the scheduler is not running or has
@@ -423,7 +422,7 @@ impl Metrics {
             return Some("the scheduler is not running".into());
         }
         let beat = self.heartbeat.load(Ordering::Relaxed);
-        let age = epoch_seconds(SystemTime::now()).saturating_sub(beat);
+        let age = self.started.elapsed().as_secs().saturating_sub(beat);
         if age > 6 * HEARTBEAT.as_secs() {
             return Some(format!(
                 "the scheduler has stalled ({age} s without a beat)"

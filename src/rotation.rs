@@ -21,18 +21,15 @@
 //! At every instant the database's password is the sink's `current` or its `pending` (per user,
 //! under the alternating strategy: the newest version of that user, or `pending`).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-
-use sha2::{Digest, Sha256};
 
 use crate::cloud::{Client, CloudError, GrantAccountPrivilege, SetPassword};
 use crate::config::{Account, Strategy};
 use crate::failpoint;
 use crate::metrics::Metrics;
 use crate::scheduler::{Initial, Job};
-use crate::sink::{self, AuditRecord, Pending, SecretFile, Sink, SinkError, timestamp};
+use crate::sink::{self, AuditRecord, Pending, SecretFile, Sink, SinkError, Unclaimed, timestamp};
 use crate::verify::{Login, Verify};
 
 /// `settled` in the audit log: a login proved a pending password live.
@@ -126,11 +123,8 @@ pub struct Rotator {
     pub client: Arc<Client>,
     pub sink: Arc<Sink>,
     pub metrics: Arc<Metrics>,
-    /// The account names of the config: a secret file of another name may be taken over by
-    /// a renamed account.
-    configured: HashSet<String>,
-    /// The secret files no configured account claims, listed once when first needed.
-    unclaimed: Mutex<Option<Vec<String>>>,
+    /// The secret files no configured account claims, which a renamed account takes over.
+    unclaimed: Arc<Unclaimed>,
 }
 
 impl std::fmt::Debug for Rotator {
@@ -149,10 +143,12 @@ fn push_part(message: &mut String, part: &str) {
     message.push_str(part);
 }
 
-/// The ClientToken of a pending version: stable for that version, at most 64 ASCII characters.
-fn client_token(account: &str, version: u64, created_time: &str) -> String {
-    let digest = Sha256::digest(format!("{account}\0{version}\0{created_time}").as_bytes());
-    format!("pwrotd-{}", &hex::encode(digest)[..40])
+/// A new ClientToken, for one pending version: random, so that no two deployments or
+/// versions ever share one (the API scopes tokens per cloud account, not per pwrotd), and kept
+/// in the sink with its pending password so that every re-application sends the same one.
+/// At most 64 ASCII characters.
+fn client_token() -> Result<String, rand::rngs::SysError> {
+    Ok(format!("pwrotd-{}", crate::random::hex_token::<20>()?))
 }
 
 impl Rotator {
@@ -166,8 +162,7 @@ impl Rotator {
             client,
             sink,
             metrics,
-            configured: accounts.iter().map(|a| a.name.clone()).collect(),
-            unclaimed: Mutex::new(None),
+            unclaimed: Arc::new(Unclaimed::new(accounts.iter().map(|a| a.name.clone()))),
         }
     }
 
@@ -176,7 +171,7 @@ impl Rotator {
     /// (`renamed_from` names one the caller knows of). The caller guarantees that no task
     /// holds any of its users.
     pub fn initial(&self, account: &Account, renamed_from: Option<&str>) -> Initial {
-        let file = match self.load_or_adopt(account, renamed_from) {
+        let file = match self.unclaimed.load(&self.sink, account, renamed_from) {
             Ok(file) => file,
             Err(e) => {
                 tracing::error!(account = %account.name, "{e}");
@@ -192,41 +187,6 @@ impl Rotator {
             self.metrics.set_last_success(&account.name, at);
         }
         initial
-    }
-
-    /// Reads an account's secret file; with none, takes over a renamed account's file.
-    fn load_or_adopt(
-        &self,
-        account: &Account,
-        renamed_from: Option<&str>,
-    ) -> Result<Option<SecretFile>, SinkError> {
-        if let Some(file) = self.sink.load(account)? {
-            return Ok(Some(file));
-        }
-        let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|p| p.into_inner());
-        if unclaimed.is_none() {
-            *unclaimed = Some(self.sink.unclaimed(|n| self.configured.contains(n))?);
-        }
-        let names = unclaimed.get_or_insert_default();
-        let candidates: Vec<String> = renamed_from
-            .filter(|n| !self.configured.contains(*n) && !names.iter().any(|m| m == n))
-            .map(str::to_owned)
-            .into_iter()
-            .chain(names.iter().cloned())
-            .collect();
-        for from in candidates {
-            match self.sink.adopt(account, &from) {
-                Ok(Some(file)) => {
-                    names.retain(|n| *n != from);
-                    return Ok(Some(file));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(account = %account.name, "cannot read {from}'s secret file: {e}")
-                }
-            }
-        }
-        Ok(None)
     }
 
     /// Rewrites the render files of an account that are not what they should be, without
@@ -248,8 +208,16 @@ impl Rotator {
             .as_ref()
             .and_then(|f| f.current.as_ref())
             .map(|c| c.version);
-        self.render(account, file.and_then(|f| f.current), false, &mut report)
-            .await;
+        // While a pending password of current's own user may be live, current may be the
+        // dead one: the render files keep what the last rotation wrote, and the rotation that
+        // resolves the pending password writes them again.
+        let current = file
+            .filter(|f| match (&f.pending, &f.current) {
+                (Some(p), Some(c)) => p.username != c.username,
+                _ => true,
+            })
+            .and_then(|f| f.current);
+        self.render(account, current, false, &mut report).await;
         if !report.render_failed {
             report.outcome = Outcome::Success;
         }
@@ -349,8 +317,8 @@ impl Rotator {
         };
 
         // 1. Resolve a pending password first; otherwise write a new one as pending.
-        let load = account.clone();
-        let mut file = match self.io(move |sink| sink.load(&load)).await {
+        let (load, unclaimed) = (account.clone(), self.unclaimed.clone());
+        let mut file = match self.io(move |sink| unclaimed.load(sink, &load, None)).await {
             Ok(Some(file)) => file,
             Ok(None) => SecretFile::new(account),
             Err(e) => return refuse(report, &e),
@@ -360,8 +328,13 @@ impl Rotator {
         let pending = match file.pending.clone() {
             Some(pending) => pending,
             None => {
-                let password = match account.policy.generate() {
-                    Ok(p) => p,
+                let generated = account
+                    .policy
+                    .generate()
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| Ok((p, client_token().map_err(|e| e.to_string())?)));
+                let (password, client_token) = match generated {
+                    Ok(both) => both,
                     Err(e) => {
                         report.error_code = Some("PasswordGeneration".into());
                         report.message = format!("no API call made: {e}");
@@ -374,7 +347,7 @@ impl Rotator {
                 let pending = Pending {
                     version,
                     username: account.next_username(current_user).to_owned(),
-                    client_token: client_token(&account.name, version, &created_time),
+                    client_token,
                     password,
                     created_time,
                 };
@@ -585,12 +558,20 @@ impl Rotator {
             Applied::Reply(id) => Some(id.clone()),
             Applied::Login => None,
         };
-        file.promote(request_id, account.keep_versions);
+        // A promotion no API reply confirmed keeps the version it replaces, whatever
+        // `keep_versions` says: should the login have misled, that one is the database's.
+        let keep = match applied {
+            Applied::Reply(_) => account.keep_versions,
+            Applied::Login => account.keep_versions.max(1),
+        };
+        file.promote(request_id, keep);
         if let Err(e) = self.store(&file).await {
             // The password is live and durably `pending`: the invariant holds, and the next
             // attempt re-applies it and promotes.
+            // Applications still get the password the API confirmed (PRODUCT.md §4): the
+            // old one is gone.
             let code = e.code().to_owned();
-            let report = hold(
+            let mut report = hold(
                 report,
                 &code,
                 format!(
@@ -599,6 +580,8 @@ impl Rotator {
                     pending.version
                 ),
             );
+            self.render(account, file.current.clone(), true, &mut report)
+                .await;
             self.write_audit(audit, "pending", Some(code), started)
                 .await;
             return report;
@@ -677,6 +660,21 @@ impl Rotator {
         loop {
             let login = verify.login(&pending.username, &pending.password).await;
             if login == Login::Accepted {
+                // A login proves the password only where the database checks passwords: a
+                // target with trust authentication, or a pooler that takes anything, would
+                // "prove" a password that was never set. One that was never set must fail.
+                if !verify.checks_passwords(&pending.username).await {
+                    tracing::warn!(account = %account.name, version = pending.version,
+                        "{} accepts a password that was never set, so a login proves nothing there; the pending password will be set again",
+                        verify.target());
+                    self.count_verification(
+                        account,
+                        &Login::Error("no password check".into()),
+                        audit,
+                    );
+                    audit.settled = Some(REAPPLY.to_owned());
+                    return Settled::Unknown;
+                }
                 self.count_verification(account, &login, audit);
                 audit.settled = Some(LOGIN.to_owned());
                 return Settled::Live;
@@ -790,7 +788,9 @@ impl Rotator {
         f: impl FnOnce(&Sink) -> Result<T, SinkError> + Send + 'static,
     ) -> Result<T, SinkError> {
         let sink = self.sink.clone();
-        tokio::task::spawn_blocking(move || f(&sink))
+        self.sink
+            .io_tasks()
+            .spawn_blocking(move || f(&sink))
             .await
             .unwrap_or_else(|e| {
                 let what = if e.is_panic() {
@@ -820,10 +820,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_tokens_are_stable_and_short() {
-        let a = client_token("orders-app", 7, "2026-11-23T03:00:00Z");
-        assert_eq!(a, client_token("orders-app", 7, "2026-11-23T03:00:00Z"));
-        assert_ne!(a, client_token("orders-app", 8, "2026-11-23T03:00:00Z"));
+    fn client_tokens_are_unique_and_short() {
+        let (a, b) = (client_token().unwrap(), client_token().unwrap());
+        assert_ne!(a, b);
         assert!(a.len() <= 64 && a.is_ascii());
     }
 }

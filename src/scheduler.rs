@@ -129,6 +129,17 @@ pub fn retry_delay(account: &Account, failures: u32, now: SystemTime) -> Duratio
     doubled.min(period(&account.schedule, now).max(account.retry_after_failure))
 }
 
+/// The longest wait before settling a pending password again: it may be the database's, so
+/// it is not left for a whole period.
+pub const PENDING_RETRY_CAP: Duration = Duration::from_secs(3600);
+
+/// How long to wait after the `failures`-th failure in a row that left a pending password:
+/// as [`retry_delay`], but never more than [`PENDING_RETRY_CAP`] (or `retry_after_failure`,
+/// if that is longer).
+pub fn pending_retry_delay(account: &Account, failures: u32, now: SystemTime) -> Duration {
+    retry_delay(account, failures, now).min(PENDING_RETRY_CAP.max(account.retry_after_failure))
+}
+
 /// What a task does for an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
@@ -384,7 +395,9 @@ impl Scheduler {
         slot.failures = 0;
         slot.render_failures = 0;
         slot.render_due = (!slot.account.render.is_empty()).then_some(now);
-        let due = if std::mem::take(&mut slot.rerun) {
+        // A request waiting for this account's next rotation is not lost to a reload.
+        let requested = std::mem::take(&mut slot.rerun) || !slot.waiting_next.is_empty();
+        let due = if requested {
             now
         } else {
             initial_due(&slot.account, initial, now)
@@ -392,9 +405,11 @@ impl Scheduler {
         self.set_due(name, due);
     }
 
-    /// Whether a running task of another name holds one of `account`'s database users.
+    /// Whether a running task holds one of `account`'s database users, or its name (the
+    /// secret file of that name).
     fn held(&self, account: &Account) -> bool {
-        account.users().iter().any(|u| self.busy.contains_key(u))
+        self.running.values().any(|t| t.name == account.name)
+            || account.users().iter().any(|u| self.busy.contains_key(u))
     }
 
     fn replace_accounts(&mut self, accounts: Vec<Arc<Account>>) {
@@ -534,7 +549,8 @@ impl Scheduler {
                 continue;
             };
             let users = slot.account.users();
-            if users.iter().any(|u| self.busy.contains_key(u)) {
+            let name_busy = self.running.values().any(|t| t.name == name);
+            if name_busy || users.iter().any(|u| self.busy.contains_key(u)) {
                 // Only a task of a name no longer configured can hold them (names are unique
                 // per user in a config): wait for it, then read the store afresh.
                 tracing::info!(account = %name, "waits for a running task of another name on the same database user");
@@ -605,10 +621,13 @@ impl Scheduler {
                 self.busy.remove(user);
             }
         }
+        // A slot of this name that is not in flight is not this task's: its account was
+        // removed and a new one of the same name added meanwhile, which waited for this task.
+        let own = self.slots.get(&task.name).is_some_and(|s| s.in_flight);
         self.unpark(&task.name);
         let now = self.clock.now();
         let name = task.name;
-        let Some(slot) = self.slots.get_mut(&name) else {
+        let Some(slot) = self.slots.get_mut(&name).filter(|_| own) else {
             tracing::info!(account = %name, "a rotation finished for an account no longer configured");
             return;
         };
@@ -641,6 +660,10 @@ impl Scheduler {
                     &slot.account.schedule,
                     report.last_success.map_or(now, |l| l.max(now)),
                 )
+            }
+            Job::Rotate if report.pending => {
+                slot.failures += 1;
+                now + pending_retry_delay(&slot.account, slot.failures, now)
             }
             Job::Rotate => {
                 slot.failures += 1;
@@ -691,6 +714,11 @@ impl Scheduler {
                 let id = self.next_request;
                 self.next_request += 1;
                 if let Some(reply) = reply {
+                    if names.is_empty() {
+                        // Nothing to wait for: answered at once.
+                        let _ = reply.send(Vec::new());
+                        return;
+                    }
                     self.waiting.insert(
                         id,
                         Waiting {

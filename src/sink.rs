@@ -6,6 +6,7 @@
 //! or type is wrong, is never overwritten: the account is refused until an operator looks.
 //! This module never logs a password; the only place it writes one is the secret file itself.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::cloud::Service;
 use crate::config::Account;
 use crate::password::Password;
 use crate::{failpoint, random};
@@ -75,6 +77,21 @@ impl SecretFile {
             pending: None,
             previous: Vec::new(),
         }
+    }
+
+    /// The newest version the file holds, by number and then creation time.
+    pub fn newest(&self) -> (u64, String) {
+        self.current
+            .iter()
+            .chain(&self.previous)
+            .map(|v| (v.version, v.created_time.clone()))
+            .chain(
+                self.pending
+                    .iter()
+                    .map(|p| (p.version, p.created_time.clone())),
+            )
+            .max()
+            .unwrap_or_default()
     }
 
     /// Whether the file holds no password at all.
@@ -152,6 +169,14 @@ pub enum SinkError {
         "{path} was written by a newer pwrotd (format {format}, this one knows {FORMAT}); it is left untouched: run the newer version"
     )]
     Newer { path: PathBuf, format: u32 },
+    #[error(
+        "{newer} holds a newer password for the same database user than {path}; neither is used until one is moved away (keep the one whose current password logs in)"
+    )]
+    Stale { path: PathBuf, newer: PathBuf },
+    #[error(
+        "{path} holds a pending password for {user}, which this account no longer rotates; resolve it under the old config, or move the file away"
+    )]
+    ForeignPending { path: PathBuf, user: String },
 }
 
 impl SinkError {
@@ -163,6 +188,8 @@ impl SinkError {
             SinkError::Mode { .. } | SinkError::Owner { .. } => "SinkPermissions",
             SinkError::Corrupt { .. } => "SinkCorrupt",
             SinkError::Newer { .. } => "SinkNewer",
+            SinkError::Stale { .. } => "SinkStale",
+            SinkError::ForeignPending { .. } => "SinkMismatch",
             SinkError::Mismatch { .. } => "SinkMismatch",
         }
     }
@@ -212,6 +239,9 @@ pub struct Sink {
     uid: u32,
     /// Whom new files are handed to (see [`state_owner`]).
     owner: Option<(u32, u32)>,
+    /// Sink I/O run on the blocking pool. It cannot be cancelled, so a daemon that stops
+    /// waits for it before it lets go of the state lock.
+    io_tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for Sink {
@@ -350,11 +380,26 @@ impl Sink {
             audit_synced: Mutex::new(0),
             uid: nix::unistd::geteuid().as_raw(),
             owner,
+            io_tasks: tokio_util::task::TaskTracker::new(),
         })
     }
 
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// Where sink I/O runs on the blocking pool, tracked for [`Sink::drain_io`].
+    pub fn io_tasks(&self) -> &tokio_util::task::TaskTracker {
+        &self.io_tasks
+    }
+
+    /// Waits, at most `limit`, for sink I/O that stopped tasks left running (a rotation
+    /// aborted at shutdown leaves its blocking write going). Returns whether all of it ended.
+    pub async fn drain_io(&self, limit: std::time::Duration) -> bool {
+        self.io_tasks.close();
+        tokio::time::timeout(limit, self.io_tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// Whom files this process creates are handed to (see [`state_owner`]).
@@ -365,24 +410,6 @@ impl Sink {
     /// The path of an account's secret file.
     pub fn path(&self, account: &str) -> PathBuf {
         secret_path(&self.state_dir, account)
-    }
-
-    /// The names of the secret files in `secrets/`, which `configured` does not claim: what a
-    /// renamed account may take over.
-    pub fn unclaimed(&self, configured: impl Fn(&str) -> bool) -> Result<Vec<String>, SinkError> {
-        let entries = fs::read_dir(&self.secrets).map_err(io_error(&self.secrets))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_error(&self.secrets))?;
-            let name = entry.file_name();
-            if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json"))
-                && !stem.starts_with('.')
-                && !configured(stem)
-            {
-                names.push(stem.to_owned());
-            }
-        }
-        Ok(names)
     }
 
     /// Takes over the secret file of the account `from`, renamed to `account`, if it holds the
@@ -505,6 +532,117 @@ pub fn read_audit(state_dir: &Path) -> Result<Vec<AuditRecord>, SinkError> {
     }
 }
 
+/// The database users a secret file holds: its service, resource and `account_name`.
+type FileKey = (Service, String, String);
+
+/// The secret files in `secrets/` that no configured account claims, indexed by the database
+/// users they hold: what a renamed account takes over. Listed and read once, when first needed.
+pub struct Unclaimed {
+    configured: HashSet<String>,
+    index: Mutex<Option<HashMap<FileKey, Vec<(String, Newest)>>>>,
+}
+
+/// The newest version a file holds: its number and creation time.
+type Newest = (u64, String);
+
+fn file_key(file: &SecretFile) -> Option<FileKey> {
+    let service = file.api.parse::<crate::cloud::Api>().ok()?.service();
+    Some((service, file.resource_id.clone(), file.account_name.clone()))
+}
+
+fn account_key(account: &Account) -> FileKey {
+    (
+        account.api.service(),
+        account.resource_id.clone(),
+        account.account_name.clone(),
+    )
+}
+
+impl Unclaimed {
+    /// The secret files that none of `configured` (the config's account names) claims.
+    pub fn new(configured: impl IntoIterator<Item = String>) -> Unclaimed {
+        Unclaimed {
+            configured: configured.into_iter().collect(),
+            index: Mutex::new(None),
+        }
+    }
+
+    /// Reads `name`'s file into the index, if it holds a password.
+    fn note(&self, sink: &Sink, index: &mut HashMap<FileKey, Vec<(String, Newest)>>, name: &str) {
+        match read_secret_file(&sink.path(name), sink.uid) {
+            Ok(Some(file)) if file.account == name && !file.is_empty() => {
+                if let Some(key) = file_key(&file) {
+                    let entry = index.entry(key).or_default();
+                    entry.retain(|(n, _)| n != name);
+                    entry.push((name.to_owned(), file.newest()));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("an unclaimed secret file cannot be read: {e}"),
+        }
+    }
+
+    fn build(&self, sink: &Sink) -> Result<HashMap<FileKey, Vec<(String, Newest)>>, SinkError> {
+        let mut index = HashMap::new();
+        let entries = fs::read_dir(&sink.secrets).map_err(io_error(&sink.secrets))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(&sink.secrets))?;
+            let name = entry.file_name();
+            if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json"))
+                && !stem.starts_with('.')
+                && !self.configured.contains(stem)
+            {
+                self.note(sink, &mut index, stem);
+            }
+        }
+        Ok(index)
+    }
+
+    /// Reads `account`'s secret file. With none, takes over the newest unclaimed file that
+    /// holds the same database users (`renamed_from` names one that may have appeared since
+    /// the files were listed). A file of its own that is older than an unclaimed one for the
+    /// same users is refused: which holds the database's password is for an operator to say.
+    pub fn load(
+        &self,
+        sink: &Sink,
+        account: &Account,
+        renamed_from: Option<&str>,
+    ) -> Result<Option<SecretFile>, SinkError> {
+        let own = sink.load(account)?;
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.build(sink)?);
+        }
+        let index = guard.get_or_insert_default();
+        if let Some(from) = renamed_from.filter(|n| !self.configured.contains(*n)) {
+            self.note(sink, index, from);
+        }
+        let key = account_key(account);
+        let newest = index
+            .get(&key)
+            .and_then(|c| c.iter().max_by(|a, b| a.1.cmp(&b.1)))
+            .cloned();
+        match (own, newest) {
+            (Some(own), Some((other, at))) if at > own.newest() => Err(SinkError::Stale {
+                path: sink.path(&account.name),
+                newer: sink.path(&other),
+            }),
+            (Some(own), _) => Ok(Some(own)),
+            (None, None) => Ok(None),
+            (None, Some((from, _))) => {
+                let adopted = sink.adopt(account, &from)?;
+                if let Some(candidates) = index.get_mut(&key) {
+                    candidates.retain(|(n, _)| *n != from);
+                    for (left, _) in candidates.iter() {
+                        tracing::warn!(account = %account.name, "{} holds older passwords of the same database user; it is left as it is", sink.path(left).display());
+                    }
+                }
+                Ok(adopted)
+            }
+        }
+    }
+}
+
 /// Reads an account's secret file under `state_dir`; `None` if it has never been written.
 /// Refuses a file that is a link, not regular, open to others, owned by someone other than
 /// `uid` (root may read any), unparseable, or about other database users. A file about other
@@ -533,6 +671,17 @@ pub fn read_secret(
                 "{} ({}/{})",
                 file.account, file.resource_id, file.account_name
             ),
+        });
+    }
+    if let Some(pending) = &file.pending
+        && !account
+            .users()
+            .iter()
+            .any(|u| u.username == pending.username)
+    {
+        return Err(SinkError::ForeignPending {
+            path,
+            user: pending.username.clone(),
         });
     }
     Ok(Some(file))

@@ -170,6 +170,17 @@ impl Verify {
         }
     }
 
+    /// Whether the database checks `user`'s password at all: a login with a random password
+    /// that was never set must be refused. Trust authentication, or a pooler that takes any
+    /// password, would otherwise make every login look like proof.
+    pub async fn checks_passwords(&self, user: &str) -> bool {
+        let Ok(decoy) = crate::random::hex_token::<16>() else {
+            return false;
+        };
+        let decoy = Password::new(format!("Decoy-{decoy}!"));
+        matches!(self.login(user, &decoy).await, Login::Rejected(_))
+    }
+
     /// Logs in until the password is accepted or `timeout` has passed, pausing between tries:
     /// a new password can take a moment to reach every node. Returns the last outcome.
     pub async fn login_within(&self, user: &str, password: &Password) -> Login {

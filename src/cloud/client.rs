@@ -501,11 +501,13 @@ fn snippet(body: &[u8], secrets: &[&str]) -> String {
     if body.is_empty() {
         return "empty body".into();
     }
-    let text: String = String::from_utf8_lossy(&body[..body.len().min(120)])
+    // Scrubbed whole, then cut: a secret that straddles the cut must not leave a prefix.
+    let text: String = scrub(&String::from_utf8_lossy(body), secrets)
         .chars()
+        .take(120)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    format!("{} bytes, starting {:?}", body.len(), scrub(&text, secrets))
+    format!("{} bytes, starting {text:?}", body.len())
 }
 
 enum ReadError {
