@@ -15,6 +15,9 @@
 //! - [`sim`]: `pwrotd-sim`, a faithful local stand-in for the PolarDB and RDS OpenAPI.
 //!
 //! The binaries are thin: `src/main.rs` (`pwrotd`) and `src/bin/pwrotd-sim.rs`.
+//!
+//! The `sim` feature (on by default) brings [`sim`], [`demo`] and the `pwrotd-sim` binary. The
+//! Debian package is built without it, so the shipped `pwrotd` holds no simulator or demo code.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -32,6 +35,7 @@ macro_rules! say {
 pub mod cloud;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod failpoint;
 pub mod metrics;
@@ -39,6 +43,7 @@ pub mod password;
 pub mod random;
 pub mod rotation;
 pub mod scheduler;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sink;
 pub mod verify;
