@@ -16,6 +16,9 @@
 //! - [`sim`]: `pwrotd-sim`, a faithful local stand-in for the PolarDB and RDS OpenAPI.
 //!
 //! The binaries are thin: `src/main.rs` (`pwrotd`) and `src/bin/pwrotd-sim.rs`.
+//!
+//! The `sim` feature (on by default) brings [`sim`], [`demo`] and the `pwrotd-sim` binary. The
+//! Debian package is built without it, so the shipped `pwrotd` holds no simulator or demo code.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -34,6 +37,7 @@ pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod daemon;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod failpoint;
 pub mod metrics;
@@ -41,6 +45,7 @@ pub mod password;
 pub mod random;
 pub mod rotation;
 pub mod scheduler;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sink;
 pub mod verify;

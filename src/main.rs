@@ -71,6 +71,7 @@ enum Command {
         count: usize,
     },
     /// Run the daemon against an in-process simulator, with nothing to set up.
+    #[cfg(feature = "sim")]
     Demo {
         /// Rotate every account once, then exit.
         #[arg(long)]
@@ -204,6 +205,7 @@ fn main() -> ExitCode {
         Command::Status { config, json } => status(&config, json),
         Command::Check { config } => check(&config),
         Command::Genpass { length, count } => genpass(length, count),
+        #[cfg(feature = "sim")]
         Command::Demo { once } => {
             init_logging(LogFormat::Text, "warn");
             match runtime() {
