@@ -659,7 +659,7 @@ impl Config {
         let mut targets = HashSet::new();
         let mut renders = Renders {
             state_dir: (!daemon.state_dir.as_os_str().is_empty())
-                .then(|| normalize(&daemon.state_dir)),
+                .then(|| resolve(&daemon.state_dir)),
             seen: std::collections::HashMap::new(),
         };
         for (i, account) in raw.accounts.iter().enumerate() {
@@ -1402,10 +1402,35 @@ fn validate_verify(check: &mut Check, raw: &Spanned<RawVerify>, key: &str) -> Op
 
 /// The render files of the accounts checked so far, and the state directory they must keep out of.
 struct Renders {
-    /// Normalised; `None` when `daemon.state_dir` itself was refused.
+    /// Resolved (see [`resolve`]); `None` when `daemon.state_dir` itself was refused.
     state_dir: Option<PathBuf>,
-    /// Each normalised render path, with the key and line of the entry that named it first.
+    /// Each resolved render path, with the key and line of the entry that named it first.
     seen: std::collections::HashMap<PathBuf, (String, usize)>,
+}
+
+/// `path` as the file system has it today: its longest existing ancestor with every symbolic
+/// link resolved, then the rest normalised. Two paths that reach one file through links
+/// resolve alike.
+pub fn resolve(path: &Path) -> PathBuf {
+    let path = normalize(path);
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path,
+        }
+    }
 }
 
 /// `path` with `.` and empty components dropped and each `..` taking away the component before
@@ -1449,6 +1474,7 @@ fn validate_render(
     };
     let written = PathBuf::from(&r.path);
     let path = normalize(&written);
+    let resolved = resolve(&written);
     if !written.is_absolute() || written.file_name().is_none() {
         check.at(
             raw,
@@ -1458,7 +1484,7 @@ fn validate_render(
     } else {
         let line = check.line(raw.span().start);
         if let Some(state_dir) = &renders.state_dir
-            && (path.starts_with(state_dir) || state_dir.starts_with(&path))
+            && (resolved.starts_with(state_dir) || state_dir.starts_with(&resolved))
         {
             check.push(
                 line,
@@ -1467,7 +1493,7 @@ fn validate_render(
                     "{:?} {} daemon.state_dir {:?}, where pwrotd keeps its secret files, \
                      temporary files, lock and audit log",
                     r.path,
-                    if path.starts_with(state_dir) {
+                    if resolved.starts_with(state_dir) {
                         "lies in"
                     } else {
                         "would replace a directory above"
@@ -1475,7 +1501,7 @@ fn validate_render(
                     state_dir.display().to_string(),
                 ),
             );
-        } else if let Some((first, first_line)) = renders.seen.get(&path) {
+        } else if let Some((first, first_line)) = renders.seen.get(&resolved) {
             let message = format!(
                 "{:?} is already the file of {first} (line {first_line}): two render entries \
                  cannot share a file",
@@ -1483,7 +1509,7 @@ fn validate_render(
             );
             check.push(line, format!("{key}.path"), message);
         } else {
-            renders.seen.insert(path.clone(), (key.to_owned(), line));
+            renders.seen.insert(resolved, (key.to_owned(), line));
         }
     }
     let mode = match &r.mode {

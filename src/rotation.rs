@@ -238,7 +238,10 @@ impl Rotator {
         };
         let render = account.clone();
         let rendered = self
-            .io(move |sink| Ok(sink::render(&render, &current, always, sink.owner_uid())))
+            .io(move |sink| {
+                let (state_dir, uid) = (sink.state_dir(), sink.owner_uid());
+                Ok(sink::render(&render, &current, always, state_dir, uid))
+            })
             .await
             .unwrap_or_else(|e| sink::Rendered {
                 written: 0,
@@ -429,8 +432,8 @@ impl Rotator {
                         .await
                     {
                         Settled::Live => break Applied::Login,
-                        Settled::NotApplied => continue,
-                        Settled::Unknown => {}
+                        // Set it again now: the same password, the same ClientToken.
+                        Settled::NotApplied | Settled::Unknown => continue,
                     }
                 }
                 return self

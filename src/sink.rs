@@ -170,6 +170,10 @@ pub enum SinkError {
     )]
     Newer { path: PathBuf, format: u32 },
     #[error(
+        "{path} resolves into the state directory; a render file never replaces pwrotd's own files"
+    )]
+    RenderInState { path: PathBuf },
+    #[error(
         "{newer} holds a newer password for the same database user than {path}; neither is used until one is moved away (keep the one whose current password logs in)"
     )]
     Stale { path: PathBuf, newer: PathBuf },
@@ -189,6 +193,7 @@ impl SinkError {
             SinkError::Corrupt { .. } => "SinkCorrupt",
             SinkError::Newer { .. } => "SinkNewer",
             SinkError::Stale { .. } => "SinkStale",
+            SinkError::RenderInState { .. } => "RenderInState",
             SinkError::ForeignPending { .. } => "SinkMismatch",
             SinkError::Mismatch { .. } => "SinkMismatch",
         }
@@ -539,8 +544,11 @@ type FileKey = (Service, String, String);
 /// users they hold: what a renamed account takes over. Listed and read once, when first needed.
 pub struct Unclaimed {
     configured: HashSet<String>,
-    index: Mutex<Option<HashMap<FileKey, Vec<(String, Newest)>>>>,
+    index: Mutex<Option<Index>>,
 }
+
+/// Unclaimed files by the users they hold: each file's name and newest version.
+type Index = HashMap<FileKey, Vec<(String, Newest)>>;
 
 /// The newest version a file holds: its number and creation time.
 type Newest = (u64, String);
@@ -568,7 +576,7 @@ impl Unclaimed {
     }
 
     /// Reads `name`'s file into the index, if it holds a password.
-    fn note(&self, sink: &Sink, index: &mut HashMap<FileKey, Vec<(String, Newest)>>, name: &str) {
+    fn note(&self, sink: &Sink, index: &mut Index, name: &str) {
         match read_secret_file(&sink.path(name), sink.uid) {
             Ok(Some(file)) if file.account == name && !file.is_empty() => {
                 if let Some(key) = file_key(&file) {
@@ -582,7 +590,7 @@ impl Unclaimed {
         }
     }
 
-    fn build(&self, sink: &Sink) -> Result<HashMap<FileKey, Vec<(String, Newest)>>, SinkError> {
+    fn build(&self, sink: &Sink) -> Result<Index, SinkError> {
         let mut index = HashMap::new();
         let entries = fs::read_dir(&sink.secrets).map_err(io_error(&sink.secrets))?;
         for entry in entries {
@@ -878,9 +886,18 @@ fn rendered_already(path: &Path, contents: &[u8], mode: u32, gid: Option<u32>) -
 
 /// Writes an account's render files from its current version: every one, or (`always` off)
 /// only those that are not already what they should be.
-/// `uid` hands the files to the state directory's owner (see [`state_owner`]).
-pub fn render(account: &Account, current: &Version, always: bool, uid: Option<u32>) -> Rendered {
+/// `uid` hands the files to the state directory's owner (see [`state_owner`]). A render
+/// directory that resolves into `state_dir` (through a link made after `check`, say) is
+/// refused: a render file must never replace a secret file.
+pub fn render(
+    account: &Account,
+    current: &Version,
+    always: bool,
+    state_dir: &Path,
+    uid: Option<u32>,
+) -> Rendered {
     let mut rendered = Rendered::default();
+    let state_dir = fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
     for render in &account.render {
         let contents = render_contents(render.format, current);
         let (Some(dir), Some(name)) = (
@@ -889,6 +906,12 @@ pub fn render(account: &Account, current: &Version, always: bool, uid: Option<u3
         ) else {
             continue;
         };
+        if fs::canonicalize(dir).is_ok_and(|real| real.starts_with(&state_dir)) {
+            rendered.errors.push(SinkError::RenderInState {
+                path: render.path.clone(),
+            });
+            continue;
+        }
         if !always && rendered_already(&render.path, &contents, render.mode, render.gid) {
             continue;
         }

@@ -8,6 +8,7 @@ mod corpus;
 mod daemon;
 mod databases;
 mod field;
+mod hostile;
 mod policy;
 mod reliability;
 mod signing;
