@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pwrotd::cloud::Service;
 use pwrotd::config::{Account, Config};
@@ -17,7 +18,7 @@ use pwrotd::password::Password;
 use pwrotd::rotation::{Outcome, Report, Rotator};
 use pwrotd::sim::{Database, Fault, FaultRates, Sim, SimServer};
 use pwrotd::sink::{AuditRecord, SecretFile, Sink, read_audit};
-use pwrotd::verify::Engine;
+use pwrotd::verify::{Engine, Login, Tls, Verify};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -968,4 +969,301 @@ fn the_demo_shows_verification_on_a_local_mariadb() {
             .unwrap()
         });
     assert_eq!(left, 0, "the demo drops its users");
+}
+
+/// The admin account of a test server as a verify target: `(user, password, port)`.
+fn admin_login(admin: &str, engine: Engine) -> (String, Password, u16) {
+    let url = url::Url::parse(admin).expect("an admin URL");
+    let password = url.password().expect("a password in the admin URL");
+    let password = percent_decode(password);
+    (
+        url.username().to_owned(),
+        Password::new(password),
+        url.port().unwrap_or(engine.default_port()),
+    )
+}
+
+/// A URL's userinfo decoded: `%XX` only, `+` means itself there.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => {
+                let hex = std::str::from_utf8(hex).expect("ASCII");
+                out.push(u8::from_str_radix(hex, 16).expect("a %XX escape"));
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("UTF-8")
+}
+
+/// A `[account.verify]` target for the admin account at `host`.
+fn admin_verify(engine: Engine, host: &str, port: u16, tls: Tls, ca: bool) -> Verify {
+    Verify {
+        engine,
+        host: host.to_owned(),
+        port,
+        database: None,
+        tls,
+        ca_file: ca.then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem").into()),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// An address that drops packets: a listening socket whose accept queue (backlog 0) is full
+/// with a connection nobody accepts, so the kernel drops every further SYN and a connect to it
+/// hangs until the OS gives up, minutes later. Loopback only: no routing needed.
+struct Blackhole {
+    _listener: tokio::net::TcpListener,
+    _filler: tokio::net::TcpStream,
+}
+
+impl Blackhole {
+    async fn bind(at: SocketAddr) -> Blackhole {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}"));
+        let listener = socket.listen(0).unwrap();
+        let filler = tokio::net::TcpStream::connect(at).await.unwrap();
+        let probe = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(at),
+        )
+        .await;
+        assert!(
+            probe.is_err(),
+            "a connect to {at} must hang, not end: {probe:?}"
+        );
+        Blackhole {
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+}
+
+/// Accepts on `at` and relays every connection to `to`: a second address for a test server
+/// that listens on 127.0.0.1 only.
+struct Forwarder(tokio::task::JoinHandle<()>);
+
+impl Forwarder {
+    async fn start(at: SocketAddr, to: SocketAddr) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .unwrap_or_else(|e| panic!("bind {at}: {e}"));
+        Forwarder(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }))
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Lines of `/etc/hosts` that give one test name several addresses, in order; removed on drop,
+/// panics included. Edits happen under an exclusive `flock` on the file, in place (in a
+/// container `/etc/hosts` is a bind mount, which cannot be renamed over).
+struct HostsName {
+    name: String,
+    lines: Vec<String>,
+}
+
+impl HostsName {
+    const PATH: &str = "/etc/hosts";
+
+    /// `None` (said on stderr) when `/etc/hosts` cannot be written: the test needs root, which
+    /// CI has.
+    fn add(addresses: &[std::net::IpAddr]) -> Option<HostsName> {
+        let name = format!("pwrotd-{}.test", pwrotd::random::hex_token::<6>().unwrap());
+        let lines: Vec<String> = addresses.iter().map(|a| format!("{a} {name}")).collect();
+        let edit = Self::edit(|text| {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            for line in &lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+        });
+        match edit {
+            Ok(()) => Some(HostsName { name, lines }),
+            Err(e) if std::env::var_os("PWROTD_REQUIRE_DATABASES").is_some() => {
+                panic!("cannot edit {}: {e}", Self::PATH)
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot edit {}: {e} (run as root)", Self::PATH);
+                None
+            }
+        }
+    }
+
+    fn edit(change: impl FnOnce(&mut String)) -> std::io::Result<()> {
+        use std::io::{Read, Seek, Write};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(Self::PATH)?;
+        let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| std::io::Error::from(e))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        change(&mut text);
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.set_len(0)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    }
+}
+
+impl Drop for HostsName {
+    fn drop(&mut self) {
+        let removed = Self::edit(|text| {
+            *text = text
+                .lines()
+                .filter(|l| !self.lines.iter().any(|ours| ours == l))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        });
+        if let Err(e) = removed {
+            eprintln!("cannot remove {} from {}: {e}", self.name, Self::PATH);
+        }
+    }
+}
+
+/// Two loopback addresses that the resolver keeps in `/etc/hosts` order: glibc sorts by RFC
+/// 6724, which puts 127.0.0.1 (the source address itself) before any other 127/8 address, but
+/// leaves two that differ from it in the same highest bit in file order. Random, so that runs
+/// in parallel do not collide.
+fn two_loopback_addresses() -> [std::net::Ipv4Addr; 2] {
+    let token = pwrotd::random::hex_token::<2>().unwrap();
+    let bytes = hex::decode(token).unwrap();
+    let (b, c) = (64 + bytes[0] % 64, bytes[1]);
+    [
+        std::net::Ipv4Addr::new(127, b, c, 2),
+        std::net::Ipv4Addr::new(127, b, c, 3),
+    ]
+}
+
+/// The defect: a host name with several addresses, the first dropping packets. A connect that
+/// tries the addresses one by one with no timeout of its own waits out the OS's SYN retries
+/// (minutes) on the first, and every login times out. Each address gets its own timeout, in
+/// the resolver's order, so the login goes through the second one.
+#[tokio::test]
+async fn a_host_whose_first_address_drops_packets_logs_in_through_the_next() {
+    for (engine, admin) in engines() {
+        let (user, password, port) = admin_login(&admin, engine);
+        let [dead, live] = two_loopback_addresses();
+        let _blackhole = Blackhole::bind(SocketAddr::from((dead, port))).await;
+        let _forwarder = Forwarder::start(
+            SocketAddr::from((live, port)),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .await;
+        let Some(hosts) = HostsName::add(&[dead.into(), live.into()]) else {
+            return;
+        };
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((hosts.name.as_str(), port))
+            .await
+            .unwrap()
+            .collect();
+        assert_eq!(
+            resolved,
+            [
+                SocketAddr::from((dead, port)),
+                SocketAddr::from((live, port))
+            ],
+            "the resolver must return the dead address first"
+        );
+
+        // Through the verifier, over TLS. The certificate is for 127.0.0.1, not this name, so
+        // `require`: sqlx 0.8.6's verify-ca checks the name too (launchbadge/sqlx#3793).
+        let verify = admin_verify(engine, &hosts.name, port, Tls::Require, false);
+        let start = std::time::Instant::now();
+        let login = verify.login(&user, &password).await;
+        let took = start.elapsed();
+        eprintln!(
+            "{engine:?}: login through {} ({dead} dropping packets, then {live}): {login:?} in {took:.2?}",
+            hosts.name
+        );
+        assert_eq!(login, Login::Accepted, "{engine:?}");
+        assert!(
+            took < Duration::from_secs(3 + 3),
+            "{engine:?}: took {took:?}, more than one address's timeout (3 s) and a login"
+        );
+
+        // And through a rotation, with `timeout = "2s"`: 1 s for the first address.
+        let rig = Rig::new(
+            engine,
+            admin.clone(),
+            Setup {
+                verify_at: Some(&format!("{}:{port}", hosts.name)),
+                ..Setup::single(single_api(engine))
+            },
+        )
+        .await;
+        let start = std::time::Instant::now();
+        let report = rig.rotate().await;
+        eprintln!(
+            "{engine:?}: rotation verified through {}: {:?} in {:.2?}",
+            hosts.name,
+            report.outcome,
+            start.elapsed()
+        );
+        assert_eq!(report.outcome, Outcome::Success, "{engine:?}: {report:?}");
+        assert!(
+            report.message.contains("verified by login"),
+            "{engine:?}: {report:?}"
+        );
+        assert_eq!(rig.verifications("success"), 1, "{engine:?}");
+    }
+}
+
+/// Whatever address a login reaches, `verify-full` checks the certificate against the host
+/// NAME in the config. The test certificate is for IP 127.0.0.1 only, from the test CA.
+/// `localhost` reaches that very address and server, and logs in over TLS when the certificate
+/// is not checked; but the certificate does not name `localhost`, so verify-full refuses it (an
+/// error, never a rejection), while `127.0.0.1` passes verify-full with the same CA.
+#[tokio::test]
+async fn verify_full_checks_the_configured_host_name_not_the_address_reached() {
+    for (engine, admin) in engines() {
+        let (user, password, port) = admin_login(&admin, engine);
+        let login = |host: &str, tls| {
+            let verify = admin_verify(engine, host, port, tls, true);
+            let (user, password) = (user.clone(), password.clone());
+            async move { verify.login(&user, &password).await }
+        };
+        assert_eq!(
+            login("127.0.0.1", Tls::VerifyFull).await,
+            Login::Accepted,
+            "{engine:?}: the certificate names 127.0.0.1"
+        );
+        assert_eq!(
+            login("localhost", Tls::Require).await,
+            Login::Accepted,
+            "{engine:?}: localhost reaches the server"
+        );
+        match login("localhost", Tls::VerifyFull).await {
+            Login::Error(reason) => assert!(
+                reason.contains("certificate") && reason.contains("localhost"),
+                "{engine:?}: {reason}"
+            ),
+            other => panic!(
+                "{engine:?}: verify-full must refuse a name the certificate lacks: {other:?}"
+            ),
+        }
+    }
 }
