@@ -33,12 +33,14 @@ const DAY: Duration = Duration::from_secs(86_400);
 // ---------------------------------------------------------------------------------------------
 // A stand-in rotator for the scheduler.
 
+/// A task the fake ran: name, job, start, and its users as `resource/user`.
+type Run = (String, Job, SystemTime, Vec<String>);
+
 struct Fake {
     clock: Clock,
     hold: Duration,
     initials: Mutex<HashMap<String, Initial>>,
-    /// (name, job, start, users)
-    runs: Mutex<Vec<(String, Job, SystemTime, Vec<String>)>>,
+    runs: Mutex<Vec<Run>>,
     /// Tasks running now per account name, and the most ever at once.
     per_name: Mutex<HashMap<String, (usize, usize)>>,
 }
@@ -454,7 +456,8 @@ async fn a_cut_reply_never_shows_a_password_prefix() {
             .to_owned();
         // A gateway error page quoting the parameter it choked on.
         let mut page =
-            format!("<html><body>Request blocked by WAF. Offending parameter: NewAccountPassword=");
+            "<html><body>Request blocked by WAF. Offending parameter: NewAccountPassword="
+                .to_owned();
         while page.len() < 104 {
             page.insert(6, ' ');
         }
