@@ -156,6 +156,9 @@ pub struct Account {
     pub strategy: Strategy,
     /// `[account.verify]`: log in with a new password before promoting it.
     pub verify: Option<Box<Verify>>,
+    /// Commands run after the account's files change (a rotation, or a re-render), each an
+    /// argv list run with no shell (PRODUCT.md §4). Empty for most accounts.
+    pub on_change: Vec<Vec<String>>,
 }
 
 /// One database user, the thing a password belongs to: whatever an account is named, no two
@@ -381,6 +384,8 @@ struct RawAccount {
     strategy: Option<Spanned<String>>,
     clone_account_name: Option<Spanned<String>>,
     verify: Option<Spanned<RawVerify>>,
+    #[serde(default)]
+    on_change: Vec<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -1113,6 +1118,15 @@ fn validate_account(
     }
     let mut grants = Vec::new();
     for g in &a.grants {
+        if api == Some(Api::ResetAccount) {
+            check.at(
+                g,
+                key("grants"),
+                "ResetAccount rotates a privileged account, which has every privilege: \
+                 GrantAccountPrivilege refuses it (IncorrectAccountPrivilegeType)",
+            );
+            break;
+        }
         if api.is_some_and(|api| api.service() != Service::PolarDb) {
             check.at(
                 g,
@@ -1235,6 +1249,18 @@ fn validate_account(
         .and_then(|v| validate_verify(check, v, &key("verify")))
         .map(Box::new);
 
+    let mut on_change = Vec::new();
+    for (i, command) in a.on_change.iter().enumerate() {
+        match command.get_ref().first() {
+            Some(program) if !program.trim().is_empty() => on_change.push(command.get_ref().clone()),
+            _ => check.at(
+                command,
+                key(&format!("on_change[{i}]")),
+                "must be a command as a list, program first, like [\"systemctl\", \"reload\", \"app.service\"]",
+            ),
+        }
+    }
+
     if check.problems.len() > before {
         return None;
     }
@@ -1253,6 +1279,7 @@ fn validate_account(
         render,
         strategy,
         verify,
+        on_change,
     })
 }
 

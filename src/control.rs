@@ -18,6 +18,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::password::Password;
 use crate::rotation::{Outcome, Report};
 use crate::scheduler::{Command, SlotStatus};
 
@@ -43,6 +44,9 @@ pub enum Request {
     Rotate { accounts: Option<Vec<String>> },
     /// What the scheduler knows now: in flight, next attempt, failures.
     Status,
+    /// Record the password an account has today (`pwrotd adopt`). The account is looked up in
+    /// the config file on disk, which may have it before the running config does.
+    Adopt { account: String, password: Password },
 }
 
 /// What the daemon answers.
@@ -51,6 +55,7 @@ pub enum Request {
 pub enum Response {
     Rotated { reports: Vec<ReportLine> },
     Status { accounts: Vec<SlotStatus> },
+    Adopted,
     Refused { reason: String },
 }
 
@@ -125,8 +130,10 @@ pub fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     commands: mpsc::Sender<Command>,
+    config: PathBuf,
     shutdown: CancellationToken,
 ) {
+    let config = Arc::new(config);
     let me = nix::unistd::geteuid().as_raw();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -144,13 +151,13 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
-        let commands = commands.clone();
+        let (commands, config) = (commands.clone(), config.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let peer = stream.peer_cred().map(|c| c.uid());
             let (read, mut write) = stream.into_split();
             let response = match peer {
-                Ok(uid) if uid == 0 || uid == me => answer(read, &commands).await,
+                Ok(uid) if uid == 0 || uid == me => answer(read, &commands, &config).await,
                 Ok(uid) => {
                     tracing::warn!(
                         uid,
@@ -175,6 +182,7 @@ pub async fn serve(
 async fn answer(
     read: tokio::net::unix::OwnedReadHalf,
     commands: &mpsc::Sender<Command>,
+    config: &Path,
 ) -> Response {
     use tokio::io::AsyncReadExt;
     let mut line = String::new();
@@ -202,7 +210,7 @@ async fn answer(
         let _ = reader.read(&mut byte).await;
     };
     tokio::select! {
-        response = dispatch(request, commands, gone) => response,
+        response = dispatch(request, commands, config, gone) => response,
         () = left => Response::Refused { reason: "the caller left".into() },
     }
 }
@@ -211,9 +219,41 @@ async fn answer(
 async fn dispatch(
     request: serde_json::Result<Request>,
     commands: &mpsc::Sender<Command>,
+    config: &Path,
     gone: impl Fn() -> Response,
 ) -> Response {
     match request {
+        Ok(Request::Adopt { account, password }) => {
+            let path = config.to_owned();
+            let loaded = tokio::task::spawn_blocking(move || crate::config::Config::load(&path))
+                .await
+                .map_err(|_| "the config could not be read".to_owned())
+                .and_then(|c| c.map_err(|e| e.to_string()));
+            let account = match loaded.map(|c| c.account(&account).cloned()) {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    return Response::Refused {
+                        reason: format!("no account named {account:?} in the config file"),
+                    };
+                }
+                Err(e) => return Response::Refused { reason: e },
+            };
+            tracing::info!(account = %account.name, "adoption requested");
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Adopt {
+                account,
+                password,
+                reply,
+            };
+            if commands.send(command).await.is_err() {
+                return gone();
+            }
+            match answer.await {
+                Ok(Ok(())) => Response::Adopted,
+                Ok(Err(reason)) => Response::Refused { reason },
+                Err(_) => gone(),
+            }
+        }
         Ok(Request::Rotate { accounts }) => {
             match &accounts {
                 Some(names) => tracing::info!(accounts = %names.join(","), "rotation requested"),

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cloud::{Client, CredentialSource};
 use crate::config::Config;
 use crate::control;
+use crate::hooks::Hooks;
 use crate::metrics::{self, Metrics};
 use crate::rotation::{Report, Rotator};
 use crate::scheduler::{Clock, Command, Job, ReportHook, Scheduler};
@@ -134,6 +135,7 @@ pub fn rotator(
     config: &Config,
     sink: Arc<Sink>,
     metrics: Arc<Metrics>,
+    hooks: Arc<Hooks>,
 ) -> Result<Rotator, DaemonError> {
     let credentials = CredentialSource::discover(&config.cloud.credentials)
         .map_err(|e| DaemonError::Setup(format!("credentials: {e}")))?;
@@ -147,12 +149,7 @@ pub fn rotator(
                 .with_label_values(&[action, code])
                 .inc();
         }));
-    Ok(Rotator::new(
-        Arc::new(client),
-        sink,
-        metrics,
-        &config.accounts,
-    ))
+    Ok(Rotator::new(Arc::new(client), sink, metrics, &config.accounts).with_hooks(hooks))
 }
 
 /// How `run` is started.
@@ -200,7 +197,14 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
 
     let metrics = Metrics::new();
     let _ = metrics.secrets_dir.set(sink.state_dir().join("secrets"));
-    let rotator = Arc::new(rotator(&config, sink.clone(), metrics.clone())?);
+    // Changes closer than a second apart (a rotation, then a re-render) run hooks once.
+    let hooks = Hooks::new(std::time::Duration::from_secs(1), metrics.clone());
+    let rotator = Arc::new(rotator(
+        &config,
+        sink.clone(),
+        metrics.clone(),
+        hooks.clone(),
+    )?);
     let total = config.accounts.len();
     let (once_tx, mut once_rx) = mpsc::unbounded_channel::<()>();
     let user_hook = options.on_report.take();
@@ -231,16 +235,8 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
             None => None,
         },
     };
-    if let Some(listener) = listener {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!("metrics on http://{addr}/metrics");
-        }
-        tokio::spawn(metrics::serve(
-            listener,
-            metrics.clone(),
-            stop_metrics.clone(),
-        ));
-    }
+    // The metrics server of the moment: a reload that changes metrics_listen replaces it.
+    let mut metrics_server = listener.map(|l| serve_metrics(l, &metrics, &stop_metrics));
 
     let (commands, command_rx) = mpsc::channel(64);
     let stop_scheduler = CancellationToken::new();
@@ -252,6 +248,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
     tokio::spawn(control::serve(
         control,
         commands.clone(),
+        config.path.clone(),
         stop_metrics.clone(),
     ));
     metrics.healthy.store(true, Ordering::Relaxed);
@@ -276,7 +273,17 @@ pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
             () = options.shutdown.cancelled() => break,
             _ = hup.recv() => {
                 notify(sd_notify::NotifyState::Reloading);
-                config = reload(config, &sink, &metrics, &commands).await;
+                let listen = config.daemon.metrics_listen;
+                config = reload(config, &sink, &metrics, &hooks, &commands).await;
+                if config.daemon.metrics_listen != listen {
+                    metrics_server = rebind_metrics(
+                        metrics_server,
+                        config.daemon.metrics_listen,
+                        &metrics,
+                        &stop_metrics,
+                    )
+                    .await;
+                }
                 notify(sd_notify::NotifyState::Ready);
             }
             _ = usr1.recv() => {
@@ -335,6 +342,7 @@ async fn reload(
     old: Config,
     sink: &Arc<Sink>,
     metrics: &Arc<Metrics>,
+    hooks: &Arc<Hooks>,
     commands: &mpsc::Sender<Command>,
 ) -> Config {
     let result = Config::load(&old.path).and_then(|new| {
@@ -359,10 +367,7 @@ async fn reload(
         }
     };
     warn_about(&new);
-    if new.daemon.metrics_listen != old.daemon.metrics_listen {
-        tracing::warn!("daemon.metrics_listen changes take effect at the next restart");
-    }
-    match rotator(&new, sink.clone(), metrics.clone()) {
+    match rotator(&new, sink.clone(), metrics.clone(), hooks.clone()) {
         Ok(rotator) => {
             let _ = commands
                 .send(Command::Reload {
@@ -380,6 +385,49 @@ async fn reload(
             old
         }
     }
+}
+
+/// Serves metrics on `listener` until `stop` or the returned token is cancelled.
+fn serve_metrics(
+    listener: TcpListener,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> CancellationToken {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    let this = stop.child_token();
+    tokio::spawn(metrics::serve(listener, metrics.clone(), this.clone()));
+    this
+}
+
+/// A reload changed `metrics_listen`: serves on the new address, then stops the old server.
+/// If the new address cannot be bound, the old server stays and the error is logged.
+async fn rebind_metrics(
+    old: Option<CancellationToken>,
+    listen: Option<std::net::SocketAddr>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Option<CancellationToken> {
+    let new = match listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some(serve_metrics(listener, metrics, stop)),
+            Err(e) => {
+                tracing::error!(
+                    "cannot listen on {addr} for metrics: {e}; the old address stays until a restart"
+                );
+                return old;
+            }
+        },
+        None => None,
+    };
+    if let Some(old) = old {
+        old.cancel();
+    }
+    if new.is_none() {
+        tracing::info!("metrics server stopped: metrics_listen is empty");
+    }
+    new
 }
 
 /// Logs what `pwrotd check` prints as warnings.

@@ -12,6 +12,7 @@
 //! - [`config`]: the TOML config file, parsed and validated.
 //! - [`verify`]: proving a password by logging in to the database with it.
 //! - [`control`]: the control socket through which the CLI reaches the running daemon.
+//! - [`hooks`]: `on_change` commands that tell applications their password changed.
 //! - [`demo`]: `pwrotd demo`, the first thing a newcomer runs.
 //! - [`sim`]: `pwrotd-sim`, a faithful local stand-in for the PolarDB and RDS OpenAPI.
 //!
@@ -40,6 +41,7 @@ pub mod daemon;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod failpoint;
+pub mod hooks;
 pub mod metrics;
 pub mod password;
 pub mod random;

@@ -12,7 +12,7 @@ use pwrotd::config::{Config, LogFormat, Schedule, Strategy};
 use pwrotd::control::{self, ReportLine, Request, Response};
 use pwrotd::daemon::{self, DaemonError, RunOptions, StateLock};
 use pwrotd::metrics::Metrics;
-use pwrotd::password::{self, Policy};
+use pwrotd::password::{self, Password, Policy};
 use pwrotd::say;
 use pwrotd::scheduler;
 use pwrotd::sink::{self, Sink};
@@ -36,11 +36,12 @@ enum Command {
         config: PathBuf,
     },
     /// Rotate now, once: through the running daemon if there is one, else in this process.
+    #[command(group = clap::ArgGroup::new("target").required(true).args(["all", "account"]))]
     Rotate {
         #[arg(long)]
         config: PathBuf,
         /// Every account.
-        #[arg(long, conflicts_with = "account", required_unless_present = "account")]
+        #[arg(long)]
         all: bool,
         /// These accounts (repeat the flag, or list names after it).
         #[arg(long, num_args = 1..)]
@@ -60,6 +61,15 @@ enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Record the password an account has today as its current version, read from standard
+    /// input (never argv), without an API call; with [account.verify] it must log in first.
+    /// The account is then rotated on its schedule, not at start.
+    Adopt {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        account: String,
     },
     /// Print compliant passwords from the OS CSPRNG, one per line.
     Genpass {
@@ -204,6 +214,7 @@ fn main() -> ExitCode {
         } => rotate(&config, (!all).then_some(account), wait),
         Command::Status { config, json } => status(&config, json),
         Command::Check { config } => check(&config),
+        Command::Adopt { config, account } => adopt(&config, &account),
         Command::Genpass { length, count } => genpass(length, count),
         #[cfg(feature = "sim")]
         Command::Demo { once } => {
@@ -267,15 +278,21 @@ fn rotate(path: &Path, accounts: Option<Vec<String>>, wait: Duration) -> ExitCod
         Err(code) => return code,
     };
     init_logging(config.daemon.log_format, "warn");
-    if let Some(names) = &accounts {
-        let unknown: Vec<&String> = names
+    if let Some(wanted) = &accounts {
+        let unknown: Vec<&String> = wanted
             .iter()
             .filter(|n| config.account(n).is_none())
             .collect();
         if !unknown.is_empty() {
             eprintln!(
-                "pwrotd rotate: no account named {unknown:?} in {}",
-                path.display()
+                "pwrotd rotate: no account named {} in {}; it has {}",
+                unknown
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                path.display(),
+                names(&config)
             );
             return ExitCode::from(2);
         }
@@ -322,7 +339,10 @@ async fn rotate_here(
     names: Option<Vec<String>>,
 ) -> Result<Vec<ReportLine>, DaemonError> {
     let sink = Arc::new(Sink::open(&config.daemon.state_dir)?);
-    let rotator = Arc::new(daemon::rotator(config, sink, Metrics::new())?);
+    let metrics = Metrics::new();
+    // No debounce: each account rotates once here, and the hooks run before the CLI exits.
+    let hooks = pwrotd::hooks::Hooks::new(Duration::ZERO, metrics.clone());
+    let rotator = Arc::new(daemon::rotator(config, sink, metrics, hooks.clone())?);
     let accounts: Vec<_> = config
         .accounts
         .iter()
@@ -356,6 +376,7 @@ async fn rotate_here(
             }
         }
     }
+    hooks.idle().await;
     lines.sort_by_key(|(index, _)| *index);
     Ok(lines.into_iter().map(|(_, line)| line).collect())
 }
@@ -545,6 +566,135 @@ fn check(path: &Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn adopt(path: &Path, name: &str) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(config.daemon.log_format, "warn");
+    let Some(account) = config.account(name).cloned() else {
+        eprintln!(
+            "pwrotd adopt: no account named {name:?} in {}; it has {}",
+            path.display(),
+            names(&config)
+        );
+        return ExitCode::from(2);
+    };
+    let password = match read_password(&format!(
+        "the password {} has today on {}",
+        account.account_name, account.resource_id
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pwrotd adopt: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    if let Some(verify) = &account.verify {
+        use pwrotd::verify::Login;
+        let user = &account.account_name;
+        match rt.block_on(verify.login(user, &password)) {
+            Login::Accepted if rt.block_on(verify.checks_passwords(user)) => {}
+            Login::Accepted => {
+                eprintln!(
+                    "pwrotd adopt: {} takes any password for {user}, so a login proves nothing; not adopted",
+                    verify.target()
+                );
+                return ExitCode::FAILURE;
+            }
+            other => {
+                eprintln!(
+                    "pwrotd adopt: the password does not log in as {user} ({}); not adopted",
+                    other.reason()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let state_dir = config.daemon.state_dir.clone();
+    let adopted = match StateLock::acquire(&state_dir, "adopt") {
+        Ok(lock) => {
+            let result = Sink::open(&state_dir)
+                .and_then(|sink| sink.adopt_current(&account, password))
+                .map(drop)
+                .map_err(|e| e.to_string());
+            drop(lock);
+            result
+        }
+        Err(DaemonError::Locked { role, .. }) if role == "daemon" => {
+            let request = Request::Adopt {
+                account: account.name.clone(),
+                password,
+            };
+            match control::call(&state_dir, &request, Duration::from_secs(60)) {
+                Ok(Response::Adopted) => Ok(()),
+                Ok(other) => Err(format!("the daemon answered {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match adopted {
+        Ok(()) => {
+            say!(
+                "{}: adopted as its current password; rotated on its schedule from now",
+                account.name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pwrotd adopt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The accounts of a config, for a message that names the valid ones.
+fn names(config: &Config) -> String {
+    let names: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+    match names.len() {
+        0 => "no accounts".to_owned(),
+        n if n > 20 => format!("{n} accounts: {}, …", names[..20].join(", ")),
+        _ => names.join(", "),
+    }
+}
+
+/// Reads one line from standard input as a password: without echo on a terminal, and never
+/// from argv, where other users could read it.
+fn read_password(what: &str) -> Result<Password, String> {
+    use std::io::{BufRead, IsTerminal};
+    use zeroize::Zeroizing;
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let saved = if terminal {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        eprint!("{what}: ");
+        let saved = tcgetattr(&stdin).map_err(|e| format!("cannot read the terminal: {e}"))?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet)
+            .map_err(|e| format!("cannot turn the terminal's echo off: {e}"))?;
+        Some(saved)
+    } else {
+        None
+    };
+    let mut line = Zeroizing::new(String::new());
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(saved) = saved {
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &saved);
+        eprintln!();
+    }
+    read.map_err(|e| format!("cannot read standard input: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(format!("no password on standard input ({what})"));
+    }
+    Ok(Password::new(password.to_owned()))
 }
 
 fn genpass(length: usize, count: usize) -> ExitCode {

@@ -27,7 +27,9 @@ use std::time::{Instant, SystemTime};
 use crate::cloud::{Client, CloudError, GrantAccountPrivilege, SetPassword};
 use crate::config::{Account, Strategy};
 use crate::failpoint;
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
+use crate::password::Password;
 use crate::scheduler::{Initial, Job};
 use crate::sink::{self, AuditRecord, Pending, SecretFile, Sink, SinkError, Unclaimed, timestamp};
 use crate::verify::{Login, Verify};
@@ -99,6 +101,10 @@ pub struct Report {
     /// Whether a render file could not be written. The rotation itself stands: this is
     /// retried as a render, never as another rotation.
     pub render_failed: bool,
+    /// The user the current password belongs to, after this task.
+    pub username: Option<String>,
+    /// Whether a render (without a rotation) rewrote a file: applications' hooks run.
+    pub rewrote: bool,
 }
 
 impl Report {
@@ -114,6 +120,8 @@ impl Report {
             last_success: None,
             pending: false,
             render_failed: false,
+            username: None,
+            rewrote: false,
         }
     }
 }
@@ -125,6 +133,8 @@ pub struct Rotator {
     pub metrics: Arc<Metrics>,
     /// The secret files no configured account claims, which a renamed account takes over.
     unclaimed: Arc<Unclaimed>,
+    /// Tells applications about a change: `on_change` hooks.
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl std::fmt::Debug for Rotator {
@@ -163,7 +173,14 @@ impl Rotator {
             sink,
             metrics,
             unclaimed: Arc::new(Unclaimed::new(accounts.iter().map(|a| a.name.clone()))),
+            hooks: None,
         }
+    }
+
+    /// Runs the accounts' `on_change` hooks through `hooks` after their files change.
+    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Rotator {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// What the sink says about an account, for the scheduler. An account with no secret file
@@ -187,6 +204,20 @@ impl Rotator {
             self.metrics.set_last_success(&account.name, at);
         }
         initial
+    }
+
+    /// Records the password an account has today as its current version, without an API
+    /// call (`pwrotd adopt`; the caller proved it by login where it could). Its render files
+    /// are written, and its hooks run, by the render that follows. The caller guarantees no
+    /// task holds the account.
+    pub fn adopt(&self, account: &Account, password: Password) -> Result<Initial, SinkError> {
+        let file = self.sink.adopt_current(account, password)?;
+        tracing::info!(account = %account.name, version = file.latest_version(), "adopted the password the account has today");
+        let initial = Initial::of(Some(&file));
+        if let Some(at) = initial.last_success {
+            self.metrics.set_last_success(&account.name, at);
+        }
+        Ok(initial)
     }
 
     /// Rewrites the render files of an account that are not what they should be, without
@@ -217,7 +248,8 @@ impl Rotator {
                 _ => true,
             })
             .and_then(|f| f.current);
-        self.render(account, current, false, &mut report).await;
+        report.username = current.as_ref().map(|c| c.username.clone());
+        report.rewrote = self.render(account, current, false, &mut report).await > 0;
         if !report.render_failed {
             report.outcome = Outcome::Success;
         }
@@ -232,9 +264,9 @@ impl Rotator {
         current: Option<sink::Version>,
         always: bool,
         report: &mut Report,
-    ) {
+    ) -> usize {
         let Some(current) = current.filter(|_| !account.render.is_empty()) else {
-            return;
+            return 0;
         };
         let render = account.clone();
         let rendered = self
@@ -269,6 +301,7 @@ impl Rotator {
                 &format!("{n} render file{} rewritten", if n == 1 { "" } else { "s" }),
             );
         }
+        rendered.written
     }
 
     /// Rotates one account now. The caller guarantees no other rotation of the same account
@@ -290,6 +323,16 @@ impl Rotator {
         }
         if report.render_failed {
             self.metrics.count_render_failure(&account.name);
+        }
+        let changed = match report.job {
+            Job::Rotate => report.outcome == Outcome::Success,
+            Job::Render => report.rewrote,
+        };
+        if changed
+            && let (Some(hooks), Some(version), Some(username)) =
+                (&self.hooks, report.version, &report.username)
+        {
+            hooks.changed(account, version, username);
         }
         if let Some(at) = report.last_success {
             self.metrics.set_last_success(&account.name, at);
@@ -592,6 +635,7 @@ impl Rotator {
         self.track_pending(&account.name, false);
         report.outcome = Outcome::Success;
         report.pending = false;
+        report.username = Some(pending.username.clone());
         report.last_success = file.last_success();
         report.message = format!(
             "rotated to version {}{} ({how}, {} API attempt{}{})",

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Account, Schedule, UserKey};
 use crate::metrics::Metrics;
+use crate::password::Password;
 use crate::random;
 use crate::rotation::{Outcome, Report, Rotator};
 use crate::sink::SecretFile;
@@ -158,6 +159,13 @@ pub trait Rotate: Send + Sync + 'static {
         job: Job,
     ) -> Pin<Box<dyn Future<Output = Report> + Send>>;
 
+    /// Records the password an account has today as its current version (`pwrotd adopt`).
+    /// Called only while no task holds the account.
+    fn adopt(&self, account: &Account, password: Password) -> Result<Initial, String> {
+        let _ = (account, password);
+        Err("this rotator cannot adopt".into())
+    }
+
     /// What the store says about an account, taking over the secret file of a renamed
     /// account that held the same database users first (`renamed_from` names the task that
     /// held them, if one just ended). Called only while no task holds any of its users.
@@ -181,6 +189,10 @@ impl Rotate for Rotator {
     fn initial(&self, account: &Account, renamed_from: Option<&str>) -> Initial {
         Rotator::initial(self, account, renamed_from)
     }
+
+    fn adopt(&self, account: &Account, password: Password) -> Result<Initial, String> {
+        Rotator::adopt(self, account, password).map_err(|e| e.to_string())
+    }
 }
 
 /// A request to the scheduler.
@@ -199,6 +211,14 @@ pub enum Command {
     /// What the scheduler knows of every account now.
     Status {
         reply: oneshot::Sender<Vec<SlotStatus>>,
+    },
+    /// Record the password an account has today (`pwrotd adopt`), once no task holds it.
+    /// `account` is the definition from the config file on disk, which may name an account
+    /// the running config does not have yet.
+    Adopt {
+        account: Arc<Account>,
+        password: Password,
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -746,6 +766,13 @@ impl Scheduler {
                 self.rotate = rotate;
                 self.replace_accounts(accounts);
             }
+            Command::Adopt {
+                account,
+                password,
+                reply,
+            } => {
+                let _ = reply.send(self.adopt(&account, password));
+            }
             Command::Status { reply } => {
                 let rows = self
                     .slots
@@ -765,6 +792,41 @@ impl Scheduler {
                 let _ = reply.send(rows);
             }
         }
+    }
+
+    /// `pwrotd adopt` through the daemon: refused while a task holds the account or one of
+    /// its users; then scheduled from the adopted version, its render files checked at once.
+    fn adopt(&mut self, account: &Arc<Account>, password: Password) -> Result<(), String> {
+        if self.held(account) {
+            return Err(format!(
+                "a rotation of {} or of one of its users is running; try again when it ends",
+                account.name
+            ));
+        }
+        match self.slots.get(&account.name) {
+            Some(slot) if slot.account.users() != account.users() => {
+                return Err(format!(
+                    "the running config's {} rotates other users than the config file's; reload first",
+                    account.name
+                ));
+            }
+            Some(slot) if slot.parked => {
+                return Err(format!(
+                    "{} waits for a renamed account's task",
+                    account.name
+                ));
+            }
+            _ => {}
+        }
+        let initial = self.rotate.adopt(account, password)?;
+        let now = self.clock.now();
+        if let Some(slot) = self.slots.get_mut(&account.name) {
+            slot.failures = 0;
+            slot.render_due = Some(now);
+            let due = initial_due(&slot.account, initial, now);
+            self.set_due(&account.name, due);
+        }
+        Ok(())
     }
 
     fn deliver(&mut self, id: u64, account: &str, report: Report) {

@@ -170,6 +170,10 @@ pub enum SinkError {
     )]
     Newer { path: PathBuf, format: u32 },
     #[error(
+        "{path} holds a pending password whose fate is not settled yet; let a rotation settle it (pwrotd rotate) before adopting"
+    )]
+    PendingExists { path: PathBuf },
+    #[error(
         "{path} resolves into the state directory; a render file never replaces pwrotd's own files"
     )]
     RenderInState { path: PathBuf },
@@ -194,6 +198,7 @@ impl SinkError {
             SinkError::Newer { .. } => "SinkNewer",
             SinkError::Stale { .. } => "SinkStale",
             SinkError::RenderInState { .. } => "RenderInState",
+            SinkError::PendingExists { .. } => "PendingExists",
             SinkError::ForeignPending { .. } => "SinkMismatch",
             SinkError::Mismatch { .. } => "SinkMismatch",
         }
@@ -457,6 +462,60 @@ impl Sink {
     /// Reads an account's secret file; see [`read_secret`].
     pub fn load(&self, account: &Account) -> Result<Option<SecretFile>, SinkError> {
         read_secret(&self.state_dir, account, self.uid)
+    }
+
+    /// Records `password` as the password `account`'s database user has today (`pwrotd
+    /// adopt`): a new current version, the old current kept in `previous`, and an audit line
+    /// (`settled: "adopt"`). Refused while the file holds a pending password, whose fate must
+    /// be settled first. Durable on return.
+    pub fn adopt_current(
+        &self,
+        account: &Account,
+        password: Password,
+    ) -> Result<SecretFile, SinkError> {
+        let mut file = self
+            .load(account)?
+            .unwrap_or_else(|| SecretFile::new(account));
+        if file.pending.is_some() {
+            return Err(SinkError::PendingExists {
+                path: self.path(&account.name),
+            });
+        }
+        let username = file
+            .current
+            .as_ref()
+            .map_or(account.account_name.clone(), |c| c.username.clone());
+        file.pending = Some(Pending {
+            version: file.latest_version() + 1,
+            username,
+            password,
+            created_time: timestamp(SystemTime::now()),
+            client_token: String::new(),
+        });
+        file.promote(None, account.keep_versions.max(1));
+        self.write_secret(&file, true)?;
+        if let Some(current) = &file.current {
+            let record = AuditRecord {
+                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                account: account.name.clone(),
+                api: account.api.as_str().to_owned(),
+                resource_id: account.resource_id.clone(),
+                account_name: current.username.clone(),
+                version: current.version,
+                outcome: "success".into(),
+                error_code: None,
+                request_id: None,
+                attempts: 0,
+                duration_ms: 0,
+                password_hmac: Some(self.password_hmac(&current.password)),
+                verification: None,
+                settled: Some("adopt".into()),
+            };
+            if let Err(e) = self.audit(&record) {
+                tracing::error!(account = %account.name, "cannot write the audit log: {e}");
+            }
+        }
+        Ok(file)
     }
 
     /// Writes an account's secret file holding a new `pending` password: atomically, with the

@@ -14,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 /// A faithful local stand-in for the PolarDB and RDS OpenAPI.
 #[derive(Parser)]
 #[command(
+    name = "pwrotd-sim",
     version,
     after_help = "Test hooks, JSON over HTTP on the same address: GET /_sim/accounts (passwords as \
 SHA-256 only), GET /_sim/resources, GET /_sim/stats (replies by code, the faults that took \
