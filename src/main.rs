@@ -403,22 +403,30 @@ fn status(path: &Path, json: bool) -> ExitCode {
                 .collect(),
             _ => Default::default(),
         };
-    let audit = match sink::read_audit(state_dir) {
-        Ok(records) => records,
+    // Only the newest record of each account, read backwards from the end of the log.
+    let wanted: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+    let audit = match sink::latest_audit(state_dir, &wanted) {
+        Ok(tail) => tail,
         Err(e) => {
             eprintln!("pwrotd status: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if audit.skipped > 0 {
+        eprintln!(
+            "pwrotd status: skipped {} unreadable line{} of the audit log (not UTF-8, or not a whole record: torn by a crash)",
+            audit.skipped,
+            if audit.skipped == 1 { "" } else { "s" }
+        );
+    }
     let uid = nix::unistd::geteuid().as_raw();
     let now = SystemTime::now();
     let mut rows = Vec::new();
     let mut problems = false;
     for account in &config.accounts {
         let last_error = audit
-            .iter()
-            .rev()
-            .find(|r| r.account == account.name)
+            .latest
+            .get(&account.name)
             .and_then(|r| r.error_code.clone());
         let row = match sink::read_secret(state_dir, account, uid) {
             Ok(file) => {

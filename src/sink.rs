@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -26,6 +26,26 @@ use crate::{failpoint, random};
 
 /// The `format` of secret files this version reads and writes.
 pub const FORMAT: u32 = 1;
+
+/// The size past which `audit.jsonl` is rotated. A line never straddles two files: an append
+/// that would take the file past this size first renames it `audit.jsonl.1` and starts a new
+/// one, so no file is larger unless a single line is.
+pub const AUDIT_MAX_BYTES: u64 = 64 << 20;
+
+/// How many rotated audit files are kept: `audit.jsonl.1` (the newest) to `audit.jsonl.5`.
+/// A rotation removes the oldest.
+pub const AUDIT_KEEP: u32 = 5;
+
+/// How far back [`latest_audit`] reads: `audit.jsonl`, then `audit.jsonl.1`, and never more
+/// than this many bytes of them together.
+pub const AUDIT_LOOKBACK_BYTES: u64 = 2 * AUDIT_MAX_BYTES;
+
+/// The longest line the backwards reader assembles; a longer one is skipped as damaged. Real
+/// records are a few hundred bytes.
+const AUDIT_MAX_LINE: usize = 1 << 20;
+
+/// How much the backwards reader reads at a time.
+const AUDIT_CHUNK: usize = 64 << 10;
 
 /// A password version that is or was live.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,10 +252,86 @@ pub struct AuditRecord {
     pub settled: Option<String>,
 }
 
-/// The audit log and how many lines have been written to it.
+/// The audit log being appended to, and how many lines have been written to it.
 struct AuditLog {
+    /// `audit.jsonl`, opened for appending.
     file: File,
+    /// Lines written through this sink, in any file: the group commit's tickets.
     written: u64,
+    /// The size of `file` in bytes.
+    size: u64,
+    /// `file` does not end with a newline (a torn line, from a crash in the middle of an
+    /// append): the next append writes one first, so that the torn line stays alone and never
+    /// swallows a whole record.
+    torn: bool,
+    /// The state directory changed (a new `audit.jsonl`, a rotation) and has not been fsynced
+    /// since: no line is written until it has, so that no synced line sits in a file whose
+    /// name a crash could lose.
+    dir_unsynced: bool,
+    /// The size past which `file` is rotated ([`AUDIT_MAX_BYTES`]).
+    max_bytes: u64,
+}
+
+impl AuditLog {
+    /// Opens (creating, 0600) `state_dir/audit.jsonl` for appending and finds how it ends.
+    fn open(state_dir: &Path, owner: Option<(u32, u32)>, max_bytes: u64) -> io::Result<AuditLog> {
+        let path = audit_path(state_dir, 0);
+        let existed = fs::symlink_metadata(&path).is_ok();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
+        let mut log = AuditLog {
+            file,
+            written: 0,
+            size: 0,
+            torn: false,
+            dir_unsynced: !existed,
+            max_bytes,
+        };
+        log.find_end()?;
+        Ok(log)
+    }
+
+    /// Reads where the file ends and whether its last line is whole.
+    fn find_end(&mut self) -> io::Result<()> {
+        self.size = self.file.metadata()?.len();
+        self.torn = false;
+        if self.size > 0 {
+            let mut last = [0u8];
+            self.file.read_exact_at(&mut last, self.size - 1)?;
+            self.torn = last[0] != b'\n';
+        }
+        Ok(())
+    }
+}
+
+/// `state_dir/audit.jsonl`, or with `n` > 0 its `n`th rotated file, `audit.jsonl.n`.
+fn audit_path(state_dir: &Path, n: u32) -> PathBuf {
+    match n {
+        0 => state_dir.join("audit.jsonl"),
+        n => state_dir.join(format!("audit.jsonl.{n}")),
+    }
+}
+
+/// [`AUDIT_MAX_BYTES`]. In a debug build (the tests' binaries), `PWROTD_AUDIT_MAX_BYTES` may
+/// set another bound, as `PWROTD_FAILPOINT` sets failpoints; a release build reads no such
+/// variable.
+fn audit_max_bytes() -> u64 {
+    #[cfg(debug_assertions)]
+    if let Some(bound) = std::env::var("PWROTD_AUDIT_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return bound;
+    }
+    AUDIT_MAX_BYTES
 }
 
 /// The state directory: secret files, the audit log and its key.
@@ -339,6 +435,11 @@ pub fn hand_over(file: &File, state_dir: &Path) -> io::Result<()> {
 impl Sink {
     /// Opens (creating if needed) the state directory, its `secrets/`, the audit key and log.
     pub fn open(state_dir: &Path) -> Result<Sink, SinkError> {
+        Sink::open_with(state_dir, audit_max_bytes())
+    }
+
+    /// [`Sink::open`], with the audit log rotated past `audit_max_bytes`.
+    fn open_with(state_dir: &Path, audit_max_bytes: u64) -> Result<Sink, SinkError> {
         private_dir(state_dir)?;
         let owner = state_owner(state_dir);
         let secrets = state_dir.join("secrets");
@@ -370,23 +471,14 @@ impl Sink {
             }
             Err(e) => return Err(io_error(&key_path)(e)),
         };
-        let audit_path = state_dir.join("audit.jsonl");
-        let audit = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&audit_path)
-            .map_err(io_error(&audit_path))?;
-        hand_over(&audit, state_dir).map_err(io_error(&audit_path))?;
+        let audit_path = audit_path(state_dir, 0);
+        let audit =
+            AuditLog::open(state_dir, owner, audit_max_bytes).map_err(io_error(&audit_path))?;
         Ok(Sink {
             state_dir: state_dir.to_owned(),
             secrets,
             audit_key,
-            audit: Mutex::new(AuditLog {
-                file: audit,
-                written: 0,
-            }),
+            audit: Mutex::new(audit),
             audit_synced: Mutex::new(0),
             uid: nix::unistd::geteuid().as_raw(),
             owner,
@@ -557,18 +649,50 @@ impl Sink {
 
     /// Appends one line to `audit.jsonl` and returns once it is synced. Lines written at the
     /// same time share one fdatasync (group commit): only the first writer syncs, for all.
+    ///
+    /// A line that would take the file past its bound ([`AUDIT_MAX_BYTES`]) first rotates it
+    /// (see [`Sink::rotate_audit`]). A line always starts a line of its own: after a torn
+    /// last line, a newline is written first.
     pub fn audit(&self, record: &AuditRecord) -> Result<(), SinkError> {
-        let path = self.state_dir.join("audit.jsonl");
+        let path = audit_path(&self.state_dir, 0);
         let mut line =
             serde_json::to_vec(record).map_err(|e| io_error(&path)(io::Error::other(e)))?;
         line.push(b'\n');
         let ticket = {
             let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-            log.file.write_all(&line).map_err(io_error(&path))?;
+            if log.size > 0 && log.size.saturating_add(line.len() as u64) > log.max_bytes {
+                match self.rotate_audit(&mut log) {
+                    Ok(()) => tracing::info!(path = %path.display(), "rotated the audit log"),
+                    Err(e) => tracing::warn!(
+                        path = %path.display(),
+                        "cannot rotate the audit log ({e}); appending to it as it is"
+                    ),
+                }
+            }
+            if log.dir_unsynced {
+                File::open(&self.state_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_error(&self.state_dir))?;
+                log.dir_unsynced = false;
+            }
+            if log.torn {
+                line.insert(0, b'\n');
+            }
+            if let Err(e) = log.file.write_all(&line) {
+                // Part of the line may be there: learn how the file ends now.
+                if log.find_end().is_err() {
+                    log.torn = true;
+                }
+                return Err(io_error(&path)(e));
+            }
+            log.size += line.len() as u64;
+            log.torn = false;
             log.written += 1;
             log.written
         };
-        // Whoever takes the sync lock first syncs every line written so far.
+        // Whoever takes the sync lock first syncs every line written so far. A line written
+        // before a rotation is in the old file, which the rotation synced: syncing the file
+        // written now covers every line up to `upto`.
         let mut synced = self.audit_synced.lock().unwrap_or_else(|p| p.into_inner());
         if *synced < ticket {
             let (file, upto) = {
@@ -580,19 +704,211 @@ impl Sink {
         }
         Ok(())
     }
+
+    /// Rotates the audit log, with its lock held: syncs the current file (every line written
+    /// so far is then on disk, whatever file a later sync covers), creates the new file under
+    /// a temporary name (0600, handed to the state directory's owner), shifts
+    /// `audit.jsonl.{n}` to `.{n+1}` up to [`AUDIT_KEEP`] (the oldest is replaced), renames
+    /// `audit.jsonl` to `audit.jsonl.1` and the new file to `audit.jsonl`. The directory is
+    /// fsynced before the next line is written. On failure, appends go on in the old file and
+    /// a later append tries again.
+    fn rotate_audit(&self, log: &mut AuditLog) -> io::Result<()> {
+        let dir = &self.state_dir;
+        log.file.sync_data()?;
+        let fresh_path = dir.join(".audit.jsonl.new");
+        match fs::remove_file(&fresh_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let fresh = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&fresh_path)?;
+        let renamed = (|| {
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::fchown(&fresh, Some(uid), Some(gid))?;
+            }
+            log.dir_unsynced = true;
+            for n in (0..AUDIT_KEEP).rev() {
+                match fs::rename(audit_path(dir, n), audit_path(dir, n + 1)) {
+                    Ok(()) => {}
+                    // A gap left by an operator or a crash; or no `audit.jsonl` at all, when
+                    // it was removed under the open file.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Err(e) = fs::rename(&fresh_path, audit_path(dir, 0)) {
+                let _ = fs::rename(audit_path(dir, 1), audit_path(dir, 0));
+                return Err(e);
+            }
+            Ok(())
+        })();
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(&fresh_path);
+            return Err(e);
+        }
+        log.file = fresh;
+        log.size = 0;
+        log.torn = false;
+        Ok(())
+    }
 }
 
-/// Every record of `state_dir/audit.jsonl`, oldest first; none if there is no log yet. Lines
-/// that do not parse are skipped.
+/// Every record of the audit log, oldest first: the rotated files `audit.jsonl.5` to `.1`,
+/// then `audit.jsonl`; none if there is no log yet. Lines that do not parse (not UTF-8, not
+/// JSON, torn) are skipped. It holds the whole log in memory: for tests and tools on small
+/// logs; `status` uses [`latest_audit`].
 pub fn read_audit(state_dir: &Path) -> Result<Vec<AuditRecord>, SinkError> {
-    let path = state_dir.join("audit.jsonl");
-    match fs::read_to_string(&path) {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_error(&path)(e)),
+    let mut records = Vec::new();
+    for n in (0..=AUDIT_KEEP).rev() {
+        let path = audit_path(state_dir, n);
+        match fs::read(&path) {
+            Ok(bytes) => records.extend(
+                bytes
+                    .split(|&b| b == b'\n')
+                    .filter_map(|l| serde_json::from_slice::<AuditRecord>(l).ok()),
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&path)(e)),
+        }
+    }
+    Ok(records)
+}
+
+/// The newest audit records of some accounts, as [`latest_audit`] found them.
+#[derive(Debug, Default)]
+pub struct AuditTail {
+    /// Each account's newest record, for the accounts that have one within the lookback.
+    pub latest: HashMap<String, AuditRecord>,
+    /// Lines read that could not be used: not UTF-8, not a whole JSON record (torn by a crash),
+    /// or longer than 1 MiB. Lines past the last one needed are not read, so not counted.
+    pub skipped: u64,
+}
+
+/// The newest record of each of `accounts` in the audit log, read backwards from its end in
+/// chunks: `audit.jsonl`, then `audit.jsonl.1`, stopping as soon as every account is found or
+/// [`AUDIT_LOOKBACK_BYTES`] have been read. Memory holds one chunk, one line and one record per
+/// account, whatever the log's size. A missing file is no error; damaged lines are counted in
+/// [`AuditTail::skipped`], never fatal.
+pub fn latest_audit(state_dir: &Path, accounts: &[&str]) -> Result<AuditTail, SinkError> {
+    let wanted: HashSet<&str> = accounts.iter().copied().collect();
+    let mut tail = AuditTail::default();
+    let mut budget = AUDIT_LOOKBACK_BYTES;
+    for n in [0, 1] {
+        if tail.latest.len() == wanted.len() || budget == 0 {
+            break;
+        }
+        let path = audit_path(state_dir, n);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error(&path)(e)),
+        };
+        let mut lines = Backwards::new(file, budget).map_err(io_error(&path))?;
+        while tail.latest.len() < wanted.len() {
+            let Some(line) = lines.next_line().map_err(io_error(&path))? else {
+                break;
+            };
+            let record = match line {
+                Line::Text(text) if text.is_empty() => continue,
+                Line::Text(text) => serde_json::from_slice::<AuditRecord>(&text).ok(),
+                Line::Overlong => None,
+            };
+            match record {
+                Some(record) => {
+                    if wanted.contains(record.account.as_str())
+                        && !tail.latest.contains_key(&record.account)
+                    {
+                        tail.latest.insert(record.account.clone(), record);
+                    }
+                }
+                None => tail.skipped += 1,
+            }
+        }
+        budget = lines.budget;
+    }
+    Ok(tail)
+}
+
+/// A line read by [`Backwards`].
+enum Line {
+    /// The line's bytes, without its newline.
+    Text(Vec<u8>),
+    /// A line longer than [`AUDIT_MAX_LINE`], dropped unread.
+    Overlong,
+}
+
+/// The lines of a file from its end backwards, read [`AUDIT_CHUNK`] bytes at a time: memory
+/// holds a chunk and a line, whatever the file's size.
+struct Backwards {
+    file: File,
+    /// Everything before this offset is unread.
+    pos: u64,
+    /// How many more bytes may be read.
+    budget: u64,
+    /// Bytes read but not yet returned, from `pos` on: the end of the line being assembled,
+    /// then whole lines.
+    carry: Vec<u8>,
+    /// The line being assembled is longer than [`AUDIT_MAX_LINE`]: its bytes are dropped
+    /// until its start is found.
+    overlong: bool,
+}
+
+impl Backwards {
+    fn new(file: File, budget: u64) -> io::Result<Backwards> {
+        let pos = file.metadata()?.len();
+        Ok(Backwards {
+            file,
+            pos,
+            budget,
+            carry: Vec::new(),
+            overlong: false,
+        })
+    }
+
+    /// The line before the last one returned; an empty line for the end of a file that ends
+    /// with a newline; `None` at the start of the file, or where the budget runs out (the line
+    /// cut there is not returned).
+    fn next_line(&mut self) -> io::Result<Option<Line>> {
+        loop {
+            if let Some(newline) = self.carry.iter().rposition(|&b| b == b'\n') {
+                let line = self.carry.split_off(newline + 1);
+                self.carry.truncate(newline);
+                if std::mem::take(&mut self.overlong) {
+                    return Ok(Some(Line::Overlong));
+                }
+                return Ok(Some(Line::Text(line)));
+            }
+            if self.overlong || self.carry.len() > AUDIT_MAX_LINE {
+                self.carry.clear();
+                self.overlong = true;
+            }
+            if self.pos == 0 {
+                // The file's first line.
+                if std::mem::take(&mut self.overlong) {
+                    return Ok(Some(Line::Overlong));
+                }
+                if self.carry.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(Line::Text(std::mem::take(&mut self.carry))));
+            }
+            if self.budget == 0 {
+                return Ok(None);
+            }
+            let n = (AUDIT_CHUNK as u64).min(self.pos).min(self.budget);
+            let mut chunk = vec![0; usize::try_from(n).unwrap_or(AUDIT_CHUNK)];
+            self.file.read_exact_at(&mut chunk, self.pos - n)?;
+            self.pos -= n;
+            self.budget -= n;
+            chunk.extend_from_slice(&self.carry);
+            self.carry = chunk;
+        }
     }
 }
 
@@ -997,5 +1313,293 @@ pub fn timestamp(at: SystemTime) -> String {
     match write!(text, "{}", humantime::format_rfc3339_seconds(at)) {
         Ok(()) => text,
         Err(_) => "after 9999-12-31T23:59:59Z".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(account: &str, version: u64) -> AuditRecord {
+        AuditRecord {
+            time: "2026-01-01T00:00:00.000Z".into(),
+            account: account.into(),
+            api: "ModifyAccountPassword".into(),
+            resource_id: "pc-test0001".into(),
+            account_name: "app".into(),
+            version,
+            outcome: "success".into(),
+            error_code: None,
+            request_id: Some("5B0C1C1D-0000-4000-8000-000000000000".into()),
+            attempts: 1,
+            duration_ms: 12,
+            password_hmac: Some(format!("hmac-sha256:{version:064x}")),
+            verification: None,
+            settled: None,
+        }
+    }
+
+    fn state_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        dir
+    }
+
+    /// Every line of the kept audit files, oldest first, each parsed; panics on a damaged
+    /// one. Also checks every file's bound and mode.
+    fn all_lines(dir: &Path, bound: u64) -> Vec<AuditRecord> {
+        let mut records = Vec::new();
+        for n in (0..=AUDIT_KEEP).rev() {
+            let path = audit_path(dir, n);
+            let Ok(bytes) = fs::read(&path) else {
+                continue;
+            };
+            assert!(
+                bytes.len() as u64 <= bound,
+                "{} is over the bound",
+                path.display()
+            );
+            let mode = fs::metadata(&path).expect("stat").mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+            assert!(
+                bytes.is_empty() || bytes.ends_with(b"\n"),
+                "{}",
+                path.display()
+            );
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                records.push(serde_json::from_slice(line).unwrap_or_else(|e| {
+                    panic!("{}: {e}: {}", path.display(), String::from_utf8_lossy(line))
+                }));
+            }
+        }
+        assert!(!audit_path(dir, AUDIT_KEEP + 1).exists(), "too many kept");
+        assert!(!dir.join(".audit.jsonl.new").exists(), "a leftover");
+        records
+    }
+
+    #[test]
+    fn concurrent_appends_across_rotations_keep_every_line_whole_and_in_order() {
+        const THREADS: u64 = 8;
+        const EACH: u64 = 40;
+        const BOUND: u64 = 20_000;
+        let dir = state_dir();
+        let sink = Sink::open_with(dir.path(), BOUND).expect("open");
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let sink = &sink;
+                s.spawn(move || {
+                    for v in 0..EACH {
+                        sink.audit(&record(&format!("t{t}"), v)).expect("audit");
+                    }
+                });
+            }
+        });
+        assert!(audit_path(dir.path(), 3).exists(), "rotated several times");
+        let records = all_lines(dir.path(), BOUND);
+        assert_eq!(records.len() as u64, THREADS * EACH, "a line was lost");
+        // Each thread's lines are in the order it wrote them, across the files.
+        let mut next = HashMap::new();
+        for r in &records {
+            let expected = next.entry(r.account.clone()).or_insert(0);
+            assert_eq!(r.version, *expected, "{} out of order", r.account);
+            *expected += 1;
+        }
+        assert_eq!(
+            *sink.audit_synced.lock().expect("lock"),
+            THREADS * EACH,
+            "every line is counted as synced"
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_five_files_and_drops_the_oldest() {
+        const BOUND: u64 = 1000;
+        let dir = state_dir();
+        let sink = Sink::open_with(dir.path(), BOUND).expect("open");
+        for v in 0..100 {
+            sink.audit(&record("a", v)).expect("audit");
+        }
+        let records = all_lines(dir.path(), BOUND);
+        assert!(audit_path(dir.path(), AUDIT_KEEP).exists());
+        let versions: Vec<u64> = records.iter().map(|r| r.version).collect();
+        let first = versions[0];
+        assert!(first > 0, "the oldest lines are gone");
+        assert_eq!(
+            versions,
+            (first..100).collect::<Vec<_>>(),
+            "the newest, contiguous"
+        );
+        // A new sink (a restart) appends to the same file and rotates on the same bound.
+        drop(sink);
+        let sink = Sink::open_with(dir.path(), BOUND).expect("reopen");
+        for v in 100..110 {
+            sink.audit(&record("a", v)).expect("audit");
+        }
+        let records = all_lines(dir.path(), BOUND);
+        assert_eq!(records.last().map(|r| r.version), Some(109));
+        assert!(records.windows(2).all(|w| w[1].version == w[0].version + 1));
+    }
+
+    #[test]
+    fn an_append_after_a_torn_line_starts_a_new_line_and_an_oversized_log_rotates_first() {
+        let dir = state_dir();
+        let path = audit_path(dir.path(), 0);
+        let whole = serde_json::to_string(&record("a", 1)).expect("json");
+        let torn = &whole[..whole.len() / 2];
+        fs::write(&path, format!("{whole}\n{torn}")).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let sink = Sink::open_with(dir.path(), 1 << 20).expect("open");
+        sink.audit(&record("a", 2)).expect("audit");
+        sink.audit(&record("a", 3)).expect("audit");
+        let text = fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[1], torn, "the torn line stays alone");
+        let versions: Vec<u64> = read_audit(dir.path())
+            .expect("read")
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(versions, [1, 2, 3]);
+        drop(sink);
+
+        // A log already over the bound (from before rotation existed) is rotated at the first
+        // append, untouched, torn end and all.
+        fs::write(&path, format!("{whole}\n{whole}\n{torn}")).expect("write");
+        let before = fs::read(&path).expect("read");
+        let sink = Sink::open_with(dir.path(), before.len() as u64).expect("open");
+        sink.audit(&record("a", 4)).expect("audit");
+        assert_eq!(
+            fs::read(audit_path(dir.path(), 1)).expect("read .1"),
+            before
+        );
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text,
+            format!(
+                "{}\n",
+                serde_json::to_string(&record("a", 4)).expect("json")
+            )
+        );
+    }
+
+    #[test]
+    fn a_new_audit_file_is_handed_to_the_state_directorys_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root creates files for another user");
+            return;
+        }
+        let dir = state_dir();
+        std::os::unix::fs::chown(dir.path(), Some(4242), Some(4243)).expect("chown");
+        let sink = Sink::open_with(dir.path(), 600).expect("open");
+        for v in 0..6 {
+            sink.audit(&record("a", v)).expect("audit");
+        }
+        for n in [0, 1, 2] {
+            let meta = fs::metadata(audit_path(dir.path(), n)).expect("stat");
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4243), "audit.jsonl.{n}");
+            assert_eq!(meta.mode() & 0o777, 0o600);
+        }
+    }
+
+    fn backwards(bytes: &[u8], budget: u64) -> Vec<Option<Vec<u8>>> {
+        let mut file = tempfile::tempfile().expect("tempfile");
+        file.write_all(bytes).expect("write");
+        let mut lines = Backwards::new(file, budget).expect("open");
+        let mut out = Vec::new();
+        while let Some(line) = lines.next_line().expect("read") {
+            out.push(match line {
+                Line::Text(t) => Some(t),
+                Line::Overlong => None,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn backwards_returns_every_line_in_reverse_across_chunks_and_drops_overlong_ones() {
+        let long = vec![b'x'; AUDIT_CHUNK * 3 + 17];
+        let lines: Vec<Vec<u8>> = vec![
+            b"first".to_vec(),
+            Vec::new(),
+            long.clone(),
+            b"\xff\xfe not utf-8".to_vec(),
+            b"last, torn".to_vec(),
+        ];
+        let text = lines.join(&b'\n');
+        let expected: Vec<Option<Vec<u8>>> = lines.iter().rev().cloned().map(Some).collect();
+        assert_eq!(backwards(&text, u64::MAX), expected);
+        // A file ending with a newline starts with an empty line.
+        let mut ended = text.clone();
+        ended.push(b'\n');
+        let got = backwards(&ended, u64::MAX);
+        assert_eq!(got[0], Some(Vec::new()));
+        assert_eq!(got[1..], expected[..]);
+        assert!(backwards(b"", u64::MAX).is_empty());
+
+        // A line over the limit comes back as one overlong line, wherever it is.
+        let huge = vec![b'{'; AUDIT_MAX_LINE + AUDIT_CHUNK + 1];
+        for text in [
+            [b"a\n".as_slice(), &huge, b"\nb"].concat(),
+            [huge.as_slice(), b"\nb"].concat(),
+        ] {
+            let got = backwards(&text, u64::MAX);
+            assert_eq!(got[0], Some(b"b".to_vec()));
+            assert_eq!(got[1], None);
+            assert!(got.len() <= 3, "{}", got.len());
+        }
+
+        // The budget stops the reading; the line it cuts is not returned.
+        let text = b"aaaa\nbbbb\ncccc\n";
+        assert_eq!(
+            backwards(text, 7),
+            [Some(Vec::new()), Some(b"cccc".to_vec())]
+        );
+    }
+
+    #[test]
+    fn latest_audit_reads_into_the_rotated_file_only_as_far_as_needed() {
+        let dir = state_dir();
+        let line = |account: &str, version: u64, error: Option<&str>| {
+            let mut r = record(account, version);
+            r.error_code = error.map(str::to_owned);
+            format!("{}\n", serde_json::to_string(&r).expect("json"))
+        };
+        fs::write(
+            audit_path(dir.path(), 1),
+            [line("a", 1, Some("Old")), line("b", 1, Some("LockTimeout"))].concat(),
+        )
+        .expect("write .1");
+        fs::write(
+            audit_path(dir.path(), 0),
+            [
+                line("a", 2, None),
+                "torn {\"ti".into(),
+                "\n".into(),
+                line("a", 3, Some("InternalError")),
+            ]
+            .concat(),
+        )
+        .expect("write");
+        fs::write(audit_path(dir.path(), 2), line("c", 1, Some("TooOld"))).expect("write .2");
+        let tail = latest_audit(dir.path(), &["a", "b", "c"]).expect("read");
+        assert_eq!(tail.latest["a"].version, 3);
+        assert_eq!(
+            tail.latest["a"].error_code.as_deref(),
+            Some("InternalError")
+        );
+        assert_eq!(tail.latest["b"].error_code.as_deref(), Some("LockTimeout"));
+        assert!(
+            !tail.latest.contains_key("c"),
+            "only the current file and .1"
+        );
+        assert_eq!(tail.skipped, 1);
+        // Found in the current file: the rest is not read.
+        let tail = latest_audit(dir.path(), &["a"]).expect("read");
+        assert_eq!((tail.latest["a"].version, tail.skipped), (3, 0));
+        // No log at all is no error.
+        let empty = state_dir();
+        let tail = latest_audit(empty.path(), &["a"]).expect("read");
+        assert!(tail.latest.is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests, in one binary to keep link time low. Every network test talks to a
 //! simulator on 127.0.0.1 and stops by itself.
 
+mod audit;
 mod binaries;
 mod client_sim;
 mod common;
