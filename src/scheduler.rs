@@ -448,6 +448,9 @@ impl Scheduler {
                     self.slots.insert(name.clone(), slot);
                     if rescheduled && !self.slots[&name].in_flight {
                         fresh.push(name);
+                    } else {
+                        // A render entry added or changed: written at once.
+                        self.requeue(&name);
                     }
                 }
                 // The same name for other database users: a new account. Its running task,

@@ -674,3 +674,224 @@ async fn monitoring_tells_the_truth_from_the_start() {
     signal(&daemon, "TERM");
     exits_cleanly(&mut daemon).await;
 }
+
+/// PRODUCT.md §4: `on_change` hooks run after a rotation and after a re-render, once per burst,
+/// with the account, version and user and nothing else of pwrotd's environment; a failing
+/// hook is counted and changes nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_tell_applications_once_per_burst() {
+    let env = Env::new("v1").await;
+    let log = env.dir.path().join("hook.log");
+    let out = env.dir.path().join("render");
+    std::fs::create_dir(&out).expect("mkdir");
+    let hook = format!(
+        "on_change = [[\"/bin/sh\", \"-c\", \"env | grep -E '^(PWROTD|ALIBABA)' | sort | tr '\\\\n' ' ' >> {0}; echo >> {0}\"], [\"/bin/false\"]]",
+        log.display()
+    );
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replacen("grants = [", &format!("{hook}\ngrants = ["), 1),
+    )
+    .expect("write");
+    let mut daemon = running(&env).await;
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the hook after the first rotation",
+        || lines().len() == 1,
+    )
+    .await;
+    assert_eq!(
+        lines()[0].trim(),
+        "PWROTD_ACCOUNT=orders-app PWROTD_USERNAME=app PWROTD_VERSION=1"
+    );
+    // A render entry added by reload is written at once, and the hook runs for it.
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replacen(
+            "grants = [",
+            &format!(
+                "render = [{{ format = \"raw\", path = \"{}/db.pw\" }}]\ngrants = [",
+                out.display()
+            ),
+            1,
+        ),
+    )
+    .expect("write");
+    signal(&daemon, "HUP");
+    eventually(Duration::from_secs(10), "the render file", || {
+        out.join("db.pw").exists()
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the hook after the re-render",
+        || lines().len() == 2,
+    )
+    .await;
+    // A rotation and the re-render right after it: one burst, one run.
+    let output = env.pwrotd(&["rotate", "--account", "orders-app"]).await;
+    assert!(output.status.success(), "{output:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the hook after the rotation",
+        || lines().len() == 3,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lines().len(), 3, "{:?}", lines());
+    assert!(lines()[2].contains("PWROTD_VERSION=2"), "{:?}", lines());
+    let password = env.sink("orders-app").expect("sink")["current"]["password"]
+        .as_str()
+        .expect("current")
+        .to_owned();
+    let all = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        !all.contains(&password) && !all.contains("ALIBABA"),
+        "{all}"
+    );
+    let text = scrape_until(&env.metrics_url(), |t| {
+        t.contains("pwrotd_hook_failures_total{account=\"orders-app\"} 3")
+    })
+    .await;
+    assert!(
+        text.contains("pwrotd_hook_failures_total{account=\"orders-app\"} 3"),
+        "{text}"
+    );
+    assert_eq!(
+        env.version("orders-app"),
+        Some(2),
+        "a hook caused a rotation"
+    );
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
+}
+
+/// Runs `pwrotd adopt --account NAME` with `password` on standard input.
+async fn adopt(env: &Env, name: &str, password: &str) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = env
+        .command(&["adopt", "--account", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("adopt");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{password}\n").as_bytes())
+        .await
+        .expect("write");
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("in time")
+        .expect("wait")
+}
+
+/// PRODUCT.md §3: `pwrotd adopt` records the password an account has today, from standard
+/// input, without an API call; the account then rotates on its schedule, not at start. It
+/// works with the daemon stopped and, through its socket, while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_records_todays_password_and_leaves_the_first_rotation_to_the_schedule() {
+    let env = Env::new("v1").await;
+    let today = "Today-Pass-1234!";
+    let output = adopt(&env, "billing", today).await;
+    assert!(output.status.success(), "{output:?}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(today));
+    let sink = env.sink("billing").expect("sink");
+    assert_eq!(
+        (
+            sink["current"]["password"].as_str(),
+            sink["current"]["version"].as_u64()
+        ),
+        (Some(today), Some(1))
+    );
+    assert_eq!(env.server.sim.stats().requests, 0, "adopt called the API");
+    let mut daemon = env.start_daemon();
+    env.wait_ready().await;
+    eventually(
+        Duration::from_secs(20),
+        "the other accounts' first rotations",
+        || {
+            ["orders-app", "edge-app", "admin"]
+                .iter()
+                .all(|n| env.version(n) == Some(1))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.version("billing"),
+        Some(1),
+        "an adopted account rotated at start"
+    );
+
+    // While the daemon runs: through its socket, and again no rotation.
+    let later = "Later-Pass-5678!";
+    let output = adopt(&env, "billing", later).await;
+    assert!(output.status.success(), "{output:?}");
+    let sink = env.sink("billing").expect("sink");
+    assert_eq!(
+        (
+            sink["current"]["password"].as_str(),
+            sink["current"]["version"].as_u64()
+        ),
+        (Some(later), Some(2))
+    );
+    assert_eq!(sink["previous"][0]["password"].as_str(), Some(today));
+    let audit = std::fs::read_to_string(env.state_dir().join("audit.jsonl")).expect("audit");
+    assert!(!audit.contains(today) && !audit.contains(later));
+    assert_eq!(audit.matches("\"settled\":\"adopt\"").count(), 2, "{audit}");
+    // An unknown account names the valid ones.
+    let output = adopt(&env, "nope", later).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("orders-app"));
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
+}
+
+/// A reload that changes `metrics_listen` serves on the new address and stops the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_metrics_server() {
+    let env = Env::new("v1").await;
+    let mut daemon = running(&env).await;
+    let old = env.metrics_url();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let old_addr = old.trim_start_matches("http://");
+    std::fs::write(
+        &env.config,
+        text.replace(old_addr, &format!("127.0.0.1:{port}")),
+    )
+    .expect("write");
+    signal(&daemon, "HUP");
+    let new = format!("http://127.0.0.1:{port}");
+    eventually(
+        Duration::from_secs(10),
+        "metrics on the new address",
+        || std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok(),
+    )
+    .await;
+    assert_eq!(get(&format!("{new}/healthz")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(&format!("{old}/healthz")).await.0,
+        0,
+        "the old address still serves"
+    );
+    signal(&daemon, "TERM");
+    exits_cleanly(&mut daemon).await;
+}
