@@ -895,3 +895,39 @@ async fn a_reload_moves_the_metrics_server() {
     signal(&daemon, "TERM");
     exits_cleanly(&mut daemon).await;
 }
+
+/// A typo in `cluster_id`: the API refuses it (NotFound), nothing is applied, and the sink
+/// file left behind holds no password. Once the config is fixed, that empty file is replaced
+/// and the account rotates; a file that holds a password would be refused instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_typo_in_cluster_id_is_not_blocked_by_an_empty_file() {
+    let env = Env::new("v1").await;
+    let good = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&env.config, good.replace("pc-test0002", "pc-tset0002")).expect("write");
+    let output = env.pwrotd(&["rotate", "--account", "edge-app"]).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("NotFound"),
+        "{output:?}"
+    );
+    let empty = env.sink("edge-app").expect("a file is left");
+    assert!(empty["current"].is_null() && empty["pending"].is_null());
+    std::fs::write(&env.config, &good).expect("write");
+    let output = env.pwrotd(&["rotate", "--account", "edge-app"]).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(env.version("edge-app"), Some(1));
+    assert_eq!(
+        env.sink("edge-app").expect("sink")["current"]["password"].as_str(),
+        env.live(Service::PolarDb, "pc-test0002", "edge").as_deref()
+    );
+    // A file with a password is never replaced by another resource's account.
+    std::fs::write(&env.config, good.replace("pc-test0002", "pc-tset0002")).expect("write");
+    let output = env.pwrotd(&["rotate", "--account", "edge-app"]).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("SinkMismatch")
+            || String::from_utf8_lossy(&output.stdout).contains("belongs to"),
+        "{output:?}"
+    );
+    assert_eq!(env.version("edge-app"), Some(1));
+}
