@@ -119,6 +119,17 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
             "grants",
         ),
         (
+            "grants on a privileged ResetAccount account",
+            with("grants = [{ db = \"d\", privilege = \"ReadOnly\" }]\n")
+                .replace("ModifyAccountPassword", "ResetAccount"),
+            "grants",
+        ),
+        (
+            "an empty on_change command",
+            with("on_change = [[]]\n"),
+            "on_change[0]",
+        ),
+        (
             "bad privilege",
             with("grants = [{ db = \"d\", privilege = \"All\" }]\n"),
             "grants.privilege",
