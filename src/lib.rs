@@ -50,4 +50,5 @@ pub mod scheduler;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sink;
+pub mod store;
 pub mod verify;

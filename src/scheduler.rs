@@ -161,9 +161,13 @@ pub trait Rotate: Send + Sync + 'static {
 
     /// Records the password an account has today as its current version (`pwrotd adopt`).
     /// Called only while no task holds the account.
-    fn adopt(&self, account: &Account, password: Password) -> Result<Initial, String> {
+    fn adopt(
+        self: Arc<Self>,
+        account: Arc<Account>,
+        password: Password,
+    ) -> Pin<Box<dyn Future<Output = Result<Initial, String>> + Send>> {
         let _ = (account, password);
-        Err("this rotator cannot adopt".into())
+        Box::pin(async { Err("this rotator cannot adopt".into()) })
     }
 
     /// What the store says about an account, taking over the secret file of a renamed
@@ -190,8 +194,16 @@ impl Rotate for Rotator {
         Rotator::initial(self, account, renamed_from)
     }
 
-    fn adopt(&self, account: &Account, password: Password) -> Result<Initial, String> {
-        Rotator::adopt(self, account, password).map_err(|e| e.to_string())
+    fn adopt(
+        self: Arc<Self>,
+        account: Arc<Account>,
+        password: Password,
+    ) -> Pin<Box<dyn Future<Output = Result<Initial, String>> + Send>> {
+        Box::pin(async move {
+            Rotator::adopt(&self, &account, password)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -530,7 +542,7 @@ impl Scheduler {
                 () = shutdown.cancelled() => break,
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(done),
                 command = commands.recv(), if commands_open => match command {
-                    Some(command) => self.command(command),
+                    Some(command) => self.command(command).await,
                     None => commands_open = false,
                 },
                 () = sleep => {}
@@ -730,7 +742,7 @@ impl Scheduler {
         }
     }
 
-    fn command(&mut self, command: Command) {
+    async fn command(&mut self, command: Command) {
         match command {
             Command::RotateNow { accounts, reply } => {
                 let names = accounts.unwrap_or_else(|| self.slots.keys().cloned().collect());
@@ -774,7 +786,7 @@ impl Scheduler {
                 password,
                 reply,
             } => {
-                let _ = reply.send(self.adopt(&account, password));
+                let _ = reply.send(self.adopt(&account, password).await);
             }
             Command::Status { reply } => {
                 let rows = self
@@ -799,7 +811,7 @@ impl Scheduler {
 
     /// `pwrotd adopt` through the daemon: refused while a task holds the account or one of
     /// its users; then scheduled from the adopted version, its render files checked at once.
-    fn adopt(&mut self, account: &Arc<Account>, password: Password) -> Result<(), String> {
+    async fn adopt(&mut self, account: &Arc<Account>, password: Password) -> Result<(), String> {
         if self.held(account) {
             return Err(format!(
                 "a rotation of {} or of one of its users is running; try again when it ends",
@@ -821,7 +833,7 @@ impl Scheduler {
             }
             _ => {}
         }
-        let initial = self.rotate.adopt(account, password)?;
+        let initial = self.rotate.clone().adopt(account.clone(), password).await?;
         let now = self.clock.now();
         if let Some(slot) = self.slots.get_mut(&account.name) {
             slot.failures = 0;

@@ -22,6 +22,8 @@ use zeroize::Zeroizing;
 use crate::cloud::Service;
 use crate::config::Account;
 use crate::password::Password;
+use crate::rotation::Outcome;
+use crate::verify::Verdict;
 use crate::{failpoint, random};
 
 /// The `format` of secret files this version reads and writes.
@@ -234,22 +236,41 @@ pub struct AuditRecord {
     pub resource_id: String,
     pub account_name: String,
     pub version: u64,
-    /// `success`, `failure` or `pending`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub error_code: Option<String>,
     pub request_id: Option<String>,
     pub attempts: u32,
     pub duration_ms: u64,
     /// `hmac-sha256:<hex>` of the password, keyed with `audit.key`; never the password.
     pub password_hmac: Option<String>,
-    /// The login that tested the password (`[account.verify]`): `success`, `rejected` or
-    /// `error`. Absent when no login was made.
+    /// The login that tested the password (`[account.verify]`). Absent when no login was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verification: Option<String>,
-    /// How a pending password of unknown fate was resolved: `login` (it logged in, so it was
-    /// promoted with no further API call) or `reapply` (it was set again).
+    pub verification: Option<Verdict>,
+    /// How a pending password of unknown fate was resolved, or that the version was adopted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settled: Option<String>,
+    pub settled: Option<Settlement>,
+}
+
+/// The audit log's `settled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Settlement {
+    /// The pending password logged in, so it was promoted with no further API call.
+    Login,
+    /// The pending password was set again.
+    Reapply,
+    /// `pwrotd adopt` recorded the password the account had: no API call at all.
+    Adopt,
+}
+
+impl Settlement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Login => "login",
+            Settlement::Reapply => "reapply",
+            Settlement::Adopt => "adopt",
+        }
+    }
 }
 
 /// The audit log being appended to, and how many lines have been written to it.
@@ -573,10 +594,9 @@ impl Sink {
                 path: self.path(&account.name),
             });
         }
-        let username = file
-            .current
-            .as_ref()
-            .map_or(account.account_name.clone(), |c| c.username.clone());
+        // The password is `account_name`'s, as the CLI asked and logged in: under the
+        // alternating strategy, with the clone current, current moves back to it.
+        let username = account.account_name.clone();
         file.pending = Some(Pending {
             version: file.latest_version() + 1,
             username,
@@ -594,14 +614,14 @@ impl Sink {
                 resource_id: account.resource_id.clone(),
                 account_name: current.username.clone(),
                 version: current.version,
-                outcome: "success".into(),
+                outcome: Outcome::Success,
                 error_code: None,
                 request_id: None,
                 attempts: 0,
                 duration_ms: 0,
                 password_hmac: Some(self.password_hmac(&current.password)),
                 verification: None,
-                settled: Some("adopt".into()),
+                settled: Some(Settlement::Adopt),
             };
             if let Err(e) = self.audit(&record) {
                 tracing::error!(account = %account.name, "cannot write the audit log: {e}");
@@ -1328,7 +1348,7 @@ mod tests {
             resource_id: "pc-test0001".into(),
             account_name: "app".into(),
             version,
-            outcome: "success".into(),
+            outcome: Outcome::Success,
             error_code: None,
             request_id: Some("5B0C1C1D-0000-4000-8000-000000000000".into()),
             attempts: 1,

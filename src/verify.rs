@@ -115,14 +115,41 @@ pub enum Login {
     Error(String),
 }
 
+/// What a login showed, without the why: the `outcome` label of
+/// `pwrotd_verifications_total` and the audit log's `verification`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The database accepted the password.
+    Success,
+    /// The database refused it.
+    Rejected,
+    /// No answer about it.
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Success => "success",
+            Verdict::Rejected => "rejected",
+            Verdict::Error => "error",
+        }
+    }
+}
+
 impl Login {
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Login::Accepted => Verdict::Success,
+            Login::Rejected(_) => Verdict::Rejected,
+            Login::Error(_) => Verdict::Error,
+        }
+    }
+
     /// The `outcome` label of `pwrotd_verifications_total`.
     pub fn outcome(&self) -> &'static str {
-        match self {
-            Login::Accepted => "success",
-            Login::Rejected(_) => "rejected",
-            Login::Error(_) => "error",
-        }
+        self.verdict().as_str()
     }
 
     /// Why a login did not succeed, for logs and reports. Never holds the password.

@@ -17,8 +17,8 @@ use pwrotd::metrics::Metrics;
 use pwrotd::password::Password;
 use pwrotd::rotation::{Outcome, Report, Rotator};
 use pwrotd::sim::{Database, Fault, FaultRates, Sim, SimServer};
-use pwrotd::sink::{AuditRecord, SecretFile, Sink, read_audit};
-use pwrotd::verify::{Engine, Login, Tls, Verify};
+use pwrotd::sink::{AuditRecord, SecretFile, Settlement, Sink, read_audit};
+use pwrotd::verify::{Engine, Login, Tls, Verdict, Verify};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -362,8 +362,8 @@ async fn single_user_rotation_is_verified_by_login() {
         assert_eq!(rig.verifications("success"), 2, "{engine:?}");
         let audit = rig.audit();
         assert_eq!(audit.len(), 2);
-        assert!(audit.iter().all(|a| a.outcome == "success"
-            && a.verification.as_deref() == Some("success")
+        assert!(audit.iter().all(|a| a.outcome == Outcome::Success
+            && a.verification.map(Verdict::as_str) == Some("success")
             && a.api == api));
         let account = rig
             .server
@@ -407,7 +407,7 @@ async fn an_ambiguous_outcome_is_settled_by_login_with_no_second_call() {
         assert!(rig.logs_in(&rig.user, &current.password).await);
         let last = rig.audit().pop().unwrap();
         assert_eq!(
-            (last.outcome.as_str(), last.settled.as_deref()),
+            (last.outcome.as_str(), last.settled.map(Settlement::as_str)),
             ("success", Some("login"))
         );
         assert_eq!(rig.verifications("success"), 2);
@@ -444,7 +444,7 @@ async fn a_password_the_database_rejects_is_never_promoted() {
             (
                 last.outcome.as_str(),
                 last.error_code.as_deref(),
-                last.verification.as_deref()
+                last.verification.map(Verdict::as_str)
             ),
             ("pending", Some("VerificationRejected"), Some("rejected"))
         );
@@ -458,7 +458,7 @@ async fn a_password_the_database_rejects_is_never_promoted() {
         assert!(!rig.logs_in(&rig.user, &v1.password).await);
         let last = rig.audit().pop().unwrap();
         assert_eq!(
-            (last.outcome.as_str(), last.settled.as_deref()),
+            (last.outcome.as_str(), last.settled.map(Settlement::as_str)),
             ("success", Some("reapply"))
         );
     }
@@ -593,7 +593,7 @@ async fn every_ambiguous_outcome_is_settled_by_login_or_reapply() {
         let settled = |how: &str| {
             audit
                 .iter()
-                .filter(|a| a.settled.as_deref() == Some(how))
+                .filter(|a| a.settled.map(Settlement::as_str) == Some(how))
                 .count()
         };
         let (by_login, by_reapply) = (settled("login"), settled("reapply"));
@@ -888,7 +888,7 @@ async fn after_a_crash_the_next_start_settles_the_pending_password_by_login() {
         assert!(stdout.contains("re-applied"), "{stdout}");
         assert_eq!(bin.requests().await, 2, "{engine:?}: set once");
         let last = read_audit(&bin.state).unwrap().pop().unwrap();
-        assert_eq!(last.settled.as_deref(), Some("reapply"));
+        assert_eq!(last.settled.map(Settlement::as_str), Some("reapply"));
 
         let killed = bin.rotate(Some("before_promote"));
         assert_eq!(killed.status.code(), None, "{engine:?}: killed by a signal");
@@ -913,7 +913,7 @@ async fn after_a_crash_the_next_start_settles_the_pending_password_by_login() {
         assert!(file.pending.is_none());
         bin.logs_in(&bin.user, &current.password).await.unwrap();
         let last = read_audit(&bin.state).unwrap().pop().unwrap();
-        assert_eq!(last.settled.as_deref(), Some("login"));
+        assert_eq!(last.settled.map(Settlement::as_str), Some("login"));
     }
 }
 
