@@ -34,6 +34,7 @@ macro_rules! say {
     }};
 }
 
+pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod control;

@@ -433,6 +433,15 @@ pub fn private_dir(dir: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
+/// What [`private_dir`] would say of `dir`, without creating it: `Ok` if it is missing (it
+/// will be created 0700) or fit to hold secrets.
+pub fn check_private_dir(dir: &Path) -> Result<(), SinkError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        _ => private_dir(dir),
+    }
+}
+
 /// Whom the files this process creates under `state_dir` must belong to: when root runs a
 /// command on a state directory that another user (the service's) owns, that user and group,
 /// so that the daemon can use the files afterwards; otherwise nobody else.

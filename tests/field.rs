@@ -931,3 +931,25 @@ async fn a_fixed_typo_in_cluster_id_is_not_blocked_by_an_empty_file() {
     );
     assert_eq!(env.version("edge-app"), Some(1));
 }
+
+/// `check` tells the truth about the state directory: one that others can enter would be
+/// refused at start, so `check` refuses it too (exit 2, naming `daemon.state_dir`).
+#[tokio::test]
+async fn check_refuses_a_state_directory_others_can_enter() {
+    let env = Env::new("v1").await;
+    let output = env.pwrotd(&["check"]).await;
+    assert!(
+        output.status.success(),
+        "a missing state dir is created 0700: {output:?}"
+    );
+    std::fs::create_dir(env.state_dir()).expect("mkdir");
+    std::fs::set_permissions(env.state_dir(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let output = env.pwrotd(&["check"]).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("daemon.state_dir") && stderr.contains("0755"),
+        "{stderr}"
+    );
+}

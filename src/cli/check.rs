@@ -1,0 +1,70 @@
+//! `pwrotd check`: validate a config and print the plan. A config it accepts does not fail at
+//! start for a reason it could know (docs/configuration.md#checking-a-config).
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::{CliError, CliResult, load};
+use crate::config::{Schedule, Strategy};
+use crate::{scheduler, sink};
+
+pub fn check(path: &Path) -> CliResult {
+    let config = load(path)?;
+    // The state directory, as far as it exists: others may not enter it, nor another user own
+    // it (root may run `check` on the service's).
+    if let Err(e) = sink::check_private_dir(&config.daemon.state_dir) {
+        return Err(CliError::usage(format!(
+            "{}: daemon.state_dir: {e}",
+            path.display()
+        )));
+    }
+    // Allowed but probably not meant: said on stderr, without failing.
+    for w in &config.warnings {
+        eprintln!("warning: {}", w.display(&config.path));
+    }
+    say!(
+        "{}: ok, {} account{}, region {}, signature {:?}, state in {}",
+        path.display(),
+        config.accounts.len(),
+        if config.accounts.len() == 1 { "" } else { "s" },
+        config.cloud.client.region_id,
+        config.cloud.client.signature,
+        config.daemon.state_dir.display(),
+    );
+    let uid = nix::unistd::geteuid().as_raw();
+    let now = SystemTime::now();
+    for a in &config.accounts {
+        let schedule = match &a.schedule {
+            Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+            Schedule::Cron(c) => format!("cron {:?} UTC", c.expression()),
+        };
+        let next = match sink::read_secret(&config.daemon.state_dir, a, uid) {
+            Ok(file) => match scheduler::scheduled(a, scheduler::Initial::of(file.as_ref())) {
+                Some(due) if due <= now => "overdue: caught up at start".to_owned(),
+                Some(due) => sink::timestamp(due),
+                None => "at start".to_owned(),
+            },
+            Err(e) => format!("refused: {}", e.code()),
+        };
+        let users = match &a.strategy {
+            Strategy::Single => a.account_name.clone(),
+            Strategy::Alternating { clone } => format!("{}<>{clone}", a.account_name),
+        };
+        let mut extra = String::new();
+        if !a.grants.is_empty() {
+            let n = a.grants.len();
+            extra.push_str(&format!(", {n} grant{}", if n == 1 { "" } else { "s" }));
+        }
+        if let Some(v) = &a.verify {
+            extra.push_str(&format!(", verified by login to {}", v.target()));
+        }
+        say!(
+            "  {:<24} {:<27} {:<32} {:<26} next {next}{extra}",
+            a.name,
+            a.api,
+            format!("{}/{users}", a.resource_id),
+            schedule,
+        );
+    }
+    Ok(())
+}
