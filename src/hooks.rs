@@ -1,4 +1,4 @@
-//! `on_change` hooks (PRODUCT.md §4): how applications are told that their password changed.
+//! `on_change` hooks (docs/operations.md#hooks): how applications are told that their password changed.
 //!
 //! After an account's files change (a rotation, or a re-render that rewrote a render file),
 //! its commands run once per burst of changes, one after another, each with a timeout. They

@@ -6,23 +6,31 @@
 //!
 //! # Layout
 //!
-//! - [`password`]: the documented policy, the generator and validator, the `Password` secret type.
-//! - [`random`]: the OS CSPRNG, the only source of randomness.
-//! - [`cloud`]: request signing (V1, V3), credentials, the five operations, the client, errors.
-//! - [`config`]: the TOML config file, parsed and validated.
+//! Where a password is born, written down, sent and shown, one place each:
+//!
+//! - [`password`]: the documented policy, the generator and validator, the `Password` secret
+//!   type. A password is born here, from [`random`], the OS CSPRNG.
+//! - [`rotation`]: one rotation, its protocol step by step in `rotation/attempt.rs`, the only
+//!   place that orders store writes and API calls; a `Report` turned into metrics in one place.
+//! - [`store`]: what the protocol asks of durable state; [`sink`]: the file store under
+//!   `state_dir` (secret files, the audit log, render files) where passwords are written down.
+//! - [`cloud`]: request signing (V1, V3), credentials, the operations, the client and the
+//!   failure rules (`cloud/error.rs`). Every byte sent to the cloud leaves through
+//!   `cloud::Client::call`.
 //! - [`verify`]: proving a password by logging in to the database with it.
-//! - [`control`]: the control socket through which the CLI reaches the running daemon.
-//! - [`hooks`]: `on_change` commands that tell applications their password changed.
-//! - [`demo`]: `pwrotd demo`, the first thing a newcomer runs.
-//! - [`sim`]: `pwrotd-sim`, a faithful local stand-in for the PolarDB and RDS OpenAPI.
+//! - [`scheduler`]: when each account is due; one task per database user.
+//! - [`daemon`]: `pwrotd run`: the state lock, signals, reload, systemd; [`control`]: the socket
+//!   through which the CLI reaches it; [`metrics`]: `/metrics` and `/healthz`; [`hooks`]:
+//!   `on_change` commands that tell applications.
+//! - [`config`]: the TOML config file, parsed and validated.
+//! - [`cli`]: the commands, behind one error type that carries the exit code.
+//! - [`failpoint`]: crash points for the reliability tests (debug builds only).
+//! - `demo` and `sim` (the `sim` feature, on by default): `pwrotd demo` and `pwrotd-sim`, a
+//!   faithful local stand-in for the PolarDB and RDS OpenAPI. The Debian package is built
+//!   without them, so the shipped `pwrotd` holds no simulator or demo code.
 //!
-//! The binaries are thin: `src/main.rs` (`pwrotd`) and `src/bin/pwrotd-sim.rs`.
-//!
-//! The `sim` feature (on by default) brings [`sim`], [`demo`] and the `pwrotd-sim` binary. The
-//! Debian package is built without it, so the shipped `pwrotd` holds no simulator or demo code.
-
-#![forbid(unsafe_code)]
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+//! The binaries are thin: `src/main.rs` (`pwrotd`) and `src/bin/pwrotd-sim.rs`. The reference
+//! for users is `docs/`; the code cites it.
 
 /// Prints a line on stdout for the CLI and the demo. A reader that stopped reading
 /// (`pwrotd status | head`) ends the output quietly, where `println!` would panic.

@@ -1,4 +1,4 @@
-//! Prometheus metrics (PRODUCT.md §6) and the `/metrics` and `/healthz` server.
+//! Prometheus metrics (docs/operations.md#metrics) and the `/metrics` and `/healthz` server.
 //!
 //! Labels are account names, actions, outcomes and error codes: never a password, never a
 //! resource secret.

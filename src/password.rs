@@ -128,7 +128,7 @@ pub enum Violation {
     Classes(usize),
 }
 
-/// Checks a password against the documented policy (PRODUCT.md §2), the same rule the API
+/// Checks a password against the documented policy (docs/configuration.md#password-policy), the same rule the API
 /// enforces for all five operations.
 pub fn validate(password: &str) -> Result<(), Violation> {
     let length = password.chars().count();

@@ -4,7 +4,7 @@
 //! channel that can drop activations, and no wall-clock polling, so tests run on tokio's paused
 //! time. Cron expressions are evaluated in UTC by croner, the engine tokio-cron-scheduler uses.
 //!
-//! Rules (PRODUCT.md §5): an account with no current version, or with a pending one, is due at
+//! Rules (docs/configuration.md#schedules): an account with no current version, or with a pending one, is due at
 //! start; `every` counts from the last success recorded in the sink; a schedule missed while the
 //! daemon was down is caught up at start, spread over `jitter`; a failure is retried after
 //! `retry_after_failure`, doubling up to the schedule's period. At most `max_concurrent`

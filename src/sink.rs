@@ -1,4 +1,4 @@
-//! The vault-style file sink (PRODUCT.md §4): one JSON file per account under
+//! The vault-style file sink (docs/protocol.md#secret-files): one JSON file per account under
 //! `state_dir/secrets/`, the audit log, and the audit key.
 //!
 //! Every write is atomic and durable: a temporary file in the same directory, fsync, rename
@@ -680,7 +680,7 @@ impl Sink {
     /// same time share one fdatasync (group commit): only the first writer syncs, for all.
     ///
     /// A line that would take the file past its bound ([`AUDIT_MAX_BYTES`]) first rotates it
-    /// (see [`Sink::rotate_audit`]). A line always starts a line of its own: after a torn
+    /// (see `Sink::rotate_audit`). A line always starts a line of its own: after a torn
     /// last line, a newline is written first.
     pub fn audit(&self, record: &AuditRecord) -> Result<(), SinkError> {
         let path = audit_path(&self.state_dir, 0);

@@ -1,5 +1,5 @@
 //! The store: where the rotation protocol writes passwords down, and the only thing it asks of
-//! durable state (docs/protocol.md#the-store). The protocol (`rotation`) calls these five
+//! durable state (docs/protocol.md#rotation-steps). The protocol (`rotation`) calls these five
 //! operations in its fixed order and nothing else; where they keep their data is the store's
 //! business.
 //!

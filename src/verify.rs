@@ -1,4 +1,4 @@
-//! Proving a password works by logging in with it (PRODUCT.md §8), on MySQL-compatible engines
+//! Proving a password works by logging in with it (docs/protocol.md#verification), on MySQL-compatible engines
 //! (PolarDB for MySQL, PolarDB-X, RDS MySQL, MariaDB) and PostgreSQL-compatible ones.
 //!
 //! A login has three outcomes, and only the database's own refusal counts as "this password
@@ -6,10 +6,10 @@
 //! about the password, so it is never read as a rejection: no network guesswork.
 //!
 //! pwrotd makes the TCP connection itself: it resolves `host` and tries the addresses in the
-//! resolver's order, each with its own timeout ([`address_timeout`]), so that one address that
+//! resolver's order, each with its own timeout (`address_timeout`), so that one address that
 //! drops packets costs seconds, not the OS's minutes of SYN retries and with them the whole
 //! login. sqlx has no way to take a connected stream, but it can connect to a Unix socket while
-//! it still checks TLS against `host`: so a [`Relay`] puts the connection behind a private Unix
+//! it still checks TLS against `host`: so a `Relay` puts the connection behind a private Unix
 //! socket, and sqlx logs in through that.
 
 use std::io;

@@ -2,7 +2,7 @@
 //! hand, appends after a torn line, and rotation by size.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -65,58 +65,36 @@ fn rows_by_account(output: &Output) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// Runs the real binary to its end and returns its output and peak resident set size in bytes,
-/// read from `wait4`'s rusage for exactly this child (no other process counts).
-#[allow(
-    clippy::zombie_processes,
-    reason = "wait4 reaps the child; std's wait would find it gone"
-)]
+/// Runs the real binary to its end and returns its output and peak resident set size in bytes.
+/// A small Python parent runs it as its only child and reads `RUSAGE_CHILDREN` afterwards, so
+/// no other process (this test binary runs many) counts.
 fn run_measured(env: &Env, args: &[&str]) -> (Output, u64, Duration) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pwrotd"));
-    command
+    const MEASURE: &str = "import resource, subprocess, sys\n\
+        r = subprocess.run(sys.argv[2:])\n\
+        open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n\
+        sys.exit(r.returncode)\n";
+    let rss_file = env.dir.path().join("maxrss");
+    let started = Instant::now();
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(MEASURE)
+        .arg(&rss_file)
+        .arg(env!("CARGO_BIN_EXE_pwrotd"))
         .args(args)
         .arg("--config")
         .arg(&env.config)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let started = Instant::now();
-    let mut child = command.spawn().expect("start pwrotd");
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err_pipe.read_to_end(&mut buf);
-        buf
-    });
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_end(&mut stdout)
-        .expect("read stdout");
-    stderr.extend(reader.join().expect("stderr reader"));
-    let pid = i32::try_from(child.id()).expect("pid");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of that plain C struct.
-    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are to live locals of the right types; `pid` is our own child,
-    // which std has not waited for.
-    let reaped = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut usage) };
+        .output()
+        .expect("run pwrotd under python3");
     let elapsed = started.elapsed();
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
-    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
     // Linux reports ru_maxrss in KiB.
-    let peak = u64::try_from(usage.ru_maxrss).expect("maxrss") * 1024;
-    (
-        Output {
-            status,
-            stdout,
-            stderr,
-        },
-        peak,
-        elapsed,
-    )
+    let peak = std::fs::read_to_string(&rss_file)
+        .expect("the measured peak")
+        .trim()
+        .parse::<u64>()
+        .expect("a number")
+        * 1024;
+    (output, peak, elapsed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -355,7 +355,7 @@ async fn re_applying_the_same_password_settles_an_ambiguous_zonal_call() {
         "pwrotd-edge-app-7",
     );
     let err = client.call(&other).await.expect_err("token reuse");
-    // Not on PRODUCT.md §1's list of definite refusals: it may have been applied.
+    // Not on the list of definite refusals (docs/protocol.md#failure-rules): it may have been applied.
     assert_eq!(
         (err.class(), err.code(), err.may_have_applied()),
         (Class::Ambiguous, "IdempotentParameterMismatch", true)

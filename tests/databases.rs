@@ -1,5 +1,5 @@
 //! Login verification and alternating users against real MariaDB and PostgreSQL servers
-//! (PRODUCT.md §8): the simulator applies each accepted change as a real `ALTER USER` or
+//! (docs/protocol.md#verification): the simulator applies each accepted change as a real `ALTER USER` or
 //! `GRANT`, and pwrotd proves each new password by logging in with it.
 //!
 //! The servers come from `.ci/databases`, which CI runs, through `PWROTD_TEST_MYSQL_ADMIN` and
@@ -654,7 +654,7 @@ async fn tls_logins_check_the_certificate_and_a_tls_failure_is_never_a_rejection
     }
 }
 
-/// PRODUCT.md §4: applications never hold a password the database has stopped accepting.
+/// docs/protocol.md#verification: applications never hold a password the database has stopped accepting.
 /// With one user, once the API confirmed a change the old password is gone, so a login that
 /// cannot test the new one (the verify host unreachable, refusing connections, or behind TLS
 /// that cannot be verified) never keeps it from `current`, which render files hold.

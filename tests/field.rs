@@ -353,7 +353,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// PRODUCT.md §1: a change the API applied and then answered with an error keeps its pending
+/// docs/protocol.md#failure-rules: a change the API applied and then answered with an error keeps its pending
 /// password, whatever the later attempts said (here: throttled to the last attempt), for every
 /// code that may have been applied and every API. The next rotation resolves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,7 +433,7 @@ async fn recorder() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) 
     (addr, seen)
 }
 
-/// PRODUCT.md §1: `http://` is for loopback only, and never goes through a proxy, whatever
+/// docs/protocol.md#failure-rules: `http://` is for loopback only, and never goes through a proxy, whatever
 /// HTTP_PROXY or ALL_PROXY say: the proxy would see the form body and its password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_requests_never_go_through_a_proxy() {
@@ -579,7 +579,7 @@ async fn an_https_endpoint_goes_through_https_proxy_as_a_tunnel() {
     );
 }
 
-/// PRODUCT.md §6: every per-account series exists from the start, at 0, so that an
+/// docs/operations.md#metrics: every per-account series exists from the start, at 0, so that an
 /// `increase(...)` alert sees the first failure; `next_rotation` and `status` show when the
 /// daemon will really try next (a failing account's retry, not its schedule); a pending
 /// password shows per account. `status` without a state directory is an error.
@@ -675,7 +675,7 @@ async fn monitoring_tells_the_truth_from_the_start() {
     exits_cleanly(&mut daemon).await;
 }
 
-/// PRODUCT.md §4: `on_change` hooks run after a rotation and after a re-render, once per burst,
+/// docs/operations.md#hooks: `on_change` hooks run after a rotation and after a re-render, once per burst,
 /// with the account, version and user and nothing else of pwrotd's environment; a failing
 /// hook is counted and changes nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -797,7 +797,7 @@ async fn adopt(env: &Env, name: &str, password: &str) -> std::process::Output {
         .expect("wait")
 }
 
-/// PRODUCT.md §3: `pwrotd adopt` records the password an account has today, from standard
+/// docs/operations.md#pwrotd-adopt: `pwrotd adopt` records the password an account has today, from standard
 /// input, without an API call; the account then rotates on its schedule, not at start. It
 /// works with the daemon stopped and, through its socket, while it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,7 +182,7 @@ async fn soak(kills: usize) -> String {
         drop_after_apply: 0.1,
         drop_before_apply: 0.05,
         garbage: 0.02,
-        // Applied, then answered with any code that may have been applied (PRODUCT.md §1).
+        // Applied, then answered with any code that may have been applied (docs/protocol.md#failure-rules).
         error_after_apply: 0.1,
         latency: Duration::from_millis(5),
         ..FaultRates::default()

@@ -1,6 +1,11 @@
 //! Integration tests, in one binary to keep link time low. Every network test talks to a
 //! simulator on 127.0.0.1 and stops by itself.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that meets the unexpected should stop there, and say where"
+)]
+
 mod audit;
 mod binaries;
 mod client_sim;

@@ -340,7 +340,7 @@ fn set_password(password: &pwrotd::password::Password) -> SetPassword {
     )
 }
 
-/// PRODUCT.md §1: a call keeps "may have been applied" from any attempt, whatever the last
+/// docs/protocol.md#failure-rules: a call keeps "may have been applied" from any attempt, whatever the last
 /// attempt said. A server error that was applied, then throttling: the password may be live.
 #[tokio::test]
 async fn a_server_error_then_throttling_may_have_applied() {

@@ -57,7 +57,7 @@ struct Args {
     /// The errors --error-after-apply picks from, comma-separated: service_unavailable (HTTP
     /// 503), internal_error (500), lock_timeout, database_connect_error
     /// (`Database.ConnectError`), account_update_error (`Account.UpdateError`),
-    /// db_operation_failed (the variable code with "DB Operation Failed:<text>."), unknown
+    /// db_operation_failed (the variable code with "DB Operation Failed:`<text>`."), unknown
     /// (`SomethingNew.Unknown`) (all 400). The API's own codes work too, like `LockTimeout`.
     /// [default: all of these]
     #[arg(long, value_delimiter = ',', value_parser = fault_code)]

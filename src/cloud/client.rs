@@ -239,7 +239,7 @@ impl Client {
         &self.config
     }
 
-    /// Calls `op`, retrying what is worth retrying (PRODUCT.md §1) up to `max_attempts` with
+    /// Calls `op`, retrying what is worth retrying (docs/protocol.md#retries) up to `max_attempts` with
     /// full-jitter backoff, always with the same parameters. Every attempt is a new request
     /// with a fresh nonce and timestamp. The error of a failed call says whether any of its
     /// attempts may have been applied, whatever the last one said.

@@ -1,4 +1,4 @@
-//! The AccessKey, found through the chain of PRODUCT.md §5: the config's own keys or files, then
+//! The AccessKey, found through the chain of docs/configuration.md#credentials: the config's own keys or files, then
 //! systemd credentials, then the `ALIBABA_CLOUD_*` environment variables.
 //!
 //! Files are read again for every request, so an STS token that an outside agent refreshes on

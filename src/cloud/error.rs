@@ -1,4 +1,4 @@
-//! Cloud failures, judged on the two questions of PRODUCT.md §1, which must never be mixed up:
+//! Cloud failures, judged on the two questions of docs/protocol.md#failure-rules, which must never be mixed up:
 //! *may the request have been applied?* and *is it worth asking again?*
 //!
 //! Only a definite refusal proves that nothing was applied; every other failure, an unknown
@@ -65,7 +65,7 @@ pub struct ApiError {
     pub recommend: String,
 }
 
-/// Codes that name a definite refusal, by exact name or by prefix or suffix (PRODUCT.md §1).
+/// Codes that name a definite refusal, by exact name or by prefix or suffix (docs/protocol.md#failure-rules).
 fn refused(code: &str) -> Option<Class> {
     const TRANSIENT_EXACT: &[&str] = &["ConcurrentTaskExceeded", "EngineMigration.ActionDisabled"];
     const PERMANENT_EXACT: &[&str] = &[
@@ -99,7 +99,7 @@ fn refused(code: &str) -> Option<Class> {
 }
 
 impl ApiError {
-    /// What this reply says about the request, per PRODUCT.md §1: a definite refusal is
+    /// What this reply says about the request, per docs/protocol.md#failure-rules: a definite refusal is
     /// transient or permanent; anything else, an unknown code or any 5xx included, may have
     /// been applied.
     pub fn class(&self) -> Class {
@@ -224,7 +224,7 @@ impl CloudError {
         self.retry
     }
 
-    /// Whether any attempt of this call may have been applied (PRODUCT.md §1): a call that
+    /// Whether any attempt of this call may have been applied (docs/protocol.md#failure-rules): a call that
     /// met a server error and was then throttled may still have set its password.
     pub fn may_have_applied(&self) -> bool {
         self.maybe_applied

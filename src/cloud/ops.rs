@@ -1,5 +1,5 @@
 //! The five OpenAPI operations pwrotd calls, as typed requests with the exact parameter names
-//! and API versions of PRODUCT.md §1.
+//! and API versions (docs/protocol.md#failure-rules).
 
 use std::fmt;
 use std::str::FromStr;

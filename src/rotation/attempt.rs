@@ -1,4 +1,4 @@
-//! One rotation attempt as its protocol (docs/protocol.md#the-rotation-protocol): each step a
+//! One rotation attempt as its protocol (docs/protocol.md#rotation-steps): each step a
 //! method of [`Attempt`], in this order, and only here are store writes and API calls ordered.
 //!
 //! 1. [`Attempt::prepare`]: a pending password found in the store is taken up again (it may
@@ -404,7 +404,7 @@ impl<'a> Attempt<'a> {
         std::mem::replace(&mut self.report, Report::new("", Job::Rotate))
     }
 
-    /// Tests a pending password of unknown fate by login (docs/protocol.md#settling). If it
+    /// Tests a pending password of unknown fate by login (docs/protocol.md#settling-an-ambiguous-outcome). If it
     /// logs in where a password never set does not, it is live and is promoted with no API
     /// call. If the password its user had before still logs in, it was not applied, and is
     /// set again. If neither shows within the verification timeout, its fate stays unknown. A

@@ -1,6 +1,6 @@
-//! Rotations: [`Rotator`] runs one account's rotation ([`attempt`], the protocol itself), its
+//! Rotations: [`Rotator`] runs one account's rotation (`attempt.rs`, the protocol itself), its
 //! re-render, its adoption, and turns each [`Report`] into metrics, logs and hooks in one
-//! place ([`Rotator::finish`]).
+//! place (`Rotator::finish`).
 //!
 //! At every instant the database's password is the store's `current` or its `pending` (per
 //! user, under the alternating strategy: the newest version of that user, or `pending`).
@@ -179,7 +179,7 @@ impl Rotator {
     }
 
     /// Rewrites the render files of an account that are not what they should be, without
-    /// rotating: after a render failure, and at start and reload (PRODUCT.md §4).
+    /// rotating: after a render failure, and at start and reload (docs/protocol.md#render-files).
     pub async fn rerender(&self, account: &Arc<Account>) -> Report {
         let mut report = Report::new(&account.name, Job::Render);
         let file = match self.store.load(account, None).await {
