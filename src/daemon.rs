@@ -173,168 +173,259 @@ fn notify(state: sd_notify::NotifyState<'_>) {
 
 /// Runs the daemon until SIGTERM, SIGINT or `options.shutdown`.
 pub async fn run(mut options: RunOptions) -> Result<(), DaemonError> {
-    let config = options.config.clone();
-    let state_dir = config.daemon.state_dir.clone();
-    warn_about(&config);
-    let lock = StateLock::acquire(&state_dir, "daemon-starting")?;
-    let sink = Arc::new(Sink::open(&state_dir)?);
-    raise_file_limit();
-    let control = control::bind(&state_dir).map_err(|e| {
-        DaemonError::Setup(format!(
-            "cannot listen on {}: {e}",
-            control::socket_path(&state_dir).display()
-        ))
-    })?;
+    let mut signals = Signals::install()?;
+    let (mut daemon, mut once) = Daemon::start(&mut options).await?;
+    let ended = daemon.serve(&mut signals, &mut once, &options).await;
+    daemon.stop().await;
+    ended
+}
 
-    let setup =
-        |e: std::io::Error| DaemonError::Setup(format!("cannot install signal handlers: {e}"));
-    let mut hup = signal(SignalKind::hangup()).map_err(setup)?;
-    let mut usr1 = signal(SignalKind::user_defined1()).map_err(setup)?;
-    let mut term = signal(SignalKind::terminate()).map_err(setup)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(setup)?;
-    let mut lock = lock;
-    lock.announce("daemon")?;
+/// The signals the daemon answers.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
 
-    let metrics = Metrics::new();
-    let _ = metrics.secrets_dir.set(sink.state_dir().join("secrets"));
-    // Changes closer than a second apart (a rotation, then a re-render) run hooks once.
-    let hooks = Hooks::new(std::time::Duration::from_secs(1), metrics.clone());
-    let rotator = Arc::new(rotator(
-        &config,
-        sink.clone(),
-        metrics.clone(),
-        hooks.clone(),
-    )?);
-    let total = config.accounts.len();
-    let (once_tx, mut once_rx) = mpsc::unbounded_channel::<()>();
-    let user_hook = options.on_report.take();
-    let hook: ReportHook = Arc::new(move |report: &Report| {
-        if let Some(hook) = &user_hook {
-            hook(report);
-        }
-        if report.job == Job::Rotate {
-            let _ = once_tx.send(());
-        }
-    });
-    let scheduler = Scheduler::new(
-        config.accounts.clone(),
-        rotator,
-        Clock::System,
-        config.daemon.max_concurrent,
-    )
-    .with_metrics(metrics.clone())
-    .with_report_hook(hook);
+impl Signals {
+    fn install() -> Result<Signals, DaemonError> {
+        let setup =
+            |e: std::io::Error| DaemonError::Setup(format!("cannot install signal handlers: {e}"));
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).map_err(setup)?,
+            usr1: signal(SignalKind::user_defined1()).map_err(setup)?,
+            term: signal(SignalKind::terminate()).map_err(setup)?,
+            int: signal(SignalKind::interrupt()).map_err(setup)?,
+        })
+    }
+}
 
-    let stop_metrics = CancellationToken::new();
-    let listener = match options.metrics_listener.take() {
-        Some(l) => Some(l),
-        None => match config.daemon.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                DaemonError::Setup(format!("cannot listen on {addr} for metrics: {e}"))
-            })?),
-            None => None,
-        },
-    };
-    // The metrics server of the moment: a reload that changes metrics_listen replaces it.
-    let mut metrics_server = listener.map(|l| serve_metrics(l, &metrics, &stop_metrics));
+/// Counts finished rotations, for the demo's `--once`.
+struct Once {
+    done: mpsc::UnboundedReceiver<()>,
+    finished: usize,
+    total: usize,
+}
 
-    let (commands, command_rx) = mpsc::channel(64);
-    let stop_scheduler = CancellationToken::new();
-    let mut scheduler_task = tokio::spawn(scheduler.run(
-        command_rx,
-        stop_scheduler.clone(),
-        config.daemon.shutdown_grace,
-    ));
-    tokio::spawn(control::serve(
-        control,
-        commands.clone(),
-        config.path.clone(),
-        stop_metrics.clone(),
-    ));
-    metrics.healthy.store(true, Ordering::Relaxed);
-    notify(sd_notify::NotifyState::Ready);
-    tracing::info!(accounts = total, state_dir = %state_dir.display(), "pwrotd is running");
+/// A running daemon: what it holds between start and stop.
+struct Daemon {
+    config: Config,
+    lock: StateLock,
+    sink: Arc<Sink>,
+    metrics: Arc<Metrics>,
+    hooks: Arc<Hooks>,
+    commands: mpsc::Sender<Command>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
+    stop_scheduler: CancellationToken,
+    /// Stops the metrics server and the control socket.
+    stop_servers: CancellationToken,
+    /// The metrics server of the moment: a reload that changes metrics_listen replaces it.
+    metrics_server: Option<CancellationToken>,
+}
 
-    let mut watchdog = sd_notify::watchdog_enabled().map(|usec| tokio::time::interval(usec / 2));
-    let mut config = config;
-    let mut finished = 0usize;
-    loop {
-        let tick = async {
-            match watchdog.as_mut() {
-                Some(interval) => {
-                    interval.tick().await;
+impl Daemon {
+    /// Takes the lock, opens the sink, starts the scheduler and the servers, and tells systemd
+    /// it is ready.
+    async fn start(options: &mut RunOptions) -> Result<(Daemon, Once), DaemonError> {
+        let config = options.config.clone();
+        let state_dir = config.daemon.state_dir.clone();
+        warn_about(&config);
+        let mut lock = StateLock::acquire(&state_dir, "daemon-starting")?;
+        let sink = Arc::new(Sink::open(&state_dir)?);
+        raise_file_limit();
+        let control = control::bind(&state_dir).map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot listen on {}: {e}",
+                control::socket_path(&state_dir).display()
+            ))
+        })?;
+        lock.announce("daemon")?;
+
+        let metrics = Metrics::new();
+        let _ = metrics.secrets_dir.set(sink.state_dir().join("secrets"));
+        // Changes closer than a second apart (a rotation, then a re-render) run hooks once.
+        let hooks = Hooks::new(std::time::Duration::from_secs(1), metrics.clone());
+        let rotator = Arc::new(rotator(
+            &config,
+            sink.clone(),
+            metrics.clone(),
+            hooks.clone(),
+        )?);
+        let (once_tx, once_rx) = mpsc::unbounded_channel::<()>();
+        let user_hook = options.on_report.take();
+        let hook: ReportHook = Arc::new(move |report: &Report| {
+            if let Some(hook) = &user_hook {
+                hook(report);
+            }
+            if report.job == Job::Rotate {
+                let _ = once_tx.send(());
+            }
+        });
+        let scheduler = Scheduler::new(
+            config.accounts.clone(),
+            rotator,
+            Clock::System,
+            config.daemon.max_concurrent,
+        )
+        .with_metrics(metrics.clone())
+        .with_report_hook(hook);
+
+        let stop_servers = CancellationToken::new();
+        let listener = match options.metrics_listener.take() {
+            Some(l) => Some(l),
+            None => match config.daemon.metrics_listen {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    DaemonError::Setup(format!("cannot listen on {addr} for metrics: {e}"))
+                })?),
+                None => None,
+            },
+        };
+        let metrics_server = listener.map(|l| serve_metrics(l, &metrics, &stop_servers));
+        let (commands, command_rx) = mpsc::channel(64);
+        let stop_scheduler = CancellationToken::new();
+        let scheduler = tokio::spawn(scheduler.run(
+            command_rx,
+            stop_scheduler.clone(),
+            config.daemon.shutdown_grace,
+        ));
+        tokio::spawn(control::serve(
+            control,
+            commands.clone(),
+            config.path.clone(),
+            stop_servers.clone(),
+        ));
+        metrics.healthy.store(true, Ordering::Relaxed);
+        notify(sd_notify::NotifyState::Ready);
+        let total = config.accounts.len();
+        tracing::info!(accounts = total, state_dir = %state_dir.display(), "pwrotd is running");
+        let once = Once {
+            done: once_rx,
+            finished: 0,
+            total,
+        };
+        let daemon = Daemon {
+            config,
+            lock,
+            sink,
+            metrics,
+            hooks,
+            commands,
+            scheduler: Some(scheduler),
+            stop_scheduler,
+            stop_servers,
+            metrics_server,
+        };
+        Ok((daemon, once))
+    }
+
+    /// Answers signals until one says stop (or `--once` is done); an error if the scheduler
+    /// itself ended.
+    async fn serve(
+        &mut self,
+        signals: &mut Signals,
+        once: &mut Once,
+        options: &RunOptions,
+    ) -> Result<(), DaemonError> {
+        let mut watchdog =
+            sd_notify::watchdog_enabled().map(|usec| tokio::time::interval(usec / 2));
+        let Some(mut scheduler) = self.scheduler.take() else {
+            return Ok(());
+        };
+        let ended = loop {
+            let tick = async {
+                match watchdog.as_mut() {
+                    Some(interval) => {
+                        interval.tick().await;
+                    }
+                    None => std::future::pending().await,
                 }
-                None => std::future::pending().await,
+            };
+            tokio::select! {
+                _ = signals.term.recv() => break Ok(()),
+                _ = signals.int.recv() => break Ok(()),
+                () = options.shutdown.cancelled() => break Ok(()),
+                _ = signals.hup.recv() => self.reload().await,
+                _ = signals.usr1.recv() => {
+                    tracing::info!("SIGUSR1: rotating every account now");
+                    let _ = self.commands.send(Command::RotateNow { accounts: None, reply: None }).await;
+                }
+                Some(()) = once.done.recv() => {
+                    once.finished += 1;
+                    if options.once && once.finished >= once.total {
+                        break Ok(());
+                    }
+                }
+                result = &mut scheduler => {
+                    self.metrics.healthy.store(false, Ordering::Relaxed);
+                    // Not the JoinError itself: a panic's message could hold a secret.
+                    let what = match result {
+                        Err(e) if e.is_panic() => "panicked",
+                        _ => "ended",
+                    };
+                    return Err(DaemonError::Setup(format!("the scheduler {what} unexpectedly")));
+                }
+                // Only a scheduler that still goes round keeps the watchdog fed: a stalled
+                // one gets the service restarted.
+                () = tick => match self.metrics.unhealthy() {
+                    Some(why) if why.contains("stalled") => tracing::error!("not feeding the watchdog: {why}"),
+                    _ => notify(sd_notify::NotifyState::Watchdog),
+                },
             }
         };
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            () = options.shutdown.cancelled() => break,
-            _ = hup.recv() => {
-                notify(sd_notify::NotifyState::Reloading);
-                let listen = config.daemon.metrics_listen;
-                config = reload(config, &sink, &metrics, &hooks, &commands).await;
-                if config.daemon.metrics_listen != listen {
-                    metrics_server = rebind_metrics(
-                        metrics_server,
-                        config.daemon.metrics_listen,
-                        &metrics,
-                        &stop_metrics,
-                    )
-                    .await;
-                }
-                notify(sd_notify::NotifyState::Ready);
-            }
-            _ = usr1.recv() => {
-                tracing::info!("SIGUSR1: rotating every account now");
-                let _ = commands.send(Command::RotateNow { accounts: None, reply: None }).await;
-            }
-            Some(()) = once_rx.recv() => {
-                finished += 1;
-                if options.once && finished >= total {
-                    break;
-                }
-            }
-            result = &mut scheduler_task => {
-                metrics.healthy.store(false, Ordering::Relaxed);
-                // Not the JoinError itself: a panic's message could hold a secret.
-                let what = match result {
-                    Err(e) if e.is_panic() => "panicked",
-                    _ => "ended",
-                };
-                return Err(DaemonError::Setup(format!("the scheduler {what} unexpectedly")));
-            }
-            // Only a scheduler that still goes round keeps the watchdog fed: a stalled one
-            // gets the service restarted.
-            () = tick => match metrics.unhealthy() {
-                Some(why) if why.contains("stalled") => tracing::error!("not feeding the watchdog: {why}"),
-                _ => notify(sd_notify::NotifyState::Watchdog),
-            },
-        }
+        self.scheduler = Some(scheduler);
+        ended
     }
 
-    notify(sd_notify::NotifyState::Stopping);
-    tracing::info!(grace = ?config.daemon.shutdown_grace, "stopping");
-    metrics.healthy.store(false, Ordering::Relaxed);
-    stop_scheduler.cancel();
-    if let Err(e) = scheduler_task.await {
-        tracing::error!("the scheduler ended badly: {e}");
+    /// SIGHUP: the config again, and the metrics server moved if its address changed.
+    async fn reload(&mut self) {
+        notify(sd_notify::NotifyState::Reloading);
+        let listen = self.config.daemon.metrics_listen;
+        let old = self.config.clone();
+        self.config = reload(old, &self.sink, &self.metrics, &self.hooks, &self.commands).await;
+        if self.config.daemon.metrics_listen != listen {
+            self.metrics_server = rebind_metrics(
+                self.metrics_server.take(),
+                self.config.daemon.metrics_listen,
+                &self.metrics,
+                &self.stop_servers,
+            )
+            .await;
+        }
+        notify(sd_notify::NotifyState::Ready);
     }
-    stop_metrics.cancel();
-    // While the lock is held: the next daemon binds its own socket once it has the lock.
-    let _ = fs::remove_file(control::socket_path(&state_dir));
-    // Sink writes of aborted rotations still run on the blocking pool: the next process
-    // may write the same files only once they are done.
-    if !sink.drain_io(std::time::Duration::from_secs(30)).await {
-        tracing::error!(
-            "sink writes still running after 30 s; the state lock is held until the process exits"
-        );
-        std::mem::forget(lock);
-    } else {
-        drop(lock);
+
+    /// Stops scheduling, lets running rotations finish within `shutdown_grace`, waits for
+    /// their sink writes, and only then lets go of the state lock.
+    async fn stop(mut self) {
+        notify(sd_notify::NotifyState::Stopping);
+        tracing::info!(grace = %humantime::format_duration(self.config.daemon.shutdown_grace), "stopping");
+        self.metrics.healthy.store(false, Ordering::Relaxed);
+        self.stop_scheduler.cancel();
+        if let Some(scheduler) = self.scheduler.take()
+            && let Err(e) = scheduler.await
+        {
+            let what = if e.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            };
+            tracing::error!("the scheduler {what}");
+        }
+        self.stop_servers.cancel();
+        // While the lock is held: the next daemon binds its own socket once it has the lock.
+        let _ = fs::remove_file(control::socket_path(&self.config.daemon.state_dir));
+        // Sink writes of aborted rotations still run on the blocking pool: the next process
+        // may write the same files only once they are done.
+        if !self.sink.drain_io(std::time::Duration::from_secs(30)).await {
+            tracing::error!(
+                "sink writes still running after 30 s; the state lock is held until the process exits"
+            );
+            std::mem::forget(self.lock);
+        } else {
+            drop(self.lock);
+        }
     }
-    Ok(())
 }
 
 /// SIGHUP: loads the config again; on any problem keeps the running one.

@@ -310,6 +310,17 @@ impl Client {
         op: &dyn Operation,
         credentials: &Credentials,
     ) -> Result<String, CloudError> {
+        let request = self.signed(op, credentials)?;
+        self.send(op, credentials, request).await
+    }
+
+    /// The request for one attempt: its parameters in a form body, signed afresh (a new nonce
+    /// and timestamp) with V1 (in the body) or V3 (in the `Authorization` header).
+    fn signed(
+        &self,
+        op: &dyn Operation,
+        credentials: &Credentials,
+    ) -> Result<reqwest::RequestBuilder, CloudError> {
         let action = op.action();
         let service = op.service();
         let url = self.config.endpoints.get(service);
@@ -389,7 +400,19 @@ impl Client {
                 request.body(body.as_bytes().to_vec())
             }
         };
+        Ok(request)
+    }
 
+    /// Sends one signed request and classifies what comes back.
+    async fn send(
+        &self,
+        op: &dyn Operation,
+        credentials: &Credentials,
+        request: reqwest::RequestBuilder,
+    ) -> Result<String, CloudError> {
+        let action = op.action();
+        let url = self.config.endpoints.get(op.service());
+        let failed = |class, kind| CloudError::new(action, class, kind);
         let secrets: Vec<&str> = op
             .password()
             .map(|p| p.expose())
@@ -405,7 +428,7 @@ impl Client {
             Class::Transient
         };
 
-        tracing::trace!(action, %nonce, endpoint = %url, "sending request");
+        tracing::trace!(action, endpoint = %url, "sending request");
         let response = request.send().await.map_err(|e| {
             let detail = scrub(&describe(&e), &secrets);
             if e.is_connect() {
