@@ -107,7 +107,6 @@ impl<'a> Attempt<'a> {
         };
         report.version = Some(pending.version);
         report.pending = true;
-        rotator.metrics.set_pending(&account.name, true);
         let audit = AuditRecord {
             time: String::new(),
             account: account.name.clone(),
@@ -291,7 +290,6 @@ impl<'a> Attempt<'a> {
                 .await;
             return Err(self.hold(e.code(), message).await);
         }
-        self.rotator.metrics.set_pending(&self.account.name, false);
         let attempts = self.audit.attempts;
         let message = format!(
             "rotated to version {}{} ({}, {attempts} API attempt{}{})",
@@ -367,7 +365,6 @@ impl<'a> Attempt<'a> {
             self.report.outcome = Outcome::Failure;
             self.report.message = match self.rotator.store.write_outcome(&self.file).await {
                 Ok(()) => {
-                    self.rotator.metrics.set_pending(&self.account.name, false);
                     self.report.pending = false;
                     format!("{error}; the current password stays")
                 }
@@ -458,11 +455,7 @@ impl<'a> Attempt<'a> {
     }
 
     fn count_verification(&mut self, login: &Login) {
-        self.rotator
-            .metrics
-            .verifications
-            .with_label_values(&[self.account.name.as_str(), login.outcome()])
-            .inc();
+        self.report.verifications.push(login.verdict());
         self.audit.verification = Some(login.verdict());
     }
 

@@ -70,6 +70,8 @@ pub struct Report {
     pub username: Option<String>,
     /// Whether a render (without a rotation) rewrote a file: applications' hooks run.
     pub rewrote: bool,
+    /// The logins that tested a password, in order.
+    pub verifications: Vec<crate::verify::Verdict>,
 }
 
 impl Report {
@@ -87,6 +89,7 @@ impl Report {
             render_failed: false,
             username: None,
             rewrote: false,
+            verifications: Vec::new(),
         }
     }
 }
@@ -282,6 +285,13 @@ impl Rotator {
         if report.job == Job::Rotate {
             self.metrics
                 .count_rotation(&account.name, report.outcome == Outcome::Success);
+            self.metrics.set_pending(&account.name, report.pending);
+        }
+        for verdict in &report.verifications {
+            self.metrics
+                .verifications
+                .with_label_values(&[account.name.as_str(), verdict.as_str()])
+                .inc();
         }
         if report.render_failed {
             self.metrics.count_render_failure(&account.name);
