@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -670,7 +670,7 @@ impl Sink {
 
     /// `hmac-sha256:<hex>` of a password under the audit key.
     pub fn password_hmac(&self, password: &Password) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.audit_key)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.audit_key)
             .expect("HMAC takes any key length");
         mac.update(password.expose().as_bytes());
         format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))

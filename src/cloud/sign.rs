@@ -5,7 +5,7 @@
 //! password is held in a [`Zeroizing`] buffer, and none of them is ever logged.
 
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -71,7 +71,7 @@ pub fn v1_signature<'a>(
     let mut key = Zeroizing::new(String::with_capacity(secret.len() + 1));
     key.push_str(secret);
     key.push('&');
-    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(key.as_bytes())
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(key.as_bytes())
         .expect("HMAC accepts a key of any length");
     mac.update(string_to_sign.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
@@ -148,7 +148,7 @@ pub fn v3_signature(secret: &str, input: &V3Input<'_>) -> V3Signature {
     canonical.push_str(input.payload_hash);
 
     let string_to_sign = format!("{V3_ALGORITHM}\n{}", sha256_hex(canonical.as_bytes()));
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
         .expect("HMAC accepts a key of any length");
     mac.update(string_to_sign.as_bytes());
     V3Signature {
