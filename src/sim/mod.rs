@@ -445,6 +445,19 @@ impl State {
             Service::Rds => &mut self.rds,
         }
     }
+
+    /// One account of a cluster or instance.
+    fn account(
+        &mut self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+    ) -> Option<&mut SimAccount> {
+        self.resources(service)
+            .get_mut(resource_id)?
+            .accounts
+            .get_mut(account_name)
+    }
 }
 
 /// The simulated cloud.
@@ -640,12 +653,7 @@ impl Sim {
         account_name: &str,
         status: AccountStatus,
     ) -> bool {
-        let mut state = self.lock();
-        match state
-            .resources(service)
-            .get_mut(resource_id)
-            .and_then(|r| r.accounts.get_mut(account_name))
-        {
+        match self.lock().account(service, resource_id, account_name) {
             Some(account) => {
                 account.status = status;
                 true
@@ -661,12 +669,8 @@ impl Sim {
         resource_id: &str,
         account_name: &str,
     ) -> Option<SimAccount> {
-        let mut state = self.lock();
-        state
-            .resources(service)
-            .get(resource_id)?
-            .accounts
-            .get(account_name)
+        self.lock()
+            .account(service, resource_id, account_name)
             .cloned()
     }
 
@@ -993,11 +997,8 @@ impl Sim {
             };
             if let Err(e) = result {
                 tracing::warn!(account = user, "the database did not take the change: {e}");
-                return Err(SimError::new(
-                    500,
-                    "InternalError",
-                    "The request processing has failed due to some unknown error.",
-                ));
+                let (service, resource_id, _) = &change.target;
+                return Err(FaultCode::InternalError.error(*service, resource_id, user));
             }
         }
         Ok(self.commit(change))
@@ -1018,11 +1019,7 @@ impl Sim {
         }
         state.stats.applied += 1;
         let (service, resource_id, account_name) = &change.target;
-        let Some(account) = state
-            .resources(*service)
-            .get_mut(resource_id)
-            .and_then(|r| r.accounts.get_mut(account_name))
-        else {
+        let Some(account) = state.account(*service, resource_id, account_name) else {
             return request_id;
         };
         match change.kind {
@@ -1289,6 +1286,7 @@ fn account_name_is_well_formed(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
 }
 
+/// The documented refusal of a cluster (PolarDB) or instance (RDS) that does not exist.
 fn resource_not_found(service: Service) -> SimError {
     match service {
         Service::PolarDb => SimError::new(
