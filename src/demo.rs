@@ -9,20 +9,21 @@
 //! alternating users on it: the simulator applies each change as a real `ALTER USER`, and the
 //! demo's two users are dropped again at the end. When none answers, the demo says so.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Account, Config};
 use crate::daemon::{self, RunOptions};
 use crate::random;
 use crate::rotation::{Outcome, Report};
-use crate::sim::{Database, Fault, Sim, SimServer};
+use crate::sim::{Database, Fault, Sim, SimServer, Stats};
 use crate::sink;
 use crate::verify::Engine;
 
@@ -116,19 +117,48 @@ fn mariadb_admin_url() -> String {
 }
 
 /// A local MariaDB that answers: its admin connection, and the host and port logins go to.
-async fn local_mariadb() -> Result<(Arc<Database>, String, u16), String> {
-    let url = mariadb_admin_url();
-    let db = Database::from_url(Engine::Mysql, &url).map_err(|e| e.to_string())?;
-    let port = tokio::time::timeout(std::time::Duration::from_secs(5), db.probe())
-        .await
-        .map_err(|_| "no answer within 5 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let host = url::Url::parse(&url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .filter(|h| h != "localhost")
-        .unwrap_or_else(|| "127.0.0.1".to_owned());
-    Ok((Arc::new(db), host, port))
+struct LocalMariadb {
+    db: Arc<Database>,
+    host: String,
+    port: u16,
+}
+
+impl LocalMariadb {
+    /// Finds one where [`mariadb_admin_url`] says, or says why there is none.
+    async fn find() -> Result<LocalMariadb, String> {
+        let url = mariadb_admin_url();
+        let db = Database::from_url(Engine::Mysql, &url).map_err(|e| e.to_string())?;
+        let port = tokio::time::timeout(std::time::Duration::from_secs(5), db.probe())
+            .await
+            .map_err(|_| "no answer within 5 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let host = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .filter(|h| h != "localhost")
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        Ok(LocalMariadb {
+            db: Arc::new(db),
+            host,
+            port,
+        })
+    }
+
+    /// The `[[account]]` that rotates on it.
+    fn account(&self) -> String {
+        VERIFIED_ACCOUNT
+            .replace("{db_host}", &self.host)
+            .replace("{db_port}", &self.port.to_string())
+    }
+
+    /// Drops the demo's users, saying so when one cannot be.
+    async fn drop_users(&self) {
+        for user in VERIFIED_USERS {
+            if let Err(e) = self.db.drop_user(user).await {
+                say!("could not drop the demo's MariaDB user {user}: {e}");
+            }
+        }
+    }
 }
 
 /// Runs the demo; the exit code says whether it went as it should.
@@ -151,107 +181,182 @@ pub async fn run(once: bool) -> ExitCode {
     }
 }
 
+/// The demo from start to end; true if every rotation left the sink and the database agreeing.
 async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
-    let key_id = format!(
-        "LTAIdemo{}",
-        random::hex_token::<6>().map_err(|e| e.to_string())?
-    );
-    let secret = random::hex_token::<20>().map_err(|e| e.to_string())?;
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut sim = Sim::new(key_id.clone(), secret.clone());
-    let mariadb = local_mariadb().await;
-    let mut text = DEMO_CONFIG.to_owned();
-    if let Ok((db, host, port)) = &mariadb {
-        sim.add_database_backend(db.clone());
-        text.push_str(
-            &VERIFIED_ACCOUNT
-                .replace("{db_host}", host)
-                .replace("{db_port}", &port.to_string()),
-        );
-    }
-    let server = SimServer::start(sim, loopback)
-        .await
-        .map_err(|e| format!("cannot start the simulator: {e}"))?;
-    let text = text
-        .replace("{state_dir}", &state_dir.display().to_string())
-        .replace("{signature}", "v1")
-        .replace("{endpoint}", server.url().as_str().trim_end_matches('/'))
-        .replace("{key_id}", &key_id)
-        .replace("{secret}", &secret);
-    let config = Config::parse(&text, &PathBuf::from("<demo>")).map_err(|e| e.to_string())?;
-    server.sim.register_config(&config);
-    server
-        .sim
-        .prepare_databases()
-        .await
-        .map_err(|e| format!("cannot create the demo's users on MariaDB: {e}"))?;
-    let metrics = TcpListener::bind(loopback)
-        .await
-        .map_err(|e| format!("cannot bind a metrics port: {e}"))?;
-    let metrics_url = format!(
-        "http://{}/metrics",
-        metrics.local_addr().map_err(|e| e.to_string())?
-    );
-
-    say!("pwrotd demo");
-    say!(
-        "  simulated PolarDB and RDS OpenAPI: {} (AccessKey {key_id})",
-        server.url()
-    );
-    say!(
-        "  state directory (the vault-style sink): {}",
-        state_dir.display()
-    );
-    say!("  metrics: {metrics_url}");
-    say!(
-        "  accounts: {}",
-        config
-            .accounts
-            .iter()
-            .map(|a| format!("{} ({})", a.name, a.api))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    match &mariadb {
-        Ok((_, host, port)) => say!(
-            "  login verification: MariaDB at {host}:{port}. reports-app alternates between two real users, \
-             {} and {}; each new password must log in before it is promoted.",
-            VERIFIED_USERS[0],
-            VERIFIED_USERS[1]
-        ),
-        Err(e) => say!(
-            "  login verification: not shown, no MariaDB answered at {} ({e}). Set \
-             PWROTD_DEMO_MYSQL_ADMIN=mysql://admin:password@127.0.0.1:3306 to include it.",
-            if std::env::var_os("PWROTD_DEMO_MYSQL_ADMIN").is_some() {
-                "PWROTD_DEMO_MYSQL_ADMIN"
-            } else {
-                "/run/mysqld/mysqld.sock"
-            }
-        ),
-    }
-    if once {
-        say!("  --once: every account rotates once, then the demo exits.\n");
-    } else {
-        say!("  schedules are seconds apart; press Ctrl-C to stop.\n");
-    }
+    let setup = Setup::start(state_dir).await?;
+    setup.introduce(state_dir, once);
     // The very first API call is throttled, to show a transient failure retried.
-    server.sim.script_faults([Fault::Throttle]);
+    setup.server.sim.script_faults([Fault::Throttle]);
+    let watch = Arc::new(Watch {
+        sim: setup.server.sim.clone(),
+        accounts: setup.config.accounts.clone(),
+        state_dir: state_dir.to_owned(),
+        once,
+        all_good: AtomicBool::new(true),
+        first_round: Mutex::new(HashSet::new()),
+    });
+    let hook = {
+        let watch = watch.clone();
+        Arc::new(move |report: &Report| watch.on_report(report))
+    };
+    let options = RunOptions {
+        config: setup.config,
+        shutdown: CancellationToken::new(),
+        on_report: Some(hook),
+        metrics_listener: Some(setup.metrics),
+        once,
+    };
+    daemon::run(options).await.map_err(|e| e.to_string())?;
+    print_ending(&setup.server.sim.stats(), state_dir, once);
+    setup.server.stop().await;
+    if let Ok(mariadb) = &setup.mariadb {
+        mariadb.drop_users().await;
+    }
+    Ok(watch.all_good.load(Ordering::Relaxed))
+}
 
-    let all_good = Arc::new(AtomicBool::new(true));
-    let sim = server.sim.clone();
-    let accounts = config.accounts.clone();
-    let dir = state_dir.to_owned();
-    let good = all_good.clone();
-    let first_round = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    let hook = Arc::new(move |report: &Report| {
+/// What the demo's daemon runs against: the simulator, its config, and a metrics port.
+struct Setup {
+    server: SimServer,
+    config: Config,
+    /// The AccessKey the simulator accepts; its secret is never shown.
+    key_id: String,
+    metrics: TcpListener,
+    metrics_url: String,
+    /// The MariaDB behind the simulator, or why there is none.
+    mariadb: Result<LocalMariadb, String>,
+}
+
+impl Setup {
+    /// Starts the simulator on loopback, with the local MariaDB behind it if one answers, and
+    /// registers the demo's accounts (and creates their users on that MariaDB).
+    async fn start(state_dir: &Path) -> Result<Setup, String> {
+        let key_id = format!(
+            "LTAIdemo{}",
+            random::hex_token::<6>().map_err(|e| e.to_string())?
+        );
+        let secret = random::hex_token::<20>().map_err(|e| e.to_string())?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut sim = Sim::new(key_id.clone(), secret.clone());
+        let mariadb = LocalMariadb::find().await;
+        let mut text = DEMO_CONFIG.to_owned();
+        if let Ok(mariadb) = &mariadb {
+            sim.add_database_backend(mariadb.db.clone());
+            text.push_str(&mariadb.account());
+        }
+        let server = SimServer::start(sim, loopback)
+            .await
+            .map_err(|e| format!("cannot start the simulator: {e}"))?;
+        let text = text
+            .replace("{state_dir}", &state_dir.display().to_string())
+            .replace("{signature}", "v1")
+            .replace("{endpoint}", server.url().as_str().trim_end_matches('/'))
+            .replace("{key_id}", &key_id)
+            .replace("{secret}", &secret);
+        let config = Config::parse(&text, &PathBuf::from("<demo>")).map_err(|e| e.to_string())?;
+        server.sim.register_config(&config);
+        server
+            .sim
+            .prepare_databases()
+            .await
+            .map_err(|e| format!("cannot create the demo's users on MariaDB: {e}"))?;
+        let metrics = TcpListener::bind(loopback)
+            .await
+            .map_err(|e| format!("cannot bind a metrics port: {e}"))?;
+        let metrics_url = format!(
+            "http://{}/metrics",
+            metrics.local_addr().map_err(|e| e.to_string())?
+        );
+        Ok(Setup {
+            server,
+            config,
+            key_id,
+            metrics,
+            metrics_url,
+            mariadb,
+        })
+    }
+
+    /// Says what runs where, and how the demo ends.
+    fn introduce(&self, state_dir: &Path, once: bool) {
+        say!("pwrotd demo");
+        say!(
+            "  simulated PolarDB and RDS OpenAPI: {} (AccessKey {})",
+            self.server.url(),
+            self.key_id
+        );
+        say!(
+            "  state directory (the vault-style sink): {}",
+            state_dir.display()
+        );
+        say!("  metrics: {}", self.metrics_url);
+        say!(
+            "  accounts: {}",
+            self.config
+                .accounts
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.api))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match &self.mariadb {
+            Ok(LocalMariadb { host, port, .. }) => say!(
+                "  login verification: MariaDB at {host}:{port}. reports-app alternates between two real users, \
+                 {} and {}; each new password must log in before it is promoted.",
+                VERIFIED_USERS[0],
+                VERIFIED_USERS[1]
+            ),
+            Err(e) => say!(
+                "  login verification: not shown, no MariaDB answered at {} ({e}). Set \
+                 PWROTD_DEMO_MYSQL_ADMIN=mysql://admin:password@127.0.0.1:3306 to include it.",
+                if std::env::var_os("PWROTD_DEMO_MYSQL_ADMIN").is_some() {
+                    "PWROTD_DEMO_MYSQL_ADMIN"
+                } else {
+                    "/run/mysqld/mysqld.sock"
+                }
+            ),
+        }
+        if once {
+            say!("  --once: every account rotates once, then the demo exits.\n");
+        } else {
+            say!("  schedules are seconds apart; press Ctrl-C to stop.\n");
+        }
+    }
+}
+
+/// The daemon's report hook: prints each rotation with a check that the simulated database has
+/// a password the sink knows, and after the first round has a reply dropped.
+struct Watch {
+    sim: Arc<Sim>,
+    accounts: Vec<Arc<Account>>,
+    state_dir: PathBuf,
+    once: bool,
+    /// False once a rotation left the sink and the database disagreeing.
+    all_good: AtomicBool,
+    /// The accounts that have rotated successfully.
+    first_round: Mutex<HashSet<String>>,
+}
+
+impl Watch {
+    fn on_report(&self, report: &Report) {
         let clock = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let Some(account) = accounts.iter().find(|a| a.name == report.account) else {
+        let Some(account) = self.accounts.iter().find(|a| a.name == report.account) else {
             return;
         };
-        let file = sink::read_secret(&dir, account, nix::unistd::geteuid().as_raw())
+        let in_sync = self.in_sync(account);
+        if !in_sync {
+            self.all_good.store(false, Ordering::Relaxed);
+        }
+        print_rotation(&clock, report, in_sync);
+        self.after_first_round(report);
+    }
+
+    /// Whether the simulated database takes the sink's current or pending password.
+    fn in_sync(&self, account: &Account) -> bool {
+        let file = sink::read_secret(&self.state_dir, account, nix::unistd::geteuid().as_raw())
             .ok()
             .flatten();
-        let in_sync = file.as_ref().is_some_and(|f| {
+        file.as_ref().is_some_and(|f| {
             [
                 f.current.as_ref().map(|c| (&c.username, &c.password)),
                 f.pending.as_ref().map(|p| (&p.username, &p.password)),
@@ -259,54 +364,56 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             .into_iter()
             .flatten()
             .any(|(user, p)| {
-                sim.login(
+                self.sim.login(
                     account.api.service(),
                     &account.resource_id,
                     user,
                     p.expose(),
                 )
             })
-        });
-        if !in_sync {
-            good.store(false, Ordering::Relaxed);
-        }
-        say!(
-            "{} {:<14} {:<8} {}\n{:>34} the database's password is the sink's {}: {}",
-            &clock[11..19],
-            report.account,
-            report.outcome.as_str(),
-            report.message,
-            "",
-            if report.pending {
-                "current or pending"
-            } else {
-                "current"
-            },
-            if in_sync { "yes" } else { "NO" },
-        );
-        let mut first = first_round.lock().unwrap_or_else(|p| p.into_inner());
+        })
+    }
+
+    /// Once every account has rotated successfully (and the demo keeps running), the
+    /// simulator applies the next change and drops its reply, to show a pending password
+    /// resolved.
+    fn after_first_round(&self, report: &Report) {
+        let mut first = self.first_round.lock().unwrap_or_else(|p| p.into_inner());
         if report.outcome == Outcome::Success
             && first.insert(report.account.clone())
-            && first.len() == accounts.len()
-            && !once
+            && first.len() == self.accounts.len()
+            && !self.once
         {
-            // After the first round, drop one reply after applying, to show pending resolved.
             say!(
                 "{:>34} (next: the simulator will apply a change and drop the reply)",
                 ""
             );
-            sim.script_faults([Fault::DropAfterApply]);
+            self.sim.script_faults([Fault::DropAfterApply]);
         }
-    });
-    let options = RunOptions {
-        config,
-        shutdown: CancellationToken::new(),
-        on_report: Some(hook),
-        metrics_listener: Some(metrics),
-        once,
-    };
-    daemon::run(options).await.map_err(|e| e.to_string())?;
-    let stats = server.sim.stats();
+    }
+}
+
+/// One rotation: when, which account, its outcome, and whether the database has the sink's
+/// password.
+fn print_rotation(clock: &str, report: &Report, in_sync: bool) {
+    say!(
+        "{} {:<14} {:<8} {}\n{:>34} the database's password is the sink's {}: {}",
+        &clock[11..19],
+        report.account,
+        report.outcome.as_str(),
+        report.message,
+        "",
+        if report.pending {
+            "current or pending"
+        } else {
+            "current"
+        },
+        if in_sync { "yes" } else { "NO" },
+    );
+}
+
+/// What the simulator answered, and where the sink files are (or that they are gone).
+fn print_ending(stats: &Stats, state_dir: &Path, once: bool) {
     say!(
         "\nthe simulator answered {} requests: {}",
         stats.requests,
@@ -327,13 +434,4 @@ async fn demo(state_dir: &Path, once: bool) -> Result<bool, String> {
             state_dir.display()
         );
     }
-    server.stop().await;
-    if let Ok((db, ..)) = &mariadb {
-        for user in VERIFIED_USERS {
-            if let Err(e) = db.drop_user(user).await {
-                say!("could not drop the demo's MariaDB user {user}: {e}");
-            }
-        }
-    }
-    Ok(all_good.load(Ordering::Relaxed))
 }

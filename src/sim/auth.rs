@@ -80,11 +80,7 @@ pub(super) fn verify(
     }
 
     let Some(signature) = params.remove("Signature") else {
-        return Err(SimError::new(
-            400,
-            "MissingSignature",
-            "Signature is mandatory for this action.",
-        ));
+        return Err(SimError::missing("Signature"));
     };
     for name in [
         "AccessKeyId",
@@ -95,11 +91,7 @@ pub(super) fn verify(
         "Version",
     ] {
         if !params.contains_key(name) {
-            return Err(SimError::new(
-                400,
-                format!("Missing{name}"),
-                format!("{name} is mandatory for this action."),
-            ));
+            return Err(SimError::missing(name));
         }
     }
     if params["SignatureMethod"] != "HMAC-SHA1" {

@@ -91,6 +91,15 @@ struct Resource {
     state: String,
 }
 
+impl Resource {
+    /// One of its accounts, or the documented refusal.
+    fn account(&self, account_name: &str) -> Result<&SimAccount, SimError> {
+        self.accounts
+            .get(account_name)
+            .ok_or_else(account_not_found)
+    }
+}
+
 impl Default for Resource {
     fn default() -> Resource {
         Resource {
@@ -436,6 +445,19 @@ impl State {
             Service::Rds => &mut self.rds,
         }
     }
+
+    /// One account of a cluster or instance.
+    fn account(
+        &mut self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+    ) -> Option<&mut SimAccount> {
+        self.resources(service)
+            .get_mut(resource_id)?
+            .accounts
+            .get_mut(account_name)
+    }
 }
 
 /// The simulated cloud.
@@ -631,12 +653,7 @@ impl Sim {
         account_name: &str,
         status: AccountStatus,
     ) -> bool {
-        let mut state = self.lock();
-        match state
-            .resources(service)
-            .get_mut(resource_id)
-            .and_then(|r| r.accounts.get_mut(account_name))
-        {
+        match self.lock().account(service, resource_id, account_name) {
             Some(account) => {
                 account.status = status;
                 true
@@ -652,12 +669,8 @@ impl Sim {
         resource_id: &str,
         account_name: &str,
     ) -> Option<SimAccount> {
-        let mut state = self.lock();
-        state
-            .resources(service)
-            .get(resource_id)?
-            .accounts
-            .get(account_name)
+        self.lock()
+            .account(service, resource_id, account_name)
             .cloned()
     }
 
@@ -731,75 +744,19 @@ impl Sim {
         outcome
     }
 
+    /// Accepts the request, draws its fault, checks and makes its change, and replies as the
+    /// fault has it. The latency comes after the change, before the reply.
     async fn handle_inner(&self, request: &auth::Request<'_>) -> Outcome {
-        let host = request.host.unwrap_or("pwrotd-sim");
-        let verified = match auth::verify(
-            request,
-            &self.access_key_id,
-            self.access_key_secret.expose_secret(),
-        ) {
-            Ok(v) => v,
-            Err(e) => return e.reply(host, None),
+        let call = match self.accept(request) {
+            Ok(call) => call,
+            Err(refused) => return refused,
         };
-        if let Err(e) = self.check_nonce(&verified.nonce, verified.timestamp) {
-            return e.reply(host, None);
-        }
-        let action = match lookup_action(&verified.version, &verified.action) {
-            Ok(spec) => spec,
-            Err(e) => return e.reply(host, None),
-        };
-        let params = &verified.params;
-        for name in action.required {
-            if params.get(*name).is_none_or(|v| v.is_empty()) {
-                return SimError::new(
-                    400,
-                    format!("Missing{name}"),
-                    format!("{name} is mandatory for this action."),
-                )
-                .reply(host, Some(action.service));
-            }
-        }
-
         let fault = self.draw_fault();
         let latency = self.lock().rates.latency;
-        let service = action.service;
-        let resource_id = params
-            .get(service.resource_param())
-            .map(String::as_str)
-            .unwrap_or_default();
-        let account_name = params
-            .get("AccountName")
-            .map(String::as_str)
-            .unwrap_or_default();
-        let refusal = match fault {
-            Some(Fault::Throttle) => Some(SimError::new(
-                400,
-                "Throttling.User",
-                "Request was denied due to user flow control.",
-            )),
-            Some(Fault::ServerError) => {
-                Some(FaultCode::ServiceUnavailable.error(service, resource_id, account_name))
-            }
-            Some(Fault::LockTimeout) => {
-                Some(FaultCode::LockTimeout.error(service, resource_id, account_name))
-            }
-            Some(Fault::ErrorBeforeApply(code)) => {
-                Some(code.error(service, resource_id, account_name))
-            }
-            Some(Fault::DropBeforeApply) => {
-                self.count_fault(Fault::DropBeforeApply, None);
-                return Outcome::Drop {
-                    code: "DroppedBeforeApply",
-                };
-            }
-            _ => None,
-        };
-        if let (Some(error), Some(fault)) = (refusal, fault) {
-            self.count_fault(fault, None);
-            return error.reply(host, Some(service));
+        if let Some(refused) = self.refuse_before_apply(&call, fault) {
+            return refused;
         }
-
-        let result = match self.plan(action, params) {
+        let result = match self.plan(&call) {
             Ok(Planned::Replay(request_id)) => Ok(request_id),
             Ok(Planned::Change(change)) => {
                 self.apply(change, fault == Some(Fault::SkipDatabase)).await
@@ -809,10 +766,72 @@ impl Sim {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        let request_id = match result {
-            Ok(request_id) => request_id,
-            Err(e) => return e.reply(host, Some(service)),
+        match result {
+            Ok(request_id) => self.reply_after_apply(&call, fault, &request_id),
+            Err(e) => call.reply(e),
+        }
+    }
+
+    /// The checks before any fault, in the API's order: the signature, the nonce and the
+    /// timestamp, the version and the action, then the action's required parameters.
+    fn accept<'r>(&self, request: &auth::Request<'r>) -> Result<Call<'r>, Outcome> {
+        let host = request.host.unwrap_or("pwrotd-sim");
+        // Before the action is known, a refusal names no service.
+        let refuse = |e: SimError| e.reply(host, None);
+        let verified = auth::verify(
+            request,
+            &self.access_key_id,
+            self.access_key_secret.expose_secret(),
+        )
+        .map_err(refuse)?;
+        self.check_nonce(&verified.nonce, verified.timestamp)
+            .map_err(refuse)?;
+        let action = lookup_action(&verified.version, &verified.action).map_err(refuse)?;
+        let call = Call {
+            host,
+            action,
+            params: verified.params,
         };
+        if let Some(name) = action
+            .required
+            .iter()
+            .find(|name| call.param(name).is_empty())
+        {
+            return Err(call.reply(SimError::missing(name)));
+        }
+        Ok(call)
+    }
+
+    /// The reply of a fault that refuses the request before anything is applied, counted; `None`
+    /// when the fault (if any) lets the request through.
+    fn refuse_before_apply(&self, call: &Call<'_>, fault: Option<Fault>) -> Option<Outcome> {
+        let fault = fault?;
+        let refused = match fault {
+            Fault::Throttle => call.reply(SimError::new(
+                400,
+                "Throttling.User",
+                "Request was denied due to user flow control.",
+            )),
+            Fault::ServerError => call.reply(call.error(FaultCode::ServiceUnavailable)),
+            Fault::LockTimeout => call.reply(call.error(FaultCode::LockTimeout)),
+            Fault::ErrorBeforeApply(code) => call.reply(call.error(code)),
+            Fault::DropBeforeApply => Outcome::Drop {
+                code: "DroppedBeforeApply",
+            },
+            _ => return None,
+        };
+        self.count_fault(fault, None);
+        Some(refused)
+    }
+
+    /// The reply to a request whose change is made (or was, for a ClientToken replay):
+    /// success, unless a fault that acts after the change says otherwise.
+    fn reply_after_apply(
+        &self,
+        call: &Call<'_>,
+        fault: Option<Fault>,
+        request_id: &str,
+    ) -> Outcome {
         match fault {
             Some(Fault::DropAfterApply) => {
                 self.count_fault(Fault::DropAfterApply, None);
@@ -827,9 +846,9 @@ impl Sim {
                 }
             }
             Some(Fault::ErrorAfterApply(code)) => {
-                let error = code.error(service, resource_id, account_name);
+                let error = call.error(code);
                 self.count_fault(Fault::ErrorAfterApply(code), Some(&error.code));
-                error.reply(host, Some(service))
+                call.reply(error)
             }
             other => {
                 if other == Some(Fault::SkipDatabase) {
@@ -928,177 +947,34 @@ impl Sim {
         Ok(())
     }
 
-    /// Checks an accepted request and decides the change it makes, without making it.
-    fn plan(
-        &self,
-        action: &ActionSpec,
-        params: &BTreeMap<String, String>,
-    ) -> Result<Planned, SimError> {
-        let get = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-        let service = action.service;
-        let resource_id = get(service.resource_param());
-        let account_name = get("AccountName");
+    /// Checks an accepted request and decides the change it makes, without making it. The
+    /// checks run in the API's order: the account name's form, the cluster or instance and its
+    /// state, then the action's own (see [`Call::plan_grant`], [`Call::check_password_change`]
+    /// and [`Call::plan_password`]).
+    fn plan(&self, call: &Call<'_>) -> Result<Planned, SimError> {
         let mut state = self.lock();
-
-        if !account_name_is_well_formed(account_name) {
+        if !account_name_is_well_formed(call.account_name()) {
             return Err(SimError::new(
                 400,
                 "InvalidAccountName.Malformed",
                 "The specified parameter AccountName is not valid.",
             ));
         }
-        let not_found = || match service {
-            Service::PolarDb => SimError::new(
-                404,
-                "InvalidDBClusterId.NotFound",
-                "The DBClusterId provided does not exist in our records.",
-            ),
-            // The RDS reference documents a missing instance as InvalidDBInstanceName.NotFound
-            // (404, "The database instance does not exist."), e.g. on RestartDBInstance and
-            // ModifySecurityIps, 2014-08-15; not InvalidDBInstanceId.NotFound.
-            Service::Rds => SimError::new(
-                404,
-                "InvalidDBInstanceName.NotFound",
-                "The database instance does not exist.",
-            ),
-        };
         let resource = state
-            .resources(service)
-            .get(resource_id)
-            .ok_or_else(not_found)?;
+            .resources(call.action.service)
+            .get(call.resource_id())
+            .ok_or_else(|| resource_not_found(call.action.service))?;
         // "Before you call this operation, make sure that the cluster [instance] is in the
         // Running state. Otherwise, the operation fails." (GrantAccountPrivilege, PolarDB;
         // ResetAccountPassword, RDS). The simulator asks it of every change.
         if resource.state != RUNNING {
-            return Err(FaultCode::IncorrectState.error(service, resource_id, account_name));
+            return Err(call.error(FaultCode::IncorrectState));
         }
-
-        if action.name == "GrantAccountPrivilege" {
-            let dbs: Vec<&str> = get("DBName").split(',').collect();
-            let privileges: Vec<&str> = get("AccountPrivilege").split(',').collect();
-            if dbs.len() != privileges.len() {
-                return Err(SimError::new(
-                    400,
-                    "InvalidAccountPrivilege.Malformed",
-                    "The number of AccountPrivilege values must match the number of DBName values.",
-                ));
-            }
-            let mut grants = Vec::new();
-            for (db, p) in dbs.into_iter().zip(privileges) {
-                let privilege = p.parse::<Privilege>().map_err(|_| {
-                    SimError::new(
-                        400,
-                        "InvalidAccountPrivilege.Malformed",
-                        "The specified parameter AccountPrivilege is not valid.",
-                    )
-                })?;
-                grants.push((db.to_owned(), privilege));
-            }
-            if grants
-                .iter()
-                .any(|(db, _)| !resource.databases.iter().any(|d| d == db))
-            {
-                return Err(SimError::new(
-                    404,
-                    "InvalidDBName.NotFound",
-                    "The specified database name does not exist.",
-                ));
-            }
-            let account = resource
-                .accounts
-                .get(account_name)
-                .ok_or_else(account_not_found)?;
-            // "A privileged account has all permissions on the databases of the cluster by
-            // default": GrantAccountPrivilege is for standard accounts, and GrantAccountPrivilege
-            // and GrantAccountPrivilegeZonal document 403 IncorrectAccountPrivilegeType, "Current
-            // account privilege type does not support this operation." (PolarDB 2017-08-01).
-            if account.account_type == AccountType::Super {
-                return Err(SimError::new(
-                    403,
-                    "IncorrectAccountPrivilegeType",
-                    "Current account privilege type does not support this operation.",
-                ));
-            }
-            return Ok(Planned::Change(Change {
-                target: (service, resource_id.to_owned(), account_name.to_owned()),
-                backend: account.backend,
-                kind: ChangeKind::Grant(grants),
-            }));
+        if call.action.name == "GrantAccountPrivilege" {
+            return call.plan_grant(resource).map(Planned::Change);
         }
-
-        let password = get(action.password_param.unwrap_or_default());
-        if password::validate(password).is_err() {
-            return Err(match service {
-                Service::PolarDb => SimError::new(
-                    400,
-                    "InvalidAccountPassword.Malformed",
-                    "The specified parameter AccountPassword is not valid.",
-                ),
-                Service::Rds => SimError::new(
-                    400,
-                    "InvalidAccountPassword.Format",
-                    "Specified account password format is not valid.",
-                ),
-            });
-        }
-        let account = resource
-            .accounts
-            .get(account_name)
-            .ok_or_else(account_not_found)?;
-        if action.name == "ResetAccount" && account.account_type != AccountType::Super {
-            return Err(SimError::new(
-                400,
-                "IncorrectAccountPrivilegeType",
-                "ResetAccount applies to privileged accounts only.",
-            ));
-        }
-        // RDS ResetAccountPassword documents 400 IncorrectAccountStatus for an account whose
-        // status does not allow it; the PolarDB operations document nothing of the kind.
-        if service == Service::Rds && account.status != AccountStatus::Available {
-            return Err(FaultCode::IncorrectAccountStatus.error(
-                service,
-                resource_id,
-                account_name,
-            ));
-        }
-        let backend = account.backend;
-
-        let mut token = None;
-        if let Some(t) = params
-            .get("ClientToken")
-            .filter(|_| action.name == "ModifyAccountPasswordZonal")
-        {
-            if t.len() > 64 || !t.is_ascii() {
-                return Err(SimError::new(
-                    400,
-                    "InvalidClientToken.Malformed",
-                    "The specified parameter ClientToken is not valid.",
-                ));
-            }
-            let fingerprint = fingerprint(&[action.name, resource_id, account_name, password]);
-            match state.client_tokens.get(t) {
-                Some((seen, first_id)) if *seen == fingerprint => {
-                    return Ok(Planned::Replay(first_id.clone()));
-                }
-                Some(_) => {
-                    return Err(SimError::new(
-                        400,
-                        "IdempotentParameterMismatch",
-                        "The request uses the same client token as a previous, but non-identical request.",
-                    ));
-                }
-                None => token = Some((t.clone(), fingerprint)),
-            }
-        }
-        Ok(Planned::Change(Change {
-            target: (service, resource_id.to_owned(), account_name.to_owned()),
-            backend,
-            kind: ChangeKind::Password {
-                password: Password::new(password.to_owned()),
-                token,
-                reset_privileges: action.name == "ResetAccount",
-            },
-        }))
+        let backend = call.check_password_change(resource)?.backend;
+        call.plan_password(backend, &state.client_tokens)
     }
 
     /// Makes a planned change: on the real database first, if the account has one, then in the
@@ -1121,11 +997,8 @@ impl Sim {
             };
             if let Err(e) = result {
                 tracing::warn!(account = user, "the database did not take the change: {e}");
-                return Err(SimError::new(
-                    500,
-                    "InternalError",
-                    "The request processing has failed due to some unknown error.",
-                ));
+                let (service, resource_id, _) = &change.target;
+                return Err(FaultCode::InternalError.error(*service, resource_id, user));
             }
         }
         Ok(self.commit(change))
@@ -1146,11 +1019,7 @@ impl Sim {
         }
         state.stats.applied += 1;
         let (service, resource_id, account_name) = &change.target;
-        let Some(account) = state
-            .resources(*service)
-            .get_mut(resource_id)
-            .and_then(|r| r.accounts.get_mut(account_name))
-        else {
+        let Some(account) = state.account(*service, resource_id, account_name) else {
             return request_id;
         };
         match change.kind {
@@ -1198,6 +1067,206 @@ enum ChangeKind {
     Grant(Vec<(String, Privilege)>),
 }
 
+/// An authenticated request for a known action, with all its required parameters: what its
+/// checks, its change and its reply read.
+struct Call<'r> {
+    /// The request's `Host`, which an error reply names as its `HostId`.
+    host: &'r str,
+    action: &'static ActionSpec,
+    /// Every parameter, from the query and the form body.
+    params: BTreeMap<String, String>,
+}
+
+impl Call<'_> {
+    /// A parameter's value; empty when it is absent.
+    fn param(&self, name: &str) -> &str {
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The cluster (PolarDB) or instance (RDS) the request names.
+    fn resource_id(&self) -> &str {
+        self.param(self.action.service.resource_param())
+    }
+
+    fn account_name(&self) -> &str {
+        self.param("AccountName")
+    }
+
+    /// The documented error `code` for this request's service, resource and account.
+    fn error(&self, code: FaultCode) -> SimError {
+        code.error(self.action.service, self.resource_id(), self.account_name())
+    }
+
+    /// The reply carrying `error`.
+    fn reply(&self, error: SimError) -> Outcome {
+        error.reply(self.host, Some(self.action.service))
+    }
+
+    /// A change to the request's account.
+    fn change(&self, backend: Option<Engine>, kind: ChangeKind) -> Change {
+        Change {
+            target: (
+                self.action.service,
+                self.resource_id().to_owned(),
+                self.account_name().to_owned(),
+            ),
+            backend,
+            kind,
+        }
+    }
+
+    /// `GrantAccountPrivilege`'s checks, in order: the databases and privileges, each
+    /// database on the cluster, then an account that is not privileged.
+    fn plan_grant(&self, resource: &Resource) -> Result<Change, SimError> {
+        let grants = self.grants()?;
+        if grants
+            .iter()
+            .any(|(db, _)| !resource.databases.iter().any(|d| d == db))
+        {
+            return Err(SimError::new(
+                404,
+                "InvalidDBName.NotFound",
+                "The specified database name does not exist.",
+            ));
+        }
+        let account = resource.account(self.account_name())?;
+        // "A privileged account has all permissions on the databases of the cluster by
+        // default": GrantAccountPrivilege is for standard accounts, and GrantAccountPrivilege
+        // and GrantAccountPrivilegeZonal document 403 IncorrectAccountPrivilegeType, "Current
+        // account privilege type does not support this operation." (PolarDB 2017-08-01).
+        if account.account_type == AccountType::Super {
+            return Err(SimError::new(
+                403,
+                "IncorrectAccountPrivilegeType",
+                "Current account privilege type does not support this operation.",
+            ));
+        }
+        Ok(self.change(account.backend, ChangeKind::Grant(grants)))
+    }
+
+    /// `DBName` and `AccountPrivilege`, comma-separated lists of the same length, paired.
+    fn grants(&self) -> Result<Vec<(String, Privilege)>, SimError> {
+        let dbs: Vec<&str> = self.param("DBName").split(',').collect();
+        let privileges: Vec<&str> = self.param("AccountPrivilege").split(',').collect();
+        if dbs.len() != privileges.len() {
+            return Err(SimError::new(
+                400,
+                "InvalidAccountPrivilege.Malformed",
+                "The number of AccountPrivilege values must match the number of DBName values.",
+            ));
+        }
+        let mut grants = Vec::new();
+        for (db, p) in dbs.into_iter().zip(privileges) {
+            let privilege = p.parse::<Privilege>().map_err(|_| {
+                SimError::new(
+                    400,
+                    "InvalidAccountPrivilege.Malformed",
+                    "The specified parameter AccountPrivilege is not valid.",
+                )
+            })?;
+            grants.push((db.to_owned(), privilege));
+        }
+        Ok(grants)
+    }
+
+    /// The new password, for the password-setting actions.
+    fn password(&self) -> &str {
+        self.param(self.action.password_param.unwrap_or_default())
+    }
+
+    /// The password-setting actions' checks, in order: the password policy, the account,
+    /// `ResetAccount` on a privileged account only, and on RDS an `Available` account.
+    /// Returns the account.
+    fn check_password_change<'a>(
+        &self,
+        resource: &'a Resource,
+    ) -> Result<&'a SimAccount, SimError> {
+        if password::validate(self.password()).is_err() {
+            return Err(match self.action.service {
+                Service::PolarDb => SimError::new(
+                    400,
+                    "InvalidAccountPassword.Malformed",
+                    "The specified parameter AccountPassword is not valid.",
+                ),
+                Service::Rds => SimError::new(
+                    400,
+                    "InvalidAccountPassword.Format",
+                    "Specified account password format is not valid.",
+                ),
+            });
+        }
+        let account = resource.account(self.account_name())?;
+        if self.action.name == "ResetAccount" && account.account_type != AccountType::Super {
+            return Err(SimError::new(
+                400,
+                "IncorrectAccountPrivilegeType",
+                "ResetAccount applies to privileged accounts only.",
+            ));
+        }
+        // RDS ResetAccountPassword documents 400 IncorrectAccountStatus for an account whose
+        // status does not allow it; the PolarDB operations document nothing of the kind.
+        if self.action.service == Service::Rds && account.status != AccountStatus::Available {
+            return Err(self.error(FaultCode::IncorrectAccountStatus));
+        }
+        Ok(account)
+    }
+
+    /// The password change to an account on `backend`; with a `ClientToken`
+    /// (`ModifyAccountPasswordZonal` only) already seen in `client_tokens`, the replay of the
+    /// change made then, or a mismatch.
+    fn plan_password(
+        &self,
+        backend: Option<Engine>,
+        client_tokens: &HashMap<String, ([u8; 32], String)>,
+    ) -> Result<Planned, SimError> {
+        let password = self.password();
+        let mut token = None;
+        if let Some(t) = self
+            .params
+            .get("ClientToken")
+            .filter(|_| self.action.name == "ModifyAccountPasswordZonal")
+        {
+            if t.len() > 64 || !t.is_ascii() {
+                return Err(SimError::new(
+                    400,
+                    "InvalidClientToken.Malformed",
+                    "The specified parameter ClientToken is not valid.",
+                ));
+            }
+            let fingerprint = fingerprint(&[
+                self.action.name,
+                self.resource_id(),
+                self.account_name(),
+                password,
+            ]);
+            match client_tokens.get(t) {
+                Some((seen, first_id)) if *seen == fingerprint => {
+                    return Ok(Planned::Replay(first_id.clone()));
+                }
+                Some(_) => {
+                    return Err(SimError::new(
+                        400,
+                        "IdempotentParameterMismatch",
+                        "The request uses the same client token as a previous, but non-identical request.",
+                    ));
+                }
+                None => token = Some((t.clone(), fingerprint)),
+            }
+        }
+        Ok(Planned::Change(self.change(
+            backend,
+            ChangeKind::Password {
+                password: Password::new(password.to_owned()),
+                token,
+                reset_privileges: self.action.name == "ResetAccount",
+            },
+        )))
+    }
+}
+
 /// Whether an AccountName could name an account. CreateAccount documents the rules: a lower-case
 /// letter first, then lower-case letters, digits and underscores, ending with a letter or digit;
 /// at most 16 characters on PolarDB and 32 on RDS. Anything else is
@@ -1215,6 +1284,25 @@ fn account_name_is_well_formed(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// The documented refusal of a cluster (PolarDB) or instance (RDS) that does not exist.
+fn resource_not_found(service: Service) -> SimError {
+    match service {
+        Service::PolarDb => SimError::new(
+            404,
+            "InvalidDBClusterId.NotFound",
+            "The DBClusterId provided does not exist in our records.",
+        ),
+        // The RDS reference documents a missing instance as InvalidDBInstanceName.NotFound
+        // (404, "The database instance does not exist."), e.g. on RestartDBInstance and
+        // ModifySecurityIps, 2014-08-15; not InvalidDBInstanceId.NotFound.
+        Service::Rds => SimError::new(
+            404,
+            "InvalidDBInstanceName.NotFound",
+            "The database instance does not exist.",
+        ),
+    }
 }
 
 fn account_not_found() -> SimError {
@@ -1328,6 +1416,15 @@ impl SimError {
             code: code.into(),
             message: message.into(),
         }
+    }
+
+    /// `Missing<name>`: a required parameter is absent (or, for an action's own, empty).
+    fn missing(name: &str) -> SimError {
+        SimError::new(
+            400,
+            format!("Missing{name}"),
+            format!("{name} is mandatory for this action."),
+        )
     }
 
     /// The HTTP status.

@@ -116,21 +116,9 @@ async fn route(
         }
         (&Method::GET, "/_sim/stats") => Ok(reply(200, serde_json::to_string(&sim.stats()).unwrap_or_default())),
         (&Method::GET, "/_sim/faults") => Ok(reply(200, serde_json::to_string(&sim.fault_rates()).unwrap_or_default())),
-        (&Method::PUT, "/_sim/faults") => match serde_json::from_slice::<FaultRates>(&body) {
-            Ok(rates) => {
-                sim.set_fault_rates(rates);
-                Ok(reply(200, "{}".into()))
-            }
-            Err(e) => Ok(reply(400, serde_json::json!({ "error": e.to_string() }).to_string())),
-        },
+        (&Method::PUT, "/_sim/faults") => Ok(set_from_json(&body, |rates: FaultRates| sim.set_fault_rates(rates))),
         (&Method::GET, "/_sim/resources") => Ok(reply(200, resources(sim).to_string())),
-        (&Method::POST, "/_sim/script") => match serde_json::from_slice::<Vec<Fault>>(&body) {
-            Ok(faults) => {
-                sim.script_faults(faults);
-                Ok(reply(200, "{}".into()))
-            }
-            Err(e) => Ok(reply(400, serde_json::json!({ "error": e.to_string() }).to_string())),
-        },
+        (&Method::POST, "/_sim/script") => Ok(set_from_json(&body, |faults: Vec<Fault>| sim.script_faults(faults))),
         (&Method::PUT, "/_sim/state") => Ok(match set_state(sim, &body) {
             Ok(()) => reply(200, "{}".into()),
             Err((status, e)) => reply(status, serde_json::json!({ "error": e }).to_string()),
@@ -149,6 +137,23 @@ async fn route(
             }
         }
         _ => Ok(reply(404, r#"{"Code":"InvalidAction.NotFound","Message":"Specified api is not found, please check your url and method."}"#.into())),
+    }
+}
+
+/// A hook that takes a JSON body: `{}` once `apply` took it, or 400 with why it is not a `T`.
+fn set_from_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    apply: impl FnOnce(T),
+) -> Response<Full<Bytes>> {
+    match serde_json::from_slice::<T>(body) {
+        Ok(value) => {
+            apply(value);
+            reply(200, "{}".into())
+        }
+        Err(e) => reply(
+            400,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
     }
 }
 
