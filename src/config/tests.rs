@@ -1,4 +1,6 @@
 use super::*;
+use crate::cloud::SignatureVersion;
+use crate::verify::{Engine, Tls};
 
 const GOOD: &str = r#"
 [daemon]

@@ -1,0 +1,117 @@
+//! `[cloud]`: the client's settings, the endpoints and the credentials.
+
+use secrecy::SecretString;
+
+use super::TIMEOUT;
+use crate::cloud::client::{Endpoints, parse_endpoint};
+use crate::cloud::{ClientConfig, CredentialsConfig, Service, SignatureVersion};
+use crate::config::diagnostics::Check;
+use crate::config::raw::RawCloud;
+use crate::config::{Cloud, RATE};
+
+pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cloud {
+    let mut client = ClientConfig::default();
+    match &raw.region_id {
+        Some(r) if !r.get_ref().is_empty() => client.region_id = r.get_ref().clone(),
+        Some(r) => check.at(r, "cloud.region_id", "must not be empty"),
+        None => check.push(
+            0,
+            "cloud.region_id",
+            "is required, for example \"cn-hangzhou\"",
+        ),
+    }
+    client.signature = match raw.signature.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "v1")) => SignatureVersion::V1,
+        Some((_, "v3")) => SignatureVersion::V3,
+        Some((s, other)) => {
+            check.at(
+                s,
+                "cloud.signature",
+                format!("{other:?} is neither \"v1\" nor \"v3\""),
+            );
+            SignatureVersion::V1
+        }
+    };
+    client.timeout = check.duration_or(
+        &raw.timeout,
+        "cloud.timeout",
+        false,
+        TIMEOUT,
+        client.timeout,
+    );
+    client.connect_timeout = client.connect_timeout.min(client.timeout);
+    client.max_attempts = check.count(&raw.max_attempts, "cloud.max_attempts", 1..=100, 5) as u32;
+    if let Some(rps) = &raw.requests_per_second {
+        if RATE.contains(rps.get_ref()) {
+            client.requests_per_second = *rps.get_ref();
+        } else {
+            check.at(
+                rps,
+                "cloud.requests_per_second",
+                format!(
+                    "{} is out of range {}..={} (calls a second to each service)",
+                    rps.get_ref(),
+                    RATE.start(),
+                    RATE.end()
+                ),
+            );
+        }
+    }
+    if let Some(ca) = &raw.ca_file {
+        client.ca_file = Some(check.ca_file(ca, "cloud.ca_file"));
+    }
+    let mut endpoints = Endpoints::default();
+    for (service, value) in [
+        (Service::PolarDb, &raw.endpoints.polardb),
+        (Service::Rds, &raw.endpoints.rds),
+    ] {
+        let Some(value) = value else { continue };
+        match parse_endpoint(value.get_ref()) {
+            Ok(url) => match service {
+                Service::PolarDb => endpoints.polardb = url,
+                Service::Rds => endpoints.rds = url,
+            },
+            Err(e) => check.at(value, format!("cloud.endpoints.{}", service.name()), e),
+        }
+    }
+    client.endpoints = endpoints;
+    let c = &raw.credentials;
+    for (inline, file, key) in [
+        (
+            c.access_key_secret.as_ref(),
+            &c.access_key_secret_file,
+            "access_key_secret",
+        ),
+        (
+            c.security_token.as_ref(),
+            &c.security_token_file,
+            "security_token",
+        ),
+    ] {
+        if let (Some(inline), Some(_)) = (inline, file) {
+            check.at(
+                inline,
+                format!("cloud.credentials.{key}"),
+                format!("give {key} or {key}_file, not both"),
+            );
+        }
+    }
+    let credentials = CredentialsConfig {
+        access_key_id: c.access_key_id.clone(),
+        access_key_secret: c
+            .access_key_secret
+            .as_ref()
+            .map(|s| SecretString::from(s.get_ref().clone())),
+        security_token: c
+            .security_token
+            .as_ref()
+            .map(|s| SecretString::from(s.get_ref().clone())),
+        access_key_id_file: c.access_key_id_file.clone(),
+        access_key_secret_file: c.access_key_secret_file.clone(),
+        security_token_file: c.security_token_file.clone(),
+    };
+    Cloud {
+        client,
+        credentials,
+    }
+}

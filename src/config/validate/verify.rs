@@ -1,0 +1,94 @@
+//! `[account.verify]`: how a new password is tried before it is promoted.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{TIMEOUT, required};
+use crate::config::diagnostics::Check;
+use crate::config::raw::RawVerify;
+use crate::verify::{Engine, Tls, Verify};
+
+pub(super) fn validate_verify(
+    check: &mut Check,
+    raw: &Spanned<RawVerify>,
+    key: &str,
+) -> Option<Verify> {
+    let before = check.problems.len();
+    let line = check.line(raw.span().start);
+    let v = raw.get_ref();
+    let engine = match v.engine.as_ref().map(|e| (e, e.get_ref().as_str())) {
+        Some((_, "mysql")) => Engine::Mysql,
+        Some((_, "postgresql")) => Engine::Postgresql,
+        Some((e, other)) => {
+            check.at(
+                e,
+                format!("{key}.engine"),
+                format!("{other:?} is neither \"mysql\" nor \"postgresql\""),
+            );
+            Engine::Mysql
+        }
+        None => {
+            check.push(
+                line,
+                format!("{key}.engine"),
+                "is required: \"mysql\" or \"postgresql\"",
+            );
+            Engine::Mysql
+        }
+    };
+    let host = required(check, &v.host, &format!("{key}.host"), line);
+    let port = u16::try_from(check.count(
+        &v.port,
+        &format!("{key}.port"),
+        1..=65535,
+        i64::from(engine.default_port()),
+    ))
+    .unwrap_or(engine.default_port());
+    let database = match &v.database {
+        Some(d) if d.get_ref().trim().is_empty() => {
+            check.at(d, format!("{key}.database"), "must not be empty");
+            None
+        }
+        d => d.as_ref().map(|d| d.get_ref().clone()),
+    };
+    let tls = match v.tls.as_ref() {
+        None => Some(Tls::VerifyFull),
+        Some(t) => match t.get_ref() {
+            toml::Value::Boolean(true) => Some(Tls::VerifyFull),
+            toml::Value::Boolean(false) => Some(Tls::Disable),
+            toml::Value::String(name) => Tls::parse(name),
+            _ => None,
+        }
+        .or_else(|| {
+            let names = Tls::NAMES.map(|n| format!("{n:?}")).join(", ");
+            check.at(
+                t,
+                format!("{key}.tls"),
+                format!("{} is not one of {names}, true or false", t.get_ref()),
+            );
+            None
+        }),
+    }
+    .unwrap_or(Tls::VerifyFull);
+    let ca_file = v
+        .ca_file
+        .as_ref()
+        .map(|ca| check.ca_file(ca, &format!("{key}.ca_file")));
+    let timeout = check.duration_or(
+        &v.timeout,
+        &format!("{key}.timeout"),
+        false,
+        TIMEOUT,
+        Duration::from_secs(60),
+    );
+    (check.problems.len() == before).then_some(Verify {
+        engine,
+        host,
+        port,
+        database,
+        tls,
+        ca_file,
+        timeout,
+    })
+}
