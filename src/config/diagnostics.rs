@@ -5,13 +5,11 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use toml::Spanned;
 
 use super::raw::RawFile;
-use crate::password::{Class, Policy};
+use super::validate::Memo;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,13 +73,8 @@ pub(super) struct Check {
     line_starts: Vec<usize>,
     pub(super) problems: Vec<Problem>,
     pub(super) warnings: Vec<Problem>,
-    /// Policies already built, so that accounts with the same policy share one.
-    pub(super) policies:
-        std::collections::HashMap<(usize, Vec<Class>, String, String), Arc<Policy>>,
-    /// When cron expressions are asked for their next firings.
-    pub(super) now: SystemTime,
-    /// Each cron expression's shortest gap between firings, or why it is refused.
-    pub(super) crons: std::collections::HashMap<String, Result<Duration, String>>,
+    /// What validation works out once and shares between the keys that need it.
+    pub(super) memo: Memo,
 }
 
 impl Check {
@@ -93,9 +86,7 @@ impl Check {
             line_starts,
             problems: Vec::new(),
             warnings: Vec::new(),
-            policies: std::collections::HashMap::new(),
-            now: SystemTime::now(),
-            crons: std::collections::HashMap::new(),
+            memo: Memo::new(),
         }
     }
 

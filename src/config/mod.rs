@@ -4,7 +4,6 @@
 //! positions; validation then checks every key and collects every problem, each with its line
 //! and key, before it reports. Only a fully valid [`Config`] leaves this module.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +21,7 @@ pub use diagnostics::{ConfigError, Problem};
 
 use diagnostics::{Check, type_errors};
 use raw::RawFile;
-use validate::{Renders, validate_account, validate_cloud, validate_daemon, validate_defaults};
+use validate::{validate_accounts, validate_cloud, validate_daemon, validate_defaults};
 
 /// A validated config.
 #[derive(Debug, Clone)]
@@ -279,45 +278,7 @@ impl Config {
         let daemon = validate_daemon(&mut check, &raw.daemon);
         let cloud = validate_cloud(&mut check, &raw.cloud);
         let defaults = validate_defaults(&mut check, &raw.defaults);
-        let mut accounts = Vec::new();
-        let mut names = HashSet::new();
-        let mut targets = HashSet::new();
-        let mut renders = Renders {
-            state_dir: (!daemon.state_dir.as_os_str().is_empty())
-                .then(|| resolve(&daemon.state_dir)),
-            seen: std::collections::HashMap::new(),
-        };
-        for (i, account) in raw.accounts.iter().enumerate() {
-            if let Some(a) = validate_account(&mut check, i, account, &defaults, &mut renders) {
-                if !names.insert(a.name.clone()) {
-                    let line = check.line(account.span().start);
-                    check.push(
-                        line,
-                        format!("account \"{}\".name", a.name),
-                        "is not unique",
-                    );
-                }
-                let users =
-                    std::iter::once(("account_name", &a.account_name)).chain(match &a.strategy {
-                        Strategy::Alternating { clone } => Some(("clone_account_name", clone)),
-                        Strategy::Single => None,
-                    });
-                for (field, user) in users {
-                    if !targets.insert((a.api.service(), a.resource_id.clone(), user.clone())) {
-                        let line = check.line(account.span().start);
-                        check.push(
-                            line,
-                            format!("account \"{}\".{field}", a.name),
-                            format!(
-                                "{user} on {} is already rotated by another account entry",
-                                a.resource_id
-                            ),
-                        );
-                    }
-                }
-                accounts.push(Arc::new(a));
-            }
-        }
+        let accounts = validate_accounts(&mut check, &raw.accounts, &defaults, &daemon.state_dir);
         if !check.problems.is_empty() {
             return Err(fail(check.problems));
         }

@@ -6,9 +6,10 @@ use super::TIMEOUT;
 use crate::cloud::client::{Endpoints, parse_endpoint};
 use crate::cloud::{ClientConfig, CredentialsConfig, Service, SignatureVersion};
 use crate::config::diagnostics::Check;
-use crate::config::raw::RawCloud;
+use crate::config::raw::{RawCloud, RawCredentials, RawEndpoints};
 use crate::config::{Cloud, RATE};
 
+/// `[cloud]`: `region_id` is required; the rest have defaults.
 pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cloud {
     let mut client = ClientConfig::default();
     match &raw.region_id {
@@ -60,11 +61,17 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
     if let Some(ca) = &raw.ca_file {
         client.ca_file = Some(check.ca_file(ca, "cloud.ca_file"));
     }
+    client.endpoints = endpoints(check, &raw.endpoints);
+    Cloud {
+        client,
+        credentials: credentials(check, &raw.credentials),
+    }
+}
+
+/// `[cloud.endpoints]`: each service's default, or the URL given.
+fn endpoints(check: &mut Check, raw: &RawEndpoints) -> Endpoints {
     let mut endpoints = Endpoints::default();
-    for (service, value) in [
-        (Service::PolarDb, &raw.endpoints.polardb),
-        (Service::Rds, &raw.endpoints.rds),
-    ] {
+    for (service, value) in [(Service::PolarDb, &raw.polardb), (Service::Rds, &raw.rds)] {
         let Some(value) = value else { continue };
         match parse_endpoint(value.get_ref()) {
             Ok(url) => match service {
@@ -74,8 +81,11 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
             Err(e) => check.at(value, format!("cloud.endpoints.{}", service.name()), e),
         }
     }
-    client.endpoints = endpoints;
-    let c = &raw.credentials;
+    endpoints
+}
+
+/// `[cloud.credentials]`: each secret inline or in a file, not both.
+fn credentials(check: &mut Check, c: &RawCredentials) -> CredentialsConfig {
     for (inline, file, key) in [
         (
             c.access_key_secret.as_ref(),
@@ -96,7 +106,7 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
             );
         }
     }
-    let credentials = CredentialsConfig {
+    CredentialsConfig {
         access_key_id: c.access_key_id.clone(),
         access_key_secret: c
             .access_key_secret
@@ -109,9 +119,5 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
         access_key_id_file: c.access_key_id_file.clone(),
         access_key_secret_file: c.access_key_secret_file.clone(),
         security_token_file: c.security_token_file.clone(),
-    };
-    Cloud {
-        client,
-        credentials,
     }
 }

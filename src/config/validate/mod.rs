@@ -9,13 +9,17 @@
 //!
 //! This file holds the checks of single values that the parts share.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use toml::Spanned;
 
 use super::diagnostics::Check;
 use super::{MAX_PERIOD, MAX_TIMEOUT};
+use crate::password::{Class, Policy};
 
 mod account;
 mod cloud;
@@ -25,11 +29,56 @@ mod render;
 mod schedule;
 mod verify;
 
-pub(super) use account::validate_account;
+pub(super) use account::validate_accounts;
 pub(super) use cloud::validate_cloud;
 pub(super) use daemon::validate_daemon;
-pub(super) use render::Renders;
 pub(super) use schedule::validate_defaults;
+
+/// What validation works out once and shares, kept in [`Check`].
+pub(super) struct Memo {
+    /// Policies already built, so that accounts with the same policy share one.
+    pub(super) policies: HashMap<(usize, Vec<Class>, String, String), Arc<Policy>>,
+    /// When cron expressions are asked for their next firings.
+    pub(super) now: SystemTime,
+    /// Each cron expression's shortest gap between firings, or why it is refused.
+    pub(super) crons: HashMap<String, Result<Duration, String>>,
+}
+
+impl Memo {
+    pub(super) fn new() -> Memo {
+        Memo {
+            policies: HashMap::new(),
+            now: SystemTime::now(),
+            crons: HashMap::new(),
+        }
+    }
+}
+
+/// How the problems of a table name its keys: `defaults.every`, `account "a".every`, or
+/// `account[2].every` for an entry without a name; `account "a".verify.host` below it.
+pub(super) struct Label(String);
+
+impl Label {
+    pub(super) fn new(table: impl Into<String>) -> Label {
+        Label(table.into())
+    }
+
+    /// The key `k` of this table.
+    pub(super) fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.0)
+    }
+
+    /// The table `k` below this one.
+    pub(super) fn table(&self, k: &str) -> Label {
+        Label(self.key(k))
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A duration key as given: `None` when absent, else its line and its value, `None` when it was
 /// refused (and reported).

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::Label;
 use crate::config::diagnostics::Check;
 use crate::config::raw::RawPolicy;
 use crate::password::{self, Class, Policy};
@@ -14,7 +15,7 @@ pub(super) fn policy(
     check: &mut Check,
     own: &RawPolicy,
     default: &RawPolicy,
-    key: &str,
+    label: &Label,
     line: usize,
     inherited_reported: bool,
 ) -> Option<Arc<Policy>> {
@@ -49,7 +50,7 @@ pub(super) fn policy(
                 None if reported("require") => {}
                 None => check.at(
                     require,
-                    format!("{key}.require"),
+                    label.key("require"),
                     format!("{name:?} is not one of upper, lower, digit, special"),
                 ),
             }
@@ -67,19 +68,19 @@ pub(super) fn policy(
         special.to_owned(),
         exclude.to_owned(),
     );
-    if let Some(shared) = check.policies.get(&cache_key) {
+    if let Some(shared) = check.memo.policies.get(&cache_key) {
         return Some(shared.clone());
     }
     match Policy::new(length, &classes, special, exclude) {
         Ok(p) => {
             let shared = Arc::new(p);
-            check.policies.insert(cache_key, shared.clone());
+            check.memo.policies.insert(cache_key, shared.clone());
             Some(shared)
         }
         Err(errors) => {
             for e in errors.into_iter().filter(|e| !reported(e.key)) {
                 let line = line_of(check, e.key);
-                check.push(line, format!("{key}.{}", e.key), e.message);
+                check.push(line, label.key(e.key), e.message);
             }
             None
         }

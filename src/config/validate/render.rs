@@ -1,26 +1,40 @@
-//! An account's render files: where each goes, its mode and group, and that no two share a file
-//! or land in the state directory.
+//! An account's render files: the format, a path that no other entry shares and that keeps out
+//! of the state directory, the mode and the group.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::Label;
 use crate::config::diagnostics::Check;
 use crate::config::raw::RawRender;
 use crate::config::{Render, RenderFormat, normalize, resolve};
 
 /// The render files of the accounts checked so far, and the state directory they must keep out of.
-pub(in crate::config) struct Renders {
+pub(super) struct Renders {
     /// Resolved (see [`resolve`]); `None` when `daemon.state_dir` itself was refused.
-    pub(in crate::config) state_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     /// Each resolved render path, with the key and line of the entry that named it first.
-    pub(in crate::config) seen: std::collections::HashMap<PathBuf, (String, usize)>,
+    seen: HashMap<PathBuf, (String, usize)>,
 }
 
+impl Renders {
+    /// None yet, to keep out of `state_dir`: empty when `daemon.state_dir` was refused.
+    pub(super) fn new(state_dir: &Path) -> Renders {
+        Renders {
+            state_dir: (!state_dir.as_os_str().is_empty()).then(|| resolve(state_dir)),
+            seen: HashMap::new(),
+        }
+    }
+}
+
+/// One render entry, `None` when any of its keys is refused (and reported). Each problem is
+/// reported on the entry's line.
 pub(super) fn validate_render(
     check: &mut Check,
     raw: &Spanned<RawRender>,
-    key: &str,
+    label: &Label,
     renders: &mut Renders,
 ) -> Option<Render> {
     let before = check.problems.len();
@@ -32,19 +46,38 @@ pub(super) fn validate_render(
         other => {
             check.at(
                 raw,
-                format!("{key}.format"),
+                label.key("format"),
                 format!("{other:?} is not one of env, json, raw"),
             );
             RenderFormat::Raw
         }
     };
+    let path = render_path(check, raw, label, renders);
+    let mode = render_mode(check, raw, label);
+    let gid = render_group(check, raw, label);
+    (check.problems.len() == before).then_some(Render {
+        format,
+        path,
+        mode,
+        gid,
+    })
+}
+
+/// `path`, normalised: absolute, outside the state directory, and no other entry's file.
+fn render_path(
+    check: &mut Check,
+    raw: &Spanned<RawRender>,
+    label: &Label,
+    renders: &mut Renders,
+) -> PathBuf {
+    let r = raw.get_ref();
     let written = PathBuf::from(&r.path);
     let path = normalize(&written);
     let resolved = resolve(&written);
     if !written.is_absolute() || written.file_name().is_none() {
         check.at(
             raw,
-            format!("{key}.path"),
+            label.key("path"),
             format!("{:?} must be an absolute file path", r.path),
         );
     } else {
@@ -54,7 +87,7 @@ pub(super) fn validate_render(
         {
             check.push(
                 line,
-                format!("{key}.path"),
+                label.key("path"),
                 format!(
                     "{:?} {} daemon.state_dir {:?}, where pwrotd keeps its secret files, \
                      temporary files, lock and audit log",
@@ -73,54 +106,55 @@ pub(super) fn validate_render(
                  cannot share a file",
                 r.path
             );
-            check.push(line, format!("{key}.path"), message);
+            check.push(line, label.key("path"), message);
         } else {
-            renders.seen.insert(resolved, (key.to_owned(), line));
+            renders.seen.insert(resolved, (label.to_string(), line));
         }
     }
-    let mode = match &r.mode {
-        None => 0o600,
-        Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
-            Ok(mode) if mode & 0o007 == 0 && mode & 0o400 != 0 && mode <= 0o777 => mode,
-            Ok(_) => {
+    path
+}
+
+/// `mode`, octal: the owner reads, others get nothing; 0600 when not given.
+fn render_mode(check: &mut Check, raw: &Spanned<RawRender>, label: &Label) -> u32 {
+    let Some(m) = &raw.get_ref().mode else {
+        return 0o600;
+    };
+    match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode & 0o007 == 0 && mode & 0o400 != 0 && mode <= 0o777 => mode,
+        Ok(_) => {
+            check.at(
+                raw,
+                label.key("mode"),
+                format!("{m:?} must give the owner read access and others none, like \"0640\""),
+            );
+            0o600
+        }
+        Err(_) => {
+            check.at(
+                raw,
+                label.key("mode"),
+                format!("{m:?} is not an octal mode like \"0640\""),
+            );
+            0o600
+        }
+    }
+}
+
+/// `group`, a number or a name this host knows; `None` keeps pwrotd's own.
+fn render_group(check: &mut Check, raw: &Spanned<RawRender>, label: &Label) -> Option<u32> {
+    let g = raw.get_ref().group.as_ref()?;
+    match g.parse::<u32>() {
+        Ok(gid) => Some(gid),
+        Err(_) => match nix::unistd::Group::from_name(g) {
+            Ok(Some(group)) => Some(group.gid.as_raw()),
+            _ => {
                 check.at(
                     raw,
-                    format!("{key}.mode"),
-                    format!("{m:?} must give the owner read access and others none, like \"0640\""),
+                    label.key("group"),
+                    format!("no group named {g:?} on this host"),
                 );
-                0o600
-            }
-            Err(_) => {
-                check.at(
-                    raw,
-                    format!("{key}.mode"),
-                    format!("{m:?} is not an octal mode like \"0640\""),
-                );
-                0o600
+                None
             }
         },
-    };
-    let gid = match &r.group {
-        None => None,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => Some(gid),
-            Err(_) => match nix::unistd::Group::from_name(g) {
-                Ok(Some(group)) => Some(group.gid.as_raw()),
-                _ => {
-                    check.at(
-                        raw,
-                        format!("{key}.group"),
-                        format!("no group named {g:?} on this host"),
-                    );
-                    None
-                }
-            },
-        },
-    };
-    (check.problems.len() == before).then_some(Render {
-        format,
-        path,
-        mode,
-        gid,
-    })
+    }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::Label;
 use super::policy::policy;
 use super::{Given, PERIOD};
 use crate::config::diagnostics::Check;
@@ -29,9 +30,9 @@ pub(super) const DEFAULT_RETRY: Duration = Duration::from_secs(300);
 
 /// `cron`, else `every`, else the built-in 30 days; `None` when refused (and reported). Both
 /// given is the caller's to report. A period under an hour is a warning.
-pub(super) fn schedule(check: &mut Check, s: &RawSchedule, prefix: &str) -> Option<Timing> {
+pub(super) fn schedule(check: &mut Check, s: &RawSchedule, label: &Label) -> Option<Timing> {
     if let Some(cron) = &s.cron {
-        let key = format!("{prefix}cron");
+        let key = label.key("cron");
         let line = check.line(cron.span().start);
         let parsed = match Cron::parse(cron.get_ref()) {
             Ok(parsed) => parsed,
@@ -71,7 +72,7 @@ pub(super) fn schedule(check: &mut Check, s: &RawSchedule, prefix: &str) -> Opti
             line,
         });
     }
-    let key = format!("{prefix}every");
+    let key = label.key("every");
     match check.duration(&s.every, &key, false, PERIOD) {
         None => Some(Timing {
             schedule: Schedule::Every(DEFAULT_EVERY),
@@ -106,11 +107,12 @@ impl Check {
     /// refused: it never fires, stops firing within a few years (a year field), or leaves more
     /// than [`MAX_PERIOD`] between firings. Worked out once per expression.
     fn cron_period(&mut self, cron: &Cron) -> Result<Duration, String> {
-        if let Some(known) = self.crons.get(cron.expression()) {
+        if let Some(known) = self.memo.crons.get(cron.expression()) {
             return known.clone();
         }
-        let result = cron_period(cron, self.now);
-        self.crons
+        let result = cron_period(cron, self.memo.now);
+        self.memo
+            .crons
             .insert(cron.expression().to_owned(), result.clone());
         result
     }
@@ -175,7 +177,7 @@ fn cron_period(cron: &Cron, now: SystemTime) -> Result<Duration, String> {
 /// `own_schedule` tells whether the period is the caller's own or inherited.
 pub(super) fn within_period(
     check: &mut Check,
-    key: &dyn Fn(&str) -> String,
+    label: &Label,
     timing: &Timing,
     own_schedule: bool,
     values: [(&str, Given, bool); 2],
@@ -199,13 +201,13 @@ pub(super) fn within_period(
         if own {
             check.push(
                 line,
-                key(name),
+                label.key(name),
                 format!("{} is longer than {period}", show(value)),
             );
         } else {
             check.push(
                 timing.line,
-                key(name),
+                label.key(name),
                 format!(
                     "the {name} of {} from [defaults] (line {line}) is longer than {period}; \
                      give this account a {name} of its own",
@@ -233,24 +235,24 @@ pub(in crate::config) fn validate_defaults<'a>(
     check: &mut Check,
     raw: &'a RawSchedule,
 ) -> Defaults<'a> {
-    let key = |k: &str| format!("defaults.{k}");
+    let label = Label::new("defaults");
     if let Some(cron) = &raw.cron
         && raw.every.is_some()
     {
-        check.at(cron, key("cron"), "give `every` or `cron`, not both");
+        check.at(cron, label.key("cron"), "give `every` or `cron`, not both");
     }
-    let timing = schedule(check, raw, "defaults.");
-    let jitter = check.duration(&raw.jitter, &key("jitter"), true, PERIOD);
+    let timing = schedule(check, raw, &label);
+    let jitter = check.duration(&raw.jitter, &label.key("jitter"), true, PERIOD);
     let retry_after_failure = check.duration(
         &raw.retry_after_failure,
-        &key("retry_after_failure"),
+        &label.key("retry_after_failure"),
         false,
         PERIOD,
     );
     if let Some(timing) = &timing {
         within_period(
             check,
-            &key,
+            &label,
             timing,
             true,
             [
@@ -259,12 +261,13 @@ pub(in crate::config) fn validate_defaults<'a>(
             ],
         );
     }
-    let keep_versions = check.count(&raw.keep_versions, &key("keep_versions"), 0..=100, 5) as usize;
+    let keep_versions =
+        check.count(&raw.keep_versions, &label.key("keep_versions"), 0..=100, 5) as usize;
     let policy = policy(
         check,
         &RawPolicy::default(),
         &raw.password,
-        &key("password"),
+        &label.table("password"),
         0,
         false,
     );

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::Label;
 use super::{TIMEOUT, required};
 use crate::config::diagnostics::Check;
 use crate::config::raw::RawVerify;
@@ -12,7 +13,7 @@ use crate::verify::{Engine, Tls, Verify};
 pub(super) fn validate_verify(
     check: &mut Check,
     raw: &Spanned<RawVerify>,
-    key: &str,
+    label: &Label,
 ) -> Option<Verify> {
     let before = check.problems.len();
     let line = check.line(raw.span().start);
@@ -23,7 +24,7 @@ pub(super) fn validate_verify(
         Some((e, other)) => {
             check.at(
                 e,
-                format!("{key}.engine"),
+                label.key("engine"),
                 format!("{other:?} is neither \"mysql\" nor \"postgresql\""),
             );
             Engine::Mysql
@@ -31,23 +32,23 @@ pub(super) fn validate_verify(
         None => {
             check.push(
                 line,
-                format!("{key}.engine"),
+                label.key("engine"),
                 "is required: \"mysql\" or \"postgresql\"",
             );
             Engine::Mysql
         }
     };
-    let host = required(check, &v.host, &format!("{key}.host"), line);
+    let host = required(check, &v.host, &label.key("host"), line);
     let port = u16::try_from(check.count(
         &v.port,
-        &format!("{key}.port"),
+        &label.key("port"),
         1..=65535,
         i64::from(engine.default_port()),
     ))
     .unwrap_or(engine.default_port());
     let database = match &v.database {
         Some(d) if d.get_ref().trim().is_empty() => {
-            check.at(d, format!("{key}.database"), "must not be empty");
+            check.at(d, label.key("database"), "must not be empty");
             None
         }
         d => d.as_ref().map(|d| d.get_ref().clone()),
@@ -64,7 +65,7 @@ pub(super) fn validate_verify(
             let names = Tls::NAMES.map(|n| format!("{n:?}")).join(", ");
             check.at(
                 t,
-                format!("{key}.tls"),
+                label.key("tls"),
                 format!("{} is not one of {names}, true or false", t.get_ref()),
             );
             None
@@ -74,10 +75,10 @@ pub(super) fn validate_verify(
     let ca_file = v
         .ca_file
         .as_ref()
-        .map(|ca| check.ca_file(ca, &format!("{key}.ca_file")));
+        .map(|ca| check.ca_file(ca, &label.key("ca_file")));
     let timeout = check.duration_or(
         &v.timeout,
-        &format!("{key}.timeout"),
+        &label.key("timeout"),
         false,
         TIMEOUT,
         Duration::from_secs(60),
