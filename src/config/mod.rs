@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::cloud::{Api, ClientConfig, CredentialsConfig, Grant, Service};
 use crate::password::Policy;
 use crate::verify::Verify;
@@ -66,7 +68,9 @@ pub struct Daemon {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `daemon.log_format`: `text` or `json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
@@ -216,7 +220,9 @@ pub struct Render {
     pub gid: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A render file's `format`: `env`, `json` or `raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RenderFormat {
     /// `PWROTD_USERNAME='…'`, `PWROTD_PASSWORD='…'`, `PWROTD_VERSION=…`: for a shell or
     /// systemd's `EnvironmentFile=`.

@@ -531,6 +531,84 @@ fn defaults_problems_are_reported_once_under_defaults() {
     assert_eq!(problems(&own), [(10, "account \"a\".jitter".to_owned())]);
 }
 
+/// A word outside a closed set is reported on its line, under the entry's own key, with the
+/// words allowed, and every other problem in the file with it; a value of the wrong type is
+/// TOML's own error.
+#[test]
+fn closed_sets_name_the_words_they_allow() {
+    let shown = |src: &str| -> Vec<String> {
+        Config::parse(src, Path::new("t.toml"))
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}: {}", p.line, p.key, p.message))
+            .collect()
+    };
+    let verify = "[account.verify]\nengine = \"mysql\"\nhost = \"db\"\n";
+    for (src, expected) in [
+        (
+            format!("[daemon]\nlog_format = \"xml\"\n{ONE}"),
+            r#"2: daemon.log_format: "xml" is neither "text" nor "json""#,
+        ),
+        (
+            format!("[daemon]\nlog_format = 5\n{ONE}"),
+            "2: daemon.log_format: invalid type: integer `5`, expected a string",
+        ),
+        (
+            one("signature = \"v2\"\n", ""),
+            r#"3: cloud.signature: "v2" is neither "v1" nor "v3""#,
+        ),
+        (
+            one("", "strategy = \"blue-green\"\n"),
+            r#"8: account "a".strategy: "blue-green" is neither "single" nor "alternating""#,
+        ),
+        (
+            one("", &verify.replace("mysql", "oracle")),
+            r#"9: account "a".verify.engine: "oracle" is neither "mysql" nor "postgresql""#,
+        ),
+        (
+            one(
+                "",
+                "render = [{ format = \"yaml\", path = \"/run/a.yaml\" }]\n",
+            ),
+            r#"8: account "a".render[0].format: "yaml" is not one of env, json, raw"#,
+        ),
+        (
+            one("", &format!("{verify}tls = \"yes\"\n")),
+            r#"11: account "a".verify.tls: "yes" is not one of "disable", "require", "verify-ca", "verify-full", true or false"#,
+        ),
+        (
+            one("", &format!("{verify}tls = 1\n")),
+            r#"11: account "a".verify.tls: 1 is not one of "disable", "require", "verify-ca", "verify-full", true or false"#,
+        ),
+    ] {
+        assert_eq!(shown(&src), [expected], "{src}");
+    }
+    // Not the first wrong word only: each, with the rest of the file's problems.
+    let all = one(
+        "signature = \"V3\"\ntimeout = \"0s\"\n",
+        "strategy = \"Alternating\"\n",
+    );
+    let keys: Vec<String> = problems(&all).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(
+        keys,
+        ["cloud.signature", "cloud.timeout", "account \"a\".strategy"]
+    );
+    // Every word of each set loads.
+    let src = format!(
+        "[daemon]\nlog_format = \"json\"\n{}",
+        one(
+            "signature = \"v1\"\n",
+            "strategy = \"single\"\nrender = [{ format = \"json\", path = \"/run/a.json\" }]\n",
+        )
+    );
+    let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+    assert_eq!(c.daemon.log_format, LogFormat::Json);
+    assert_eq!(c.cloud.client.signature, SignatureVersion::V1);
+    assert_eq!(c.accounts[0].strategy, Strategy::Single);
+    assert_eq!(c.accounts[0].render[0].format, RenderFormat::Json);
+}
+
 #[test]
 fn cron_typos_are_refused() {
     for cron in ["0 3 * * *", "0 0 25 * * *", "0 0 3 * * Sundy", "every day"] {

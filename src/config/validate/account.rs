@@ -19,7 +19,7 @@ use super::verify::validate_verify;
 use super::{Label, PERIOD, policy::policy, required};
 use crate::cloud::{Api, Grant, Privilege, Service};
 use crate::config::diagnostics::Check;
-use crate::config::raw::RawAccount;
+use crate::config::raw::{RawAccount, StrategyName};
 use crate::config::{Account, Render, Strategy};
 use crate::password::Policy;
 use crate::verify::Verify;
@@ -402,17 +402,12 @@ impl Entry<'_> {
     /// a previous version kept for it.
     fn strategy(&self, check: &mut Check, account_name: &str, keep_versions: usize) -> Strategy {
         let a = self.raw;
-        let alternating = match a.strategy.as_ref().map(|s| (s, s.get_ref().as_str())) {
-            None | Some((_, "single")) => false,
-            Some((_, "alternating")) => true,
-            Some((s, other)) => {
-                check.at(
-                    s,
-                    self.key("strategy"),
-                    format!("{other:?} is neither \"single\" nor \"alternating\""),
-                );
-                return Strategy::Single;
-            }
+        let alternating = match &a.strategy {
+            None => false,
+            Some(s) => match check.one_of(s.get_ref(), s, self.key("strategy")) {
+                Some(name) => name == StrategyName::Alternating,
+                None => return Strategy::Single,
+            },
         };
         match (alternating, &a.clone_account_name) {
             (false, None) => Strategy::Single,

@@ -21,18 +21,11 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
             "is required, for example \"cn-hangzhou\"",
         ),
     }
-    client.signature = match raw.signature.as_ref().map(|s| (s, s.get_ref().as_str())) {
-        None | Some((_, "v1")) => SignatureVersion::V1,
-        Some((_, "v3")) => SignatureVersion::V3,
-        Some((s, other)) => {
-            check.at(
-                s,
-                "cloud.signature",
-                format!("{other:?} is neither \"v1\" nor \"v3\""),
-            );
-            SignatureVersion::V1
-        }
-    };
+    client.signature = raw
+        .signature
+        .as_ref()
+        .and_then(|s| check.one_of(s.get_ref(), s, "cloud.signature"))
+        .map_or(SignatureVersion::V1, SignatureVersion::from);
     client.timeout = check.duration_or(
         &raw.timeout,
         "cloud.timeout",

@@ -49,18 +49,11 @@ pub(in crate::config) fn validate_daemon(check: &mut Check, raw: &RawDaemon) -> 
         TIMEOUT,
         Duration::from_secs(30),
     );
-    let log_format = match raw.log_format.as_ref().map(|f| (f, f.get_ref().as_str())) {
-        None | Some((_, "text")) => LogFormat::Text,
-        Some((_, "json")) => LogFormat::Json,
-        Some((f, other)) => {
-            check.at(
-                f,
-                "daemon.log_format",
-                format!("{other:?} is neither \"text\" nor \"json\""),
-            );
-            LogFormat::Text
-        }
-    };
+    let log_format = raw
+        .log_format
+        .as_ref()
+        .and_then(|f| check.one_of(f.get_ref(), f, "daemon.log_format"))
+        .unwrap_or(LogFormat::Text);
     Daemon {
         state_dir,
         metrics_listen,

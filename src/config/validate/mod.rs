@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use toml::Spanned;
 
 use super::diagnostics::Check;
+use super::raw::OneOf;
 use super::{MAX_PERIOD, MAX_TIMEOUT};
 use crate::password::{Class, Policy};
 
@@ -164,6 +165,27 @@ impl Check {
             self.at(value, key, problem);
         }
         path
+    }
+
+    /// A word from a closed set, `None` when it is none of the set (and reported on the line
+    /// of `at`), with the words allowed: `"xml" is neither "text" nor "json"`, `"yaml" is not
+    /// one of env, json, raw`.
+    pub(super) fn one_of<T: Copy, S>(
+        &mut self,
+        word: &OneOf<T>,
+        at: &Spanned<S>,
+        key: impl Into<String>,
+    ) -> Option<T> {
+        let (given, allowed) = match word {
+            OneOf::Known(known) => return Some(*known),
+            OneOf::Unknown { given, allowed } => (given, allowed),
+        };
+        let message = match allowed {
+            [a, b] => format!("{given:?} is neither {a:?} nor {b:?}"),
+            _ => format!("{given:?} is not one of {}", allowed.join(", ")),
+        };
+        self.at(at, key, message);
+        None
     }
 
     pub(super) fn count(

@@ -39,19 +39,9 @@ pub(super) fn validate_render(
 ) -> Option<Render> {
     let before = check.problems.len();
     let r = raw.get_ref();
-    let format = match r.format.as_str() {
-        "env" => RenderFormat::Env,
-        "json" => RenderFormat::Json,
-        "raw" => RenderFormat::Raw,
-        other => {
-            check.at(
-                raw,
-                label.key("format"),
-                format!("{other:?} is not one of env, json, raw"),
-            );
-            RenderFormat::Raw
-        }
-    };
+    let format = check
+        .one_of(&r.format, raw, label.key("format"))
+        .unwrap_or(RenderFormat::Raw);
     let path = render_path(check, raw, label, renders);
     let mode = render_mode(check, raw, label);
     let gid = render_group(check, raw, label);

@@ -18,17 +18,10 @@ pub(super) fn validate_verify(
     let before = check.problems.len();
     let line = check.line(raw.span().start);
     let v = raw.get_ref();
-    let engine = match v.engine.as_ref().map(|e| (e, e.get_ref().as_str())) {
-        Some((_, "mysql")) => Engine::Mysql,
-        Some((_, "postgresql")) => Engine::Postgresql,
-        Some((e, other)) => {
-            check.at(
-                e,
-                label.key("engine"),
-                format!("{other:?} is neither \"mysql\" nor \"postgresql\""),
-            );
-            Engine::Mysql
-        }
+    let engine = match &v.engine {
+        Some(e) => check
+            .one_of(e.get_ref(), e, label.key("engine"))
+            .map_or(Engine::Mysql, Engine::from),
         None => {
             check.push(
                 line,
