@@ -1,8 +1,25 @@
-//! The config file (PRODUCT.md §5): TOML, unknown keys rejected.
+//! The config file: the TOML file `--config` names, read and checked whole before anything runs.
+//! What leaves this module is a [`Config`] the daemon can trust: every key known, every value in
+//! its bounds, `[defaults]` applied to each account, equal password policies shared. What a
+//! file may not say is refused with every problem at once, each with its line and key
+//! ([`ConfigError`]); what it may say but probably does not mean is a warning
+//! ([`Config::warnings`]).
 //!
-//! Parsing has two stages. The file-facing `Raw*` structs take values loosely, with their
-//! positions; validation then checks every key and collects every problem, each with its line
-//! and key, before it reports. Only a fully valid [`Config`] leaves this module.
+//! Every key, its default and bounds, and what is refused or warned about, are documented for
+//! operators in `docs/configuration.md`; keep the two in step.
+//!
+//! Loading has two stages, and a module for reporting:
+//!
+//! - `raw`: the file as written. Serde structs take each value loosely, with its position, and
+//!   refuse unknown keys; a key with a closed set of values is a serde enum.
+//! - `validate`: each key checked and each problem collected, one file for each part of the
+//!   file (`daemon`, `cloud`, `schedule`, `policy`, `account`, `render`, `verify`); only a
+//!   fully valid [`Config`] is built.
+//! - `diagnostics`: [`Problem`] and [`ConfigError`], the collector validation reports into,
+//!   and TOML's own errors (wrong types, unknown keys and tables) turned into problems, every
+//!   one rather than the first.
+//!
+//! This file holds the validated, public types and [`Config::load`] and [`Config::parse`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

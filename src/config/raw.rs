@@ -180,12 +180,11 @@ pub(super) enum OneOf<T> {
 impl<'de, T: DeserializeOwned> Deserialize<'de> for OneOf<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OneOf<T>, D::Error> {
         let given = String::deserialize(deserializer)?;
-        Ok(
-            match T::deserialize(StrDeserializer::<Unlisted>::new(&given)) {
-                Ok(known) => OneOf::Known(known),
-                Err(Unlisted(allowed)) => OneOf::Unknown { given, allowed },
-            },
-        )
+        let word = match T::deserialize(StrDeserializer::<Unlisted>::new(&given)) {
+            Ok(known) => OneOf::Known(known),
+            Err(Unlisted(allowed)) => OneOf::Unknown { given, allowed },
+        };
+        Ok(word)
     }
 }
 
@@ -194,6 +193,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for OneOf<T> {
 struct Unlisted(&'static [&'static str]);
 
 impl serde::de::Error for Unlisted {
+    /// Not reached from an enum of unit variants read from a string.
     fn custom<M: fmt::Display>(_: M) -> Unlisted {
         Unlisted(&[])
     }

@@ -9,6 +9,7 @@ use crate::config::diagnostics::Check;
 use crate::config::raw::RawDaemon;
 use crate::config::{Daemon, LogFormat};
 
+/// `[daemon]`: every key has a default.
 pub(in crate::config) fn validate_daemon(check: &mut Check, raw: &RawDaemon) -> Daemon {
     let state_dir = match &raw.state_dir {
         Some(dir) if !Path::new(dir.get_ref()).is_absolute() => {

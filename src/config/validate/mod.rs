@@ -1,5 +1,6 @@
 //! Validation: each key of the raw file checked, each problem reported into [`Check`] with its
-//! line and key, and only what passes built into the public types. One file a part of the file:
+//! line and key, and only what passes built into the public types. A module for each part of
+//! the file:
 //!
 //! - `daemon`, `cloud`: `[daemon]` and `[cloud]`.
 //! - `schedule`: `every` or `cron`, `jitter`, `retry_after_failure`, and `[defaults]`.
@@ -188,6 +189,7 @@ impl Check {
         None
     }
 
+    /// An integer in `range`, or `default` when absent or refused.
     pub(super) fn count(
         &mut self,
         value: &Option<Spanned<i64>>,
@@ -214,6 +216,8 @@ impl Check {
     }
 }
 
+/// A string that must be given and not blank; empty when refused. A missing key is reported on
+/// `line`, its table's first.
 pub(super) fn required(
     check: &mut Check,
     value: &Option<Spanned<String>>,

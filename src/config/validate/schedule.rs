@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::Label;
 use super::policy::policy;
-use super::{Given, PERIOD};
+use super::{Given, Label, PERIOD};
 use crate::config::diagnostics::Check;
 use crate::config::raw::{RawPolicy, RawSchedule};
 use crate::config::{Cron, MAX_PERIOD, SHORT_PERIOD, Schedule};
@@ -231,6 +230,7 @@ pub(in crate::config) struct Defaults<'a> {
     pub(super) policy: Option<Arc<Policy>>,
 }
 
+/// `[defaults]`, its problems reported under `defaults.` keys.
 pub(in crate::config) fn validate_defaults<'a>(
     check: &mut Check,
     raw: &'a RawSchedule,

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::Label;
-use super::{TIMEOUT, required};
+use super::{Label, TIMEOUT, required};
 use crate::config::diagnostics::Check;
 use crate::config::raw::RawVerify;
 use crate::verify::{Engine, Tls, Verify};
 
+/// `[account.verify]`, `None` when any of its keys is refused (and reported): `engine` and
+/// `host` are required; TLS is on, certificate and host checked, unless it says otherwise.
 pub(super) fn validate_verify(
     check: &mut Check,
     raw: &Spanned<RawVerify>,
