@@ -176,7 +176,7 @@ pub struct Account {
     /// `[account.verify]`: log in with a new password before promoting it.
     pub verify: Option<Box<Verify>>,
     /// Commands run after the account's files change (a rotation, or a re-render), each an
-    /// argv list run with no shell (PRODUCT.md §4). Empty for most accounts.
+    /// argv list run with no shell (docs/operations.md#hooks). Empty for most accounts.
     pub on_change: Vec<Vec<String>>,
 }
 
@@ -217,7 +217,7 @@ impl Account {
     }
 }
 
-/// Which database user a rotation changes (PRODUCT.md §8).
+/// Which database user a rotation changes (docs/protocol.md#alternating-users).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
     /// Every rotation changes `account_name`.
