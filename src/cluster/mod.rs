@@ -5,14 +5,22 @@
 //!   it, every write fenced by the term's epoch.
 //! - [`lease`]: who leads, timed by the database's clock.
 //! - [`mirror`]: every replica's local secret and render files.
-//! - [`key`] and [`secrets`]: the store key and URL.
+//! - [`key`] and [`secrets`]: the [`StoreKey`] every replica shares (each password sealed with
+//!   AES-256-GCM, bound to its account, user and version), and where the store's URL and key
+//!   are read from, checked without ever being shown.
+//!
+//! Nothing here may put a URL, a key or a password in an error, a log line or `Debug` output.
 //! - [`Cluster::run_terms`]: a scheduler for each term this replica leads; between terms,
 //!   commands are forwarded to the leader through the store.
 
 pub mod key;
 pub mod lease;
 pub mod mirror;
+pub mod secrets;
 pub mod store;
+
+pub use key::{Aad, KeyError, StoreKey};
+pub use secrets::SecretsError;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -13,8 +13,8 @@
 //! - `raw`: the file as written. Serde structs take each value loosely, with its position, and
 //!   refuse unknown keys; a key with a closed set of values is a serde enum.
 //! - `validate`: each key checked and each problem collected, one file for each part of the
-//!   file (`daemon`, `cloud`, `schedule`, `policy`, `account`, `render`, `verify`); only a
-//!   fully valid [`Config`] is built.
+//!   file (`daemon`, `cloud`, `schedule`, `policy`, `account`, `render`, `verify`, `store`);
+//!   only a fully valid [`Config`] is built.
 //! - `diagnostics`: [`Problem`] and [`ConfigError`], the collector validation reports into,
 //!   and TOML's own errors (wrong types, unknown keys and tables) turned into problems, every
 //!   one rather than the first.
@@ -40,7 +40,9 @@ pub use diagnostics::{ConfigError, Problem};
 
 use diagnostics::{Check, type_errors};
 use raw::RawFile;
-use validate::{validate_accounts, validate_cloud, validate_daemon, validate_defaults};
+use validate::{
+    validate_accounts, validate_cloud, validate_daemon, validate_defaults, validate_store,
+};
 
 /// A validated config.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct Config {
     pub cloud: Cloud,
     /// Shared with the scheduler and the rotations, never copied.
     pub accounts: Vec<Arc<Account>>,
+    /// `[store]`: where the source of truth is kept.
+    pub store: StoreConfig,
     /// What is allowed but probably not meant (a period under an hour), with line and key:
     /// `check` prints them and `run` logs them; they never fail a load.
     pub warnings: Vec<Problem>,
@@ -72,6 +76,47 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// speak of). Below the floor a rotation's few calls take hours, and a rate near zero
 /// overflows the client's interval between calls.
 pub const RATE: std::ops::RangeInclusive<f64> = 0.01..=1_000_000.0;
+
+/// `store.lease`: from 5 seconds to 10 minutes, 15 seconds by default
+/// (docs/configuration.md#store). Shorter leaves no room for a renewal over a slow network;
+/// longer leaves the accounts without a leader that long after one dies.
+pub const LEASE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(5)..=Duration::from_secs(600);
+
+/// `store.lease` when not given.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// What [`Config::lease_margin`] adds to the timeouts: slack for the clocks and the database's
+/// round trip.
+const MARGIN_SLACK: Duration = Duration::from_secs(1);
+
+/// `[store]`: where the source of truth is kept (docs/configuration.md#store).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `kind = "file"`: the secret files under `state_dir` (docs/protocol.md).
+    #[default]
+    File,
+    /// `kind = "postgresql"`: a PostgreSQL database shared by every replica, one of which leads.
+    Postgresql(ClusterConfig),
+}
+
+/// `[store]` with `kind = "postgresql"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The file holding the database URL; `None` to look for the systemd credential
+    /// `pwrotd-store-url`, then `PWROTD_STORE_URL` ([`crate::cluster::secrets`]).
+    pub url_file: Option<PathBuf>,
+    /// The file holding the store key; `None` to look for the systemd credential
+    /// `pwrotd-store-key`.
+    pub key_file: Option<PathBuf>,
+    /// How long the leader's lease lasts: it renews every third of it, and another replica may
+    /// take over once it runs out. Within [`LEASE`], and longer than 1.5 times
+    /// [`Config::lease_margin`].
+    pub lease: Duration,
+    /// This replica's name in the store (the leader, the mirror times): 1 to 63 of
+    /// `A-Z a-z 0-9 . _ -`; the host name by default.
+    pub node_name: String,
+}
 
 /// `[daemon]`.
 #[derive(Debug, Clone)]
@@ -302,6 +347,12 @@ impl Config {
         let cloud = validate_cloud(&mut check, &raw.cloud);
         let defaults = validate_defaults(&mut check, &raw.defaults);
         let accounts = validate_accounts(&mut check, &raw.accounts, &defaults, &daemon.state_dir);
+        let store = validate_store(
+            &mut check,
+            raw.store.as_ref(),
+            cloud.client.timeout,
+            longest_verify(&accounts),
+        );
         if !check.problems.is_empty() {
             return Err(fail(check.problems));
         }
@@ -312,6 +363,7 @@ impl Config {
             daemon,
             cloud,
             accounts,
+            store,
             warnings,
         })
     }
@@ -319,6 +371,23 @@ impl Config {
     pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
         self.accounts.iter().find(|a| a.name == name)
     }
+
+    /// How much of the lease a leader keeps in hand: it starts no API call once less than this
+    /// is left before its lease runs out, so that a call and the proof by login that follows
+    /// finish while it still leads. The cloud's timeout for one attempt, plus the longest
+    /// `verify.timeout` of any account (none without verification), plus a second.
+    pub fn lease_margin(&self) -> Duration {
+        self.cloud.client.timeout + longest_verify(&self.accounts) + MARGIN_SLACK
+    }
+}
+
+/// The longest `verify.timeout` of any account; zero when none verifies.
+fn longest_verify(accounts: &[Arc<Account>]) -> Duration {
+    accounts
+        .iter()
+        .filter_map(|a| a.verify.as_ref().map(|v| v.timeout))
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// `path` as the file system has it today: its longest existing ancestor with every symbolic

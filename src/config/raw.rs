@@ -25,6 +25,7 @@ pub(super) struct RawFile {
     pub(super) defaults: RawSchedule,
     #[serde(rename = "account")]
     pub(super) accounts: Vec<Spanned<RawAccount>>,
+    pub(super) store: Option<Spanned<RawStore>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -35,6 +36,25 @@ pub(super) struct RawDaemon {
     pub(super) max_concurrent: Option<Spanned<i64>>,
     pub(super) shutdown_grace: Option<Spanned<String>>,
     pub(super) log_format: Option<Spanned<OneOf<LogFormat>>>,
+}
+
+/// `[store]`; every key is optional, and all but `kind` belong to `kind = "postgresql"`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStore {
+    pub(super) kind: Option<Spanned<OneOf<StoreKind>>>,
+    pub(super) url_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) lease: Option<Spanned<String>>,
+    pub(super) node_name: Option<Spanned<String>>,
+}
+
+/// `store.kind`, as written.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StoreKind {
+    File,
+    Postgresql,
 }
 
 #[derive(Deserialize, Default)]

@@ -559,6 +559,10 @@ fn closed_sets_name_the_words_they_allow() {
             r#"3: cloud.signature: "v2" is neither "v1" nor "v3""#,
         ),
         (
+            stored("kind = \"mysql\"\n"),
+            r#"10: store.kind: "mysql" is neither "file" nor "postgresql""#,
+        ),
+        (
             one("", "strategy = \"blue-green\"\n"),
             r#"8: account "a".strategy: "blue-green" is neither "single" nor "alternating""#,
         ),
@@ -737,4 +741,243 @@ fn inline_secret_needs_a_private_file() {
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(Config::load(&path).is_ok());
+}
+
+/// `ONE` with `cloud.timeout = "5s"` (a lease margin of 6 s), then `[store]` on line 9 and
+/// `store` after it.
+fn stored(store: &str) -> String {
+    format!("{}[store]\n{store}", one("timeout = \"5s\"\n", ""))
+}
+
+#[test]
+fn the_store_is_the_file_store_unless_postgresql_is_asked_for() {
+    let c = Config::parse(ONE, Path::new("t.toml")).unwrap();
+    assert_eq!(c.store, StoreConfig::File);
+    let c = Config::parse(&stored("kind = \"file\"\n"), Path::new("t.toml")).unwrap();
+    assert_eq!(c.store, StoreConfig::File);
+    let c = Config::parse(&stored(""), Path::new("t.toml")).unwrap();
+    assert_eq!(c.store, StoreConfig::File);
+
+    let src = stored(
+        "kind = \"postgresql\"\nurl_file = \"/etc/pwrotd/store-url\"\nkey_file = \"/etc/pwrotd/store.key\"\nlease = \"30s\"\nnode_name = \"host-a.example_1\"\n",
+    );
+    let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+    assert_eq!(
+        c.store,
+        StoreConfig::Postgresql(ClusterConfig {
+            url_file: Some(PathBuf::from("/etc/pwrotd/store-url")),
+            key_file: Some(PathBuf::from("/etc/pwrotd/store.key")),
+            lease: Duration::from_secs(30),
+            node_name: "host-a.example_1".to_owned(),
+        })
+    );
+    // Defaults: no files (the systemd credentials or the environment), 15 s, the host name.
+    let c = Config::parse(&stored("kind = \"postgresql\"\n"), Path::new("t.toml")).unwrap();
+    let host = validate::host_name().unwrap();
+    assert_eq!(
+        c.store,
+        StoreConfig::Postgresql(ClusterConfig {
+            url_file: None,
+            key_file: None,
+            lease: DEFAULT_LEASE,
+            node_name: host,
+        })
+    );
+    // The bounds themselves.
+    for lease in ["5s", "10m"] {
+        let src = format!(
+            "{}[store]\nkind = \"postgresql\"\nlease = \"{lease}\"\n",
+            one("timeout = \"1s\"\n", "")
+        );
+        let c = Config::parse(&src, Path::new("t.toml")).unwrap();
+        let StoreConfig::Postgresql(cluster) = c.store else {
+            panic!("{lease}")
+        };
+        assert_eq!(cluster.lease, humantime::parse_duration(lease).unwrap());
+    }
+    let name = "a".repeat(63);
+    let src = stored(&format!("kind = \"postgresql\"\nnode_name = \"{name}\"\n"));
+    assert!(Config::parse(&src, Path::new("t.toml")).is_ok());
+}
+
+#[test]
+fn the_lease_margin_is_the_cloud_timeout_and_the_longest_verify_and_a_second() {
+    let c = Config::parse(ONE, Path::new("t.toml")).unwrap();
+    assert_eq!(c.lease_margin(), Duration::from_secs(11));
+    let verify = |timeout: &str| {
+        format!("[account.verify]\nengine = \"mysql\"\nhost = \"db\"\ntimeout = \"{timeout}\"\n")
+    };
+    let two = format!(
+        "{}{}[[account]]\nname = \"b\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"s\"\n{}",
+        one("timeout = \"3s\"\n", ""),
+        verify("20s"),
+        verify("45s"),
+    );
+    let c = Config::parse(&two, Path::new("t.toml")).unwrap();
+    assert_eq!(c.lease_margin(), Duration::from_secs(3 + 45 + 1));
+}
+
+/// Every `[store]` problem is reported on its line under its key, with every other problem of
+/// the file.
+#[test]
+fn store_problems_name_their_line_and_key() {
+    // Lines: [store] is 9, its keys from 10.
+    let cases: Vec<(String, Vec<(usize, &str)>)> = vec![
+        // Cluster keys with the file store, named or by default.
+        (
+            stored(
+                "kind = \"file\"\nurl_file = \"/a\"\nkey_file = \"/b\"\nlease = \"30s\"\nnode_name = \"n\"\n",
+            ),
+            vec![
+                (11, "store.url_file"),
+                (12, "store.key_file"),
+                (13, "store.lease"),
+                (14, "store.node_name"),
+            ],
+        ),
+        (stored("lease = \"30s\"\n"), vec![(10, "store.lease")]),
+        // Each key refused on its own line, all at once.
+        (
+            stored(
+                "kind = \"postgresql\"\nurl_file = \"store-url\"\nkey_file = \"\"\nlease = \"2s\"\nnode_name = \"host a\"\n",
+            ),
+            vec![
+                (11, "store.url_file"),
+                (12, "store.key_file"),
+                (13, "store.lease"),
+                (14, "store.node_name"),
+            ],
+        ),
+        (
+            stored("kind = \"postgresql\"\nlease = \"11m\"\n"),
+            vec![(11, "store.lease")],
+        ),
+        (
+            stored("kind = \"postgresql\"\nlease = \"soon\"\n"),
+            vec![(11, "store.lease")],
+        ),
+        (
+            stored("kind = \"postgresql\"\nlease = \"0s\"\n"),
+            vec![(11, "store.lease")],
+        ),
+        (
+            stored(&format!(
+                "kind = \"postgresql\"\nnode_name = \"{}\"\n",
+                "a".repeat(64)
+            )),
+            vec![(11, "store.node_name")],
+        ),
+        (
+            stored("kind = \"postgresql\"\nnode_name = \"\"\n"),
+            vec![(11, "store.node_name")],
+        ),
+        (
+            stored("kind = \"postgresql\"\nnode_name = \"höst\"\n"),
+            vec![(11, "store.node_name")],
+        ),
+        // An unknown kind, and the other keys still checked, without "belongs to postgresql".
+        (
+            stored("kind = \"mysql\"\nurl_file = \"relative\"\nlease = \"1s\"\n"),
+            vec![
+                (10, "store.kind"),
+                (11, "store.url_file"),
+                (12, "store.lease"),
+            ],
+        ),
+        // A lease that does not outlast the margin: on its line, or on the table's.
+        (
+            stored("kind = \"postgresql\"\nlease = \"9s\"\n"),
+            vec![(11, "store.lease")],
+        ),
+        (
+            format!("{ONE}[store]\nkind = \"postgresql\"\n"),
+            vec![(8, "store.lease")],
+        ),
+        // TOML's own: an unknown key, a wrong type.
+        (
+            stored("kind = \"postgresql\"\nleader = \"x\"\n"),
+            vec![(11, "store.leader")],
+        ),
+        (
+            stored("kind = \"postgresql\"\nlease = 15\n"),
+            vec![(11, "store.lease")],
+        ),
+        // With the problems of other tables.
+        (
+            format!(
+                "{}[store]\nkind = \"postgresql\"\nurl_file = \"x\"\n",
+                one(
+                    "signature = \"v2\"\ntimeout = \"5s\"\n",
+                    "every = \"often\"\n"
+                )
+            ),
+            vec![
+                (3, "cloud.signature"),
+                (10, "account \"a\".every"),
+                (13, "store.url_file"),
+            ],
+        ),
+    ];
+    for (src, expected) in cases {
+        let expected: Vec<(usize, String)> = expected
+            .into_iter()
+            .map(|(l, k)| (l, k.to_owned()))
+            .collect();
+        assert_eq!(problems(&src), expected, "{src}");
+    }
+}
+
+/// The lease check names the numbers and the fix: the least lease that fits, or, when not even
+/// the longest does, the timeouts to shorten.
+#[test]
+fn a_lease_too_short_for_the_margin_says_what_fits() {
+    let shown = |src: &str| -> Vec<String> {
+        Config::parse(src, Path::new("t.toml"))
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}: {}", p.line, p.key, p.message))
+            .collect()
+    };
+    // The default lease, 15 s, with the default cloud.timeout, 10 s: 10 s is not over 11 s.
+    let p = shown(&format!("{ONE}[store]\nkind = \"postgresql\"\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    for part in [
+        "8: store.lease: 15s is too short",
+        "less than 11s left",
+        "cloud.timeout 10s + the longest verify.timeout 0s + 1s",
+        "two thirds of the lease (10s)",
+        "set store.lease to at least 17s",
+    ] {
+        assert!(p[0].contains(part), "{part:?} not in {p:?}");
+    }
+    // 17 s is enough.
+    let fits = format!("{ONE}[store]\nkind = \"postgresql\"\nlease = \"17s\"\n");
+    assert!(Config::parse(&fits, Path::new("t.toml")).is_ok());
+    // Verification counts: 10 s + 60 s (verify's default) + 1 s needs 107 s.
+    let verified = one("", "[account.verify]\nengine = \"mysql\"\nhost = \"db\"\n");
+    let p = shown(&format!(
+        "{verified}[store]\nkind = \"postgresql\"\nlease = \"1m\"\n"
+    ));
+    assert!(
+        p[0].starts_with("13: store.lease: 1m is too short")
+            && p[0].contains("the longest verify.timeout 1m + 1s")
+            && p[0].contains("at least 1m 47s"),
+        "{p:?}"
+    );
+    let fits = format!("{verified}[store]\nkind = \"postgresql\"\nlease = \"107s\"\n");
+    assert!(Config::parse(&fits, Path::new("t.toml")).is_ok());
+    // No lease fits timeouts of an hour.
+    let long = one(
+        "timeout = \"1h\"\n",
+        "[account.verify]\nengine = \"mysql\"\nhost = \"db\"\ntimeout = \"1h\"\n",
+    );
+    let p = shown(&format!(
+        "{long}[store]\nkind = \"postgresql\"\nlease = \"10m\"\n"
+    ));
+    assert!(
+        p[0].contains("even the longest lease (10m) is too short")
+            && p[0].contains("under 6m 39s together"),
+        "{p:?}"
+    );
 }

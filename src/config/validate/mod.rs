@@ -7,6 +7,7 @@
 //! - `policy`: the password policy, key by key from the account or else `[defaults]`.
 //! - `account`: each `[[account]]`, and what must be unique among them.
 //! - `render`, `verify`: an account's render files and its `[account.verify]`.
+//! - `store`: `[store]`, the file store or cluster mode's PostgreSQL.
 //!
 //! This file holds the checks of single values that the parts share.
 
@@ -29,12 +30,16 @@ mod daemon;
 mod policy;
 mod render;
 mod schedule;
+mod store;
 mod verify;
 
 pub(super) use account::validate_accounts;
 pub(super) use cloud::validate_cloud;
 pub(super) use daemon::validate_daemon;
 pub(super) use schedule::validate_defaults;
+#[cfg(test)]
+pub(super) use store::host_name;
+pub(super) use store::validate_store;
 
 /// What validation works out once and shares, kept in [`Check`].
 pub(super) struct Memo {
