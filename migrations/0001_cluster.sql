@@ -43,7 +43,7 @@ CREATE INDEX pwrotd_audit_account ON pwrotd_audit (account, id);
 -- Every replica: when it last reported, and when its local files last matched the store.
 CREATE TABLE pwrotd_replicas (
     node        text        PRIMARY KEY,
-    binary      text        NOT NULL,
+    version     text        NOT NULL,
     seen_at     timestamptz NOT NULL,
     mirrored_at timestamptz
 );

@@ -53,12 +53,20 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    Rotated { reports: Vec<ReportLine> },
-    Status { accounts: Vec<SlotStatus> },
+    Rotated {
+        reports: Vec<ReportLine>,
+    },
+    Status {
+        accounts: Vec<SlotStatus>,
+    },
     Adopted,
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Cluster mode: this replica does not lead, and asked the leader through the store.
-    Forwarded { leader: String },
+    Forwarded {
+        leader: String,
+    },
 }
 
 /// Cluster mode: sends a rotation to the leader when this replica does not lead. Answers
@@ -171,7 +179,9 @@ pub async fn serve(
             let peer = stream.peer_cred().map(|c| c.uid());
             let (read, mut write) = stream.into_split();
             let response = match peer {
-                Ok(uid) if uid == 0 || uid == me => answer(read, &commands, &config, forward.as_ref()).await,
+                Ok(uid) if uid == 0 || uid == me => {
+                    answer(read, &commands, &config, forward.as_ref()).await
+                }
                 Ok(uid) => {
                     tracing::warn!(
                         uid,

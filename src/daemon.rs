@@ -174,7 +174,13 @@ async fn start_cluster(
 ) -> Result<Arc<Cluster>, DaemonError> {
     let (url, key) = crate::cluster::secrets::load(settings)
         .map_err(|e| DaemonError::Setup(format!("store: {e}")))?;
-    let shared = Shared::open(url.expose_secret(), key, settings.node_name.clone()).await?;
+    let shared = Shared::open(
+        url.expose_secret(),
+        key,
+        settings.node_name.clone(),
+        settings.lease,
+    )
+    .await?;
     let lease = Lease::new(
         settings.node_name.clone(),
         settings.lease,
@@ -214,9 +220,14 @@ fn term_rotator(sink: Arc<Sink>, metrics: Arc<Metrics>, hooks: Arc<Hooks>) -> Ne
         let client = client(config, &metrics)
             .map_err(|e| e.to_string())?
             .with_gate(Arc::new(move || lease.may_call(epoch)));
-        let rotator = Rotator::new(Arc::new(client), sink.clone(), metrics.clone(), &config.accounts)
-            .with_hooks(hooks.clone())
-            .with_store(term);
+        let rotator = Rotator::new(
+            Arc::new(client),
+            sink.clone(),
+            metrics.clone(),
+            &config.accounts,
+        )
+        .with_hooks(hooks.clone())
+        .with_store(term);
         Ok(Arc::new(rotator) as Arc<dyn Rotate>)
     })
 }

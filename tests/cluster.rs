@@ -103,10 +103,7 @@ impl Replica {
     }
 
     fn pid(&self) -> i32 {
-        self.child
-            .as_ref()
-            .and_then(Child::id)
-            .expect("running") as i32
+        self.child.as_ref().and_then(Child::id).expect("running") as i32
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -142,7 +139,10 @@ impl Replica {
     }
 
     fn local(&self, account: &str) -> Option<serde_json::Value> {
-        let path = self.state_dir().join("secrets").join(format!("{account}.json"));
+        let path = self
+            .state_dir()
+            .join("secrets")
+            .join(format!("{account}.json"));
         let text = std::fs::read_to_string(path).ok()?;
         serde_json::from_str(&text).ok()
     }
@@ -213,6 +213,7 @@ impl Fleet {
             &url,
             StoreKey::parse(key.as_bytes()).expect("key"),
             "test".into(),
+            Duration::from_secs(5),
         )
         .await
         .expect("the test opens the store");
@@ -329,8 +330,8 @@ impl Fleet {
 }
 
 fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -344,9 +345,15 @@ fn write_private(path: &Path, text: &str) {
 /// Short schedules and timeouts, so that a test sees many rotations.
 fn busy(text: String) -> String {
     text.replace("every = \"1h\"", "every = \"400ms\"")
-        .replace("retry_after_failure = \"1s\"", "retry_after_failure = \"150ms\"")
+        .replace(
+            "retry_after_failure = \"1s\"",
+            "retry_after_failure = \"150ms\"",
+        )
         .replace("timeout = \"3s\"", "timeout = \"1s\"")
-        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"\nmax_concurrent = 4")
+        .replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"1s\"\nmax_concurrent = 4",
+        )
 }
 
 fn quiet(text: String) -> String {
@@ -360,7 +367,11 @@ fn assert_dump_holds_no_password(url: &str, passwords: &[String]) {
         .arg(url)
         .output()
         .expect("run pg_dump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let text = String::from_utf8_lossy(&dump.stdout);
     assert!(text.contains("pwrotd_secrets"), "the dump holds the store");
     for p in passwords {
@@ -376,9 +387,11 @@ async fn three_replicas_one_leader_every_host_mirrored_and_nothing_in_clear() {
         r.start(&[]);
     }
     let leader = fleet.leader(Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(30), "every account rotated once", || {
-        futures_settled(&fleet)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every account rotated once",
+        || futures_settled(&fleet),
+    )
     .await;
     // SIGUSR1 and `pwrotd rotate` on a replica that does not lead reach the leader.
     let follower = (leader + 1) % 3;
@@ -388,40 +401,70 @@ async fn three_replicas_one_leader_every_host_mirrored_and_nothing_in_clear() {
         .output()
         .await
         .expect("rotate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("forwarded to the leader, replica-"), "{said}");
-    wait_store(&fleet, Duration::from_secs(20), "the forwarded rotation", |r| {
-        r["billing"].latest_version() > before && r["billing"].pending.is_none()
-    })
+    wait_store(
+        &fleet,
+        Duration::from_secs(20),
+        "the forwarded rotation",
+        |r| r["billing"].latest_version() > before && r["billing"].pending.is_none(),
+    )
     .await;
     let versions: Vec<u64> = {
         let r = fleet.records().await;
         ACCOUNTS.iter().map(|a| r[a.0].latest_version()).collect()
     };
     fleet.replicas[(leader + 2) % 3].signal(nix::sys::signal::Signal::SIGUSR1);
-    wait_store(&fleet, Duration::from_secs(20), "SIGUSR1 on a follower", |r| {
-        ACCOUNTS
-            .iter()
-            .zip(&versions)
-            .all(|(a, v)| r[a.0].latest_version() > *v && r[a.0].pending.is_none())
-    })
+    wait_store(
+        &fleet,
+        Duration::from_secs(20),
+        "SIGUSR1 on a follower",
+        |r| {
+            ACCOUNTS
+                .iter()
+                .zip(&versions)
+                .all(|(a, v)| r[a.0].latest_version() > *v && r[a.0].pending.is_none())
+        },
+    )
     .await;
     // Every replica's local files equal the store within 5 s.
     let started = Instant::now();
     while !fleet.mirrors_match().await {
-        assert!(started.elapsed() < Duration::from_secs(5), "mirrors lag more than 5 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "mirrors lag more than 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for r in &fleet.replicas {
         assert_eq!(r.metric("pwrotd_store_up").await, Some(1.0), "{}", r.name);
-        assert!(r.metric("pwrotd_mirror_age_seconds").await.expect("mirror age") < 5.0);
+        assert!(
+            r.metric("pwrotd_mirror_age_seconds")
+                .await
+                .expect("mirror age")
+                < 5.0
+        );
     }
     fleet.check_invariant("after the rotations").await;
     let mut passwords = Vec::new();
     for record in fleet.records().await.values() {
-        passwords.extend(record.current.iter().map(|c| c.password.expose().to_owned()));
-        passwords.extend(record.previous.iter().map(|c| c.password.expose().to_owned()));
+        passwords.extend(
+            record
+                .current
+                .iter()
+                .map(|c| c.password.expose().to_owned()),
+        );
+        passwords.extend(
+            record
+                .previous
+                .iter()
+                .map(|c| c.password.expose().to_owned()),
+        );
     }
     assert!(passwords.len() >= 8);
     assert_dump_holds_no_password(&fleet.url, &passwords);
@@ -448,12 +491,13 @@ async fn wait_store(
 
 /// Whether every account has a settled record (blocking, for `eventually`).
 fn futures_settled(fleet: &Fleet) -> bool {
-    let records = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(fleet.records())
-    });
-    ACCOUNTS
-        .iter()
-        .all(|a| records.get(a.0).is_some_and(|r| r.current.is_some() && r.pending.is_none()))
+    let records =
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(fleet.records()));
+    ACCOUNTS.iter().all(|a| {
+        records
+            .get(a.0)
+            .is_some_and(|r| r.current.is_some() && r.pending.is_none())
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,7 +528,9 @@ async fn killing_the_leader_30_times_loses_nothing() {
         fleet.leader(Duration::from_secs(30)).await;
         failovers.push(killed.elapsed());
         fleet.replicas[leader].start(&[]);
-        fleet.check_invariant(&format!("after failover {kill}")).await;
+        fleet
+            .check_invariant(&format!("after failover {kill}"))
+            .await;
     }
     fleet.env.server.sim.set_fault_rates(FaultRates::default());
     let started_settle = Instant::now();
@@ -513,29 +559,33 @@ async fn killing_the_leader_30_times_loses_nothing() {
 async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() {
     let Some(admin) = admin_url() else { return };
     let mut fleet = Fleet::new(&admin, 2, quiet).await;
-    // The first replica stops itself (SIGSTOP) after the API applied a password and before
-    // the promotion: a paused VM, a long GC, a partition.
-    fleet.replicas[0].start(&[("PWROTD_FAILPOINT", "before_promote:2=stop")]);
-    assert_eq!(fleet.leader(Duration::from_secs(20)).await, 0);
-    fleet.replicas[1].start(&[]);
-    wait_store(&fleet, Duration::from_secs(20), "the first rotations", |r| {
-        ACCOUNTS.iter().all(|a| r[a.0].current.is_some())
-    })
-    .await;
-    let _ = fleet.replicas[0].command(&["rotate", "--account", "billing"]).spawn();
+    // The first replica leads alone, and stops itself (SIGSTOP) after the API applied a
+    // password and before its promotion: a paused VM, a long GC pause, a partition.
+    fleet.replicas[0].start(&[("PWROTD_FAILPOINT", "before_promote=stop")]);
     let pid = fleet.replicas[0].pid();
     eventually(Duration::from_secs(20), "the leader to stop itself", || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('T')))
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('T'))
+        })
     })
     .await;
+    fleet.replicas[1].start(&[]);
     let paused_epoch: i64 = epoch_of(&fleet.url).await;
     // The other replica takes over once the lease has lapsed, and settles the pending
     // password: the database ends up with what the store holds.
     assert_eq!(fleet.leader(Duration::from_secs(20)).await, 1);
-    wait_store(&fleet, Duration::from_secs(20), "the new leader settles billing", |r| {
-        r["billing"].pending.is_none()
-    })
+    wait_store(
+        &fleet,
+        Duration::from_secs(20),
+        "the new leader settles",
+        |r| {
+            ACCOUNTS
+                .iter()
+                .all(|a| r[a.0].pending.is_none() && r[a.0].current.is_some())
+        },
+    )
     .await;
     fleet.check_invariant("after the takeover").await;
     let before = fleet.records().await;
@@ -585,7 +635,9 @@ struct Proxy {
 }
 
 async fn proxy(to: &str) -> Proxy {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let blackhole = Arc::new(AtomicBool::new(false));
     let (to, hole) = (to.to_owned(), blackhole.clone());
@@ -631,9 +683,19 @@ async fn pump(
 async fn a_leader_cut_off_from_the_store_stops_within_its_lease_and_another_takes_over() {
     let Some(admin) = admin_url() else { return };
     let mut fleet = Fleet::new(&admin, 2, busy).await;
-    let host = fleet.url.split('@').nth(1).expect("host").split('/').next().expect("host:port").to_owned();
+    let host = fleet
+        .url
+        .split('@')
+        .nth(1)
+        .expect("host")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_owned();
     let proxy = proxy(&host).await;
-    let via_proxy = fleet.url.replace(&host, &format!("127.0.0.1:{}", proxy.port));
+    let via_proxy = fleet
+        .url
+        .replace(&host, &format!("127.0.0.1:{}", proxy.port));
     write_private(&fleet.replicas[0].dir.join("store-url"), &via_proxy);
     fleet.replicas[0].start(&[]);
     assert_eq!(fleet.leader(Duration::from_secs(20)).await, 0);
@@ -645,12 +707,17 @@ async fn a_leader_cut_off_from_the_store_stops_within_its_lease_and_another_take
     proxy.blackhole.store(true, Ordering::SeqCst);
     let cut = Instant::now();
     // Its lease is 5 s: within it (and a renewal's timeout) it stops leading, and calls no API.
-    eventually(Duration::from_secs(8), "the cut-off leader to step down", || {
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(async { fleet.replicas[0].metric("pwrotd_leader").await == Some(0.0) })
-        })
-    })
+    eventually(
+        Duration::from_secs(8),
+        "the cut-off leader to step down",
+        || {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    fleet.replicas[0].metric("pwrotd_leader").await == Some(0.0)
+                })
+            })
+        },
+    )
     .await;
     let stepped_down = cut.elapsed();
     let calls = |r: &Replica| {
@@ -667,11 +734,17 @@ async fn a_leader_cut_off_from_the_store_stops_within_its_lease_and_another_take
     assert_eq!(fleet.leader(Duration::from_secs(15)).await, 1);
     let taken_over = cut.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(calls(&fleet.replicas[0]).await, quiet_from, "the cut-off replica still calls the API");
+    assert_eq!(
+        calls(&fleet.replicas[0]).await,
+        quiet_from,
+        "the cut-off replica still calls the API"
+    );
     fleet.check_invariant("while cut off").await;
     proxy.blackhole.store(false, Ordering::SeqCst);
     fleet.env.server.sim.set_fault_rates(FaultRates::default());
-    eprintln!("FIGURES cluster partition: stepped down after {stepped_down:?}; another leads after {taken_over:?}");
+    eprintln!(
+        "FIGURES cluster partition: stepped down after {stepped_down:?}; another leads after {taken_over:?}"
+    );
     for r in &mut fleet.replicas {
         r.kill().await;
     }
@@ -686,26 +759,46 @@ async fn bad_stores_and_keys_are_clear_errors_at_start() {
     // Another key than the store's.
     let other = StoreKey::generate().expect("key").to_base64().to_string();
     write_private(&fleet.replicas[1].dir.join("store.key"), &other);
-    let out = fleet.replicas[1].command(&["run"]).output().await.expect("run");
+    let out = fleet.replicas[1]
+        .command(&["run"])
+        .output()
+        .await
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not the key the store was created with"), "{err}");
+    assert!(
+        err.contains("not the key the store was created with"),
+        "{err}"
+    );
     // An unreachable store: a clear error, and never the URL.
     write_private(&fleet.replicas[1].dir.join("store.key"), &fleet.key);
-    let dead = format!("postgres://pwrotd:Sup3rSecret@127.0.0.1:{}/x?sslmode=disable", free_port());
+    let dead = format!(
+        "postgres://pwrotd:Sup3rSecret@127.0.0.1:{}/x?sslmode=disable",
+        free_port()
+    );
     write_private(&fleet.replicas[1].dir.join("store-url"), &dead);
-    let out = fleet.replicas[1].command(&["run"]).output().await.expect("run");
+    let out = fleet.replicas[1]
+        .command(&["run"])
+        .output()
+        .await
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot connect"), "{err}");
     assert!(!err.contains("Sup3rSecret"), "{err}");
     // A schema a newer pwrotd migrated.
-    let mut conn = sqlx::PgConnection::connect(&fleet.url).await.expect("connect");
+    let mut conn = sqlx::PgConnection::connect(&fleet.url)
+        .await
+        .expect("connect");
     conn.execute("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (999, 'future', true, '\\x00', 0)")
         .await
         .expect("a future migration");
     write_private(&fleet.replicas[1].dir.join("store-url"), &fleet.url);
-    let out = fleet.replicas[1].command(&["run"]).output().await.expect("run");
+    let out = fleet.replicas[1]
+        .command(&["run"])
+        .output()
+        .await
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("newer than this pwrotd knows"), "{err}");
@@ -732,23 +825,33 @@ async fn a_row_that_does_not_decrypt_is_left_alone_and_the_others_go_on() {
     .await;
     let local_before = fleet.replicas[1].local("billing").expect("mirrored");
     // A DBA moves edge-app's sealed passwords into billing's row.
-    let mut conn = sqlx::PgConnection::connect(&fleet.url).await.expect("connect");
+    let mut conn = sqlx::PgConnection::connect(&fleet.url)
+        .await
+        .expect("connect");
     conn.execute(
         "UPDATE pwrotd_secrets SET seq = nextval('pwrotd_secrets_seq'), record = jsonb_set(record, '{current}', (SELECT record->'current' FROM pwrotd_secrets WHERE account = 'edge-app')) WHERE account = 'billing'",
     )
     .await
     .expect("tamper");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(fleet.replicas[1].local("billing").expect("still there"), local_before);
+    assert_eq!(
+        fleet.replicas[1].local("billing").expect("still there"),
+        local_before
+    );
     assert!(fleet.replicas[1].log().contains("does not decrypt"));
     // The other accounts still rotate.
     let before = fleet.records_lossy().await;
-    let out = fleet.replicas[0].command(&["rotate", "--account", "orders-app"]).output().await.expect("rotate");
+    let out = fleet.replicas[0]
+        .command(&["rotate", "--account", "orders-app"])
+        .output()
+        .await
+        .expect("rotate");
     let _ = out;
     eventually(Duration::from_secs(20), "orders-app rotates", || {
         tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(async {
-                fleet.records_lossy().await.get("orders-app").copied() > before.get("orders-app").copied()
+                fleet.records_lossy().await.get("orders-app").copied()
+                    > before.get("orders-app").copied()
             })
         })
     })
@@ -759,7 +862,9 @@ async fn a_row_that_does_not_decrypt_is_left_alone_and_the_others_go_on() {
 impl Fleet {
     /// Each account's newest version, read without decrypting.
     async fn records_lossy(&self) -> HashMap<String, i64> {
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+        let mut conn = sqlx::PgConnection::connect(&self.url)
+            .await
+            .expect("connect");
         sqlx::query_as::<_, (String, i64)>("SELECT account, version FROM pwrotd_secrets")
             .fetch_all(&mut conn)
             .await

@@ -312,8 +312,8 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "a lease that leaves the leader too little",
-            format!("{HEAD}[store]\nkind = \"postgresql\"\nlease = \"15s\"\n"),
-            "bad.toml:5: store.lease: 15s is too short",
+            format!("{HEAD}[store]\nkind = \"postgresql\"\nlease = \"12s\"\n"),
+            "bad.toml:5: store.lease: 12s is too short",
         ),
         (
             "a bad node name",

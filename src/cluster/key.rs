@@ -166,6 +166,16 @@ impl StoreKey {
 
     /// The key as standard base64 (44 characters), as `pwrotd genkey` prints it and
     /// [`StoreKey::parse`] reads it.
+    /// A subkey for `label` (HMAC-SHA256 of the label under this key): the audit trail's
+    /// HMAC key, the same on every replica, and no way back to this key.
+    pub fn derive(&self, label: &[u8]) -> Zeroizing<Vec<u8>> {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.bytes[..])
+            .expect("HMAC takes any key length");
+        mac.update(label);
+        Zeroizing::new(mac.finalize().into_bytes().to_vec())
+    }
+
     pub fn to_base64(&self) -> Zeroizing<String> {
         // A slice, not the array: passing the array would copy the key onto the stack.
         Zeroizing::new(STANDARD.encode(self.bytes.as_slice()))

@@ -224,12 +224,11 @@ impl Lease {
 
 /// Who holds the lease, by the store.
 pub async fn holder(pool: &PgPool) -> Result<Holder, SinkError> {
-    let row: (String, i64, bool) = sqlx::query_as(
-        "SELECT holder, epoch, expires_at > now() FROM pwrotd_lease WHERE id = 1",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(|e| store_error("cannot read the lease", &e))?;
+    let row: (String, i64, bool) =
+        sqlx::query_as("SELECT holder, epoch, expires_at > now() FROM pwrotd_lease WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .map_err(|e| store_error("cannot read the lease", &e))?;
     Ok(Holder {
         node: row.0,
         epoch: row.1,

@@ -89,7 +89,11 @@ impl Mirror {
                 listener = self.listen().await;
             }
             let round = tokio::time::timeout(ROUND_TIMEOUT, self.round()).await;
-            match round.unwrap_or_else(|_| Err(SinkError::Store(format!("no answer within {ROUND_TIMEOUT:?}")))) {
+            match round.unwrap_or_else(|_| {
+                Err(SinkError::Store(format!(
+                    "no answer within {ROUND_TIMEOUT:?}"
+                )))
+            }) {
                 Ok(()) => {
                     self.metrics.set_mirrored(SystemTime::now());
                     self.report().await;
@@ -131,12 +135,13 @@ impl Mirror {
             })
             .collect();
         for chunk in changed.chunks(500) {
-            let rows =
-                sqlx::query("SELECT account, seq, record FROM pwrotd_secrets WHERE account = ANY($1)")
-                    .bind(chunk)
-                    .fetch_all(&self.shared.pool)
-                    .await
-                    .map_err(|e| store_error("cannot read the accounts", &e))?;
+            let rows = sqlx::query(
+                "SELECT account, seq, record FROM pwrotd_secrets WHERE account = ANY($1)",
+            )
+            .bind(chunk)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| store_error("cannot read the accounts", &e))?;
             for row in rows {
                 let (name, seq): (String, i64) = (row.get(0), row.get(1));
                 let record: sqlx::types::Json<SealedFile> = row.get(2);
@@ -207,8 +212,8 @@ impl Mirror {
         }
         self.last_report = Some(std::time::Instant::now());
         let report = sqlx::query(
-            "INSERT INTO pwrotd_replicas (node, binary, seen_at, mirrored_at) VALUES ($1, $2, now(), now())
-             ON CONFLICT (node) DO UPDATE SET binary = EXCLUDED.binary, seen_at = now(), mirrored_at = now()",
+            "INSERT INTO pwrotd_replicas (node, version, seen_at, mirrored_at) VALUES ($1, $2, now(), now())
+             ON CONFLICT (node) DO UPDATE SET version = EXCLUDED.version, seen_at = now(), mirrored_at = now()",
         )
         .bind(&self.shared.node)
         .bind(env!("CARGO_PKG_VERSION"))
@@ -261,20 +266,15 @@ fn write_local(
     };
     // While a pending password of current's own user may be live, current may be the dead
     // one: the render files keep what they hold until the leader settles it.
-    let current = file
-        .current
-        .clone()
-        .filter(|c| file.pending.as_ref().is_none_or(|p| p.username != c.username));
+    let current = file.current.clone().filter(|c| {
+        file.pending
+            .as_ref()
+            .is_none_or(|p| p.username != c.username)
+    });
     let Some(current) = current else {
         return Ok(None);
     };
-    let rendered = sink::render(
-        account,
-        &current,
-        false,
-        sink.state_dir(),
-        sink.owner_uid(),
-    );
+    let rendered = sink::render(account, &current, false, sink.state_dir(), sink.owner_uid());
     if let Some(e) = rendered.errors.into_iter().next() {
         return Err(e);
     }

@@ -236,7 +236,10 @@ impl Cluster {
         match taken.unwrap_or_else(|_| Err(SinkError::Store("no answer in time".into()))) {
             Ok(requests) => {
                 for account in requests {
-                    tracing::info!(account = account.as_deref().unwrap_or("every account"), "rotation forwarded by a replica");
+                    tracing::info!(
+                        account = account.as_deref().unwrap_or("every account"),
+                        "rotation forwarded by a replica"
+                    );
                     let _ = tx
                         .send(Command::RotateNow {
                             accounts: account.map(|a| vec![a]),

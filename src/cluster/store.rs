@@ -96,8 +96,15 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     /// Connects, migrates the schema, and checks the key against the store's key check value
-    /// (written by the first replica that starts).
-    pub async fn open(url: &str, key: StoreKey, node: String) -> Result<Shared, SinkError> {
+    /// (written by the first replica that starts). `lease` bounds how long the server lets a
+    /// session sit in a transaction or wait for a lock: a replica paused inside a fenced write
+    /// (holding the lease row's share lock) must not keep another from taking over.
+    pub async fn open(
+        url: &str,
+        key: StoreKey,
+        node: String,
+        lease: Duration,
+    ) -> Result<Shared, SinkError> {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e| store_error("cannot read the store URL", &e))?;
@@ -111,7 +118,13 @@ impl Shared {
         } else {
             options.ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
         };
+        let hold = (lease / 5).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let hold = format!("{}ms", hold.as_millis());
         let options = options
+            .options([
+                ("idle_in_transaction_session_timeout", hold.as_str()),
+                ("lock_timeout", hold.as_str()),
+            ])
             .application_name(&format!("pwrotd {node}"))
             .log_statements(tracing::log::LevelFilter::Off);
         let pool = PgPoolOptions::new()
@@ -121,12 +134,7 @@ impl Shared {
             .await
             .map_err(|e| store_error("cannot connect", &e))?;
         migrate(&pool).await?;
-        let audit_key = {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
-                .map_err(|_| SinkError::Store("the store key is not usable".into()))?;
-            mac.update(b"pwrotd audit hmac key");
-            Zeroizing::new(mac.finalize().into_bytes().to_vec())
-        };
+        let audit_key = key.derive(b"pwrotd audit hmac key");
         let shared = Shared {
             pool,
             key,
@@ -139,7 +147,10 @@ impl Shared {
 
     /// Seals the key check value if the store has none, then opens the one it has.
     async fn check_key(&self) -> Result<(), SinkError> {
-        let sealed = self.key.seal(&KEY_CHECK_AAD, KEY_CHECK);
+        let sealed = self
+            .key
+            .seal(&KEY_CHECK_AAD, KEY_CHECK)
+            .map_err(|e| SinkError::Store(format!("cannot seal the key check: {e}")))?;
         sqlx::query("INSERT INTO pwrotd_meta (name, value) VALUES ('key_check', $1) ON CONFLICT (name) DO NOTHING")
             .bind(&sealed)
             .execute(&self.pool)
@@ -205,14 +216,22 @@ impl Shared {
         format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
     }
 
-    fn seal_password(&self, account: &str, username: &str, version: u64, p: &Password) -> String {
+    fn seal_password(
+        &self,
+        account: &str,
+        username: &str,
+        version: u64,
+        p: &Password,
+    ) -> Result<String, SinkError> {
         let aad = Aad {
             purpose: "password",
             account,
             username,
             version,
         };
-        self.key.seal(&aad, p.expose().as_bytes())
+        self.key
+            .seal(&aad, p.expose().as_bytes())
+            .map_err(|e| SinkError::Store(format!("cannot seal a password: {e}")))
     }
 
     fn open_password(
@@ -237,31 +256,41 @@ impl Shared {
     }
 
     /// An account's record with every password sealed.
-    pub fn seal(&self, file: &SecretFile) -> SealedFile {
+    pub fn seal(&self, file: &SecretFile) -> Result<SealedFile, SinkError> {
         let a = file.account.as_str();
-        let version = |v: &Version| SealedVersion {
-            version: v.version,
-            username: v.username.clone(),
-            password: self.seal_password(a, &v.username, v.version, &v.password),
-            created_time: v.created_time.clone(),
-            request_id: v.request_id.clone(),
+        let version = |v: &Version| -> Result<SealedVersion, SinkError> {
+            Ok(SealedVersion {
+                version: v.version,
+                username: v.username.clone(),
+                password: self.seal_password(a, &v.username, v.version, &v.password)?,
+                created_time: v.created_time.clone(),
+                request_id: v.request_id.clone(),
+            })
         };
-        SealedFile {
+        let pending = match &file.pending {
+            Some(p) => Some(SealedPending {
+                version: p.version,
+                username: p.username.clone(),
+                password: self.seal_password(a, &p.username, p.version, &p.password)?,
+                created_time: p.created_time.clone(),
+                client_token: p.client_token.clone(),
+            }),
+            None => None,
+        };
+        Ok(SealedFile {
             format: file.format,
             account: file.account.clone(),
             api: file.api.clone(),
             resource_id: file.resource_id.clone(),
             account_name: file.account_name.clone(),
-            current: file.current.as_ref().map(version),
-            pending: file.pending.as_ref().map(|p| SealedPending {
-                version: p.version,
-                username: p.username.clone(),
-                password: self.seal_password(a, &p.username, p.version, &p.password),
-                created_time: p.created_time.clone(),
-                client_token: p.client_token.clone(),
-            }),
-            previous: file.previous.iter().map(version).collect(),
-        }
+            current: file.current.as_ref().map(version).transpose()?,
+            pending,
+            previous: file
+                .previous
+                .iter()
+                .map(version)
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// The secret file a sealed record holds; a row of another account, or one the key does
@@ -436,7 +465,7 @@ impl Term {
     }
 
     async fn write_fenced(&self, file: &SecretFile) -> Result<(), SinkError> {
-        let sealed = self.shared.seal(file);
+        let sealed = self.shared.seal(file)?;
         let fail = |e: sqlx::Error| store_error("cannot write the account", &e);
         let mut tx = self.shared.pool.begin().await.map_err(fail)?;
         fence(&mut tx, &self.shared.node, self.epoch).await?;
@@ -469,7 +498,10 @@ impl Term {
     /// The record of `account` in the store, checked against the config as the file store
     /// checks its files: a record about other database users is refused, unless it holds no
     /// password at all.
-    fn checked(account: &Account, file: Option<SecretFile>) -> Result<Option<SecretFile>, SinkError> {
+    fn checked(
+        account: &Account,
+        file: Option<SecretFile>,
+    ) -> Result<Option<SecretFile>, SinkError> {
         match file {
             Some(f)
                 if f.api != account.api.as_str()
@@ -557,18 +589,32 @@ impl Store for Term {
     }
 
     fn append_audit<'a>(&'a self, record: &'a AuditRecord) -> StoreFuture<'a, ()> {
+        // Fenced too: a term that is over writes nothing, not even its own failures; the
+        // next leader's audit tells what became of the account.
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO pwrotd_audit (account, node, epoch, record) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&record.account)
-            .bind(&self.shared.node)
-            .bind(self.epoch)
-            .bind(sqlx::types::Json(record))
-            .execute(&self.shared.pool)
-            .await
-            .map(drop)
-            .map_err(|e| store_error("cannot append to the audit trail", &e))
+            let fail = |e: sqlx::Error| store_error("cannot append to the audit trail", &e);
+            let append = async {
+                let mut tx = self.shared.pool.begin().await.map_err(fail)?;
+                fence(&mut tx, &self.shared.node, self.epoch).await?;
+                sqlx::query(
+                    "INSERT INTO pwrotd_audit (account, node, epoch, record) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&record.account)
+                .bind(&self.shared.node)
+                .bind(self.epoch)
+                .bind(sqlx::types::Json(record))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+                tx.commit().await.map_err(fail)
+            };
+            tokio::time::timeout(WRITE_TIMEOUT, append)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SinkError::Store(
+                        "no answer to an audit append in time".into(),
+                    ))
+                })
         })
     }
 

@@ -347,12 +347,7 @@ impl Config {
         let cloud = validate_cloud(&mut check, &raw.cloud);
         let defaults = validate_defaults(&mut check, &raw.defaults);
         let accounts = validate_accounts(&mut check, &raw.accounts, &defaults, &daemon.state_dir);
-        let store = validate_store(
-            &mut check,
-            raw.store.as_ref(),
-            cloud.client.timeout,
-            longest_verify(&accounts),
-        );
+        let store = validate_store(&mut check, raw.store.as_ref(), cloud.client.timeout);
         if !check.problems.is_empty() {
             return Err(fail(check.problems));
         }
@@ -372,22 +367,14 @@ impl Config {
         self.accounts.iter().find(|a| a.name == name)
     }
 
-    /// How much of the lease a leader keeps in hand: it starts no API call once less than this
-    /// is left before its lease runs out, so that a call and the proof by login that follows
-    /// finish while it still leads. The cloud's timeout for one attempt, plus the longest
-    /// `verify.timeout` of any account (none without verification), plus a second.
+    /// How much of the lease a leader keeps in hand: it starts no API attempt once less than
+    /// this is left before its lease runs out, so that every attempt it sent has ended before
+    /// another replica may take over. One attempt's timeout (`cloud.timeout`), plus a second.
+    /// A login that verifies changes nothing, so its timeout is no part of it
+    /// (docs/cluster.md#one-writer).
     pub fn lease_margin(&self) -> Duration {
-        self.cloud.client.timeout + longest_verify(&self.accounts) + MARGIN_SLACK
+        self.cloud.client.timeout + MARGIN_SLACK
     }
-}
-
-/// The longest `verify.timeout` of any account; zero when none verifies.
-fn longest_verify(accounts: &[Arc<Account>]) -> Duration {
-    accounts
-        .iter()
-        .filter_map(|a| a.verify.as_ref().map(|v| v.timeout))
-        .max()
-        .unwrap_or(Duration::ZERO)
 }
 
 /// `path` as the file system has it today: its longest existing ancestor with every symbolic

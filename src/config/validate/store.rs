@@ -15,14 +15,12 @@ use crate::config::{ClusterConfig, DEFAULT_LEASE, LEASE, MARGIN_SLACK, StoreConf
 const MAX_NODE_NAME: usize = 63;
 
 /// `[store]`: `File` when absent. With `kind = "postgresql"`, `lease` must leave the leader
-/// more than `lease_margin` (the cloud's timeout, `cloud_timeout`, plus the longest
-/// `verify.timeout`, `longest_verify`, plus a second) after it last renewed; with the file
-/// store, no other key may be given.
+/// more than the margin (the cloud's timeout, `cloud_timeout`, plus a second) when a renewal
+/// is due; with the file store, no other key may be given.
 pub(in crate::config) fn validate_store(
     check: &mut Check,
     raw: Option<&Spanned<RawStore>>,
     cloud_timeout: Duration,
-    longest_verify: Duration,
 ) -> StoreConfig {
     let Some(raw) = raw else {
         return StoreConfig::File;
@@ -107,7 +105,7 @@ pub(in crate::config) fn validate_store(
             .lease
             .as_ref()
             .map_or(line, |l| check.line(l.span().start));
-        lease_fits(check, at, lease, cloud_timeout, longest_verify);
+        lease_fits(check, at, lease, cloud_timeout);
     }
     match (kind, lease) {
         (Some(StoreKind::Postgresql), Some(lease)) if check.problems.len() == before => {
@@ -163,55 +161,44 @@ fn lease(check: &mut Check, value: &Option<Spanned<String>>) -> Option<Duration>
     }
 }
 
-/// The leader renews every third of its lease, and starts no API call with less than the
-/// margin left: two thirds of the lease, what is left when a renewal is due, must be longer
-/// than the margin.
-fn lease_fits(
-    check: &mut Check,
-    line: usize,
-    lease: Duration,
-    cloud_timeout: Duration,
-    longest_verify: Duration,
-) {
-    let margin = cloud_timeout + longest_verify + MARGIN_SLACK;
-    let two_thirds = lease * 2 / 3;
-    if two_thirds > margin {
+/// The leader renews every tenth of its lease, and starts no API attempt with less than the
+/// margin (one attempt's timeout and a second) left: nine tenths of the lease, what is left
+/// when a renewal is due, must be longer than the margin. Verification changes nothing in the
+/// database, so its timeout is no part of the margin: a promotion after a lost lease is fenced,
+/// and the next leader settles the account (docs/cluster.md#one-writer).
+fn lease_fits(check: &mut Check, line: usize, lease: Duration, cloud_timeout: Duration) {
+    let margin = cloud_timeout + MARGIN_SLACK;
+    let left = lease * 9 / 10;
+    if left > margin {
         return;
     }
-    // Shown to the millisecond: a third of a second is not worth nine digits.
-    let two_thirds = Duration::from_millis(u64::try_from(two_thirds.as_millis()).unwrap_or(0));
     let show = |d: Duration| humantime::format_duration(d).to_string();
-    let mut least = margin.as_secs() * 3 / 2;
-    while Duration::from_secs(least) * 2 / 3 <= margin {
+    let mut least = margin.as_secs() * 10 / 9;
+    while Duration::from_secs(least) * 9 / 10 <= margin {
         least += 1;
     }
     let fix = if Duration::from_secs(least) <= *LEASE.end() {
         format!(
-            "set store.lease to at least {}, or shorten cloud.timeout or verify.timeout",
+            "set store.lease to at least {}, or shorten cloud.timeout",
             show(Duration::from_secs(least))
         )
     } else {
-        let most = *LEASE.end() * 2 / 3 - Duration::from_secs(1);
         format!(
-            "even the longest lease ({}) is too short: shorten cloud.timeout and the longest \
-             verify.timeout to under {} together",
+            "even the longest lease ({}) is too short: shorten cloud.timeout",
             show(*LEASE.end()),
-            show(most)
         )
     };
     check.push(
         line,
         "store.lease",
         format!(
-            "{} is too short: the leader renews every third of its lease and starts no API call \
-             with less than {} left (cloud.timeout {} + the longest verify.timeout {} + {}), so \
-             two thirds of the lease ({}) must be longer than that; {fix}",
+            "{} is too short: the leader renews every tenth of its lease and starts no API call \
+             with less than {} left (cloud.timeout {} + {}), so nine tenths of the lease must be \
+             longer than that; {fix}",
             show(lease),
             show(margin),
             show(cloud_timeout),
-            show(longest_verify),
             show(MARGIN_SLACK),
-            show(two_thirds),
         ),
     );
 }
