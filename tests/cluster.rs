@@ -542,6 +542,14 @@ async fn killing_the_leader_30_times_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     fleet.check_invariant("the end").await;
+    let settled_at = Instant::now();
+    while !fleet.mirrors_match().await {
+        assert!(
+            settled_at.elapsed() < Duration::from_secs(5),
+            "the replicas' local files do not match the store within 5 s of the faults stopping"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     failovers.sort();
     eprintln!(
         "FIGURES cluster kill -9: 30 leader kills in {:.0} s; failover (kill to a new leader) p50 {:?} max {:?}; kills that left a pending password {pending_seen}; lost passwords 0; API requests {}",
@@ -627,11 +635,26 @@ async fn audit_rows(url: &str, epoch: i64) -> i64 {
         .expect("count")
 }
 
-/// A TCP proxy on loopback that the test can turn into a black hole: bytes stop flowing
-/// both ways, and connections are neither closed nor refused.
+/// A TCP proxy on loopback that the test controls: it can turn into a black hole (bytes stop
+/// flowing both ways, connections are neither closed nor refused), or cut every connection and
+/// refuse new ones for a while, as a PostgreSQL restart does.
 struct Proxy {
     port: u16,
     blackhole: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    /// Cancelled to cut every connection open now.
+    cut: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl Proxy {
+    /// Cuts every connection and refuses new ones for `downtime`.
+    async fn restart(&self, downtime: Duration) {
+        self.down.store(true, Ordering::SeqCst);
+        let old = std::mem::take(&mut *self.cut.lock().unwrap());
+        old.cancel();
+        tokio::time::sleep(downtime).await;
+        self.down.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn proxy(to: &str) -> Proxy {
@@ -639,22 +662,38 @@ async fn proxy(to: &str) -> Proxy {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let blackhole = Arc::new(AtomicBool::new(false));
-    let (to, hole) = (to.to_owned(), blackhole.clone());
+    let proxy = Proxy {
+        port,
+        blackhole: Arc::new(AtomicBool::new(false)),
+        down: Arc::new(AtomicBool::new(false)),
+        cut: Arc::default(),
+    };
+    let (to, hole, down, cut) = (
+        to.to_owned(),
+        proxy.blackhole.clone(),
+        proxy.down.clone(),
+        proxy.cut.clone(),
+    );
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
+            if down.load(Ordering::SeqCst) {
+                continue;
+            }
             let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
                 continue;
             };
-            let hole = hole.clone();
+            let (hole, cut) = (hole.clone(), cut.lock().unwrap().clone());
             tokio::spawn(async move {
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
-                tokio::join!(pump(ri, wo, hole.clone()), pump(ro, wi, hole));
+                tokio::select! {
+                    _ = async { tokio::join!(pump(ri, wo, hole.clone()), pump(ro, wi, hole)) } => {}
+                    () = cut.cancelled() => {}
+                }
             });
         }
     });
-    Proxy { port, blackhole }
+    proxy
 }
 
 async fn pump(
@@ -676,6 +715,84 @@ async fn pump(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+/// The store URL of `fleet` through `proxy`, written as `replica`'s url_file.
+fn through(fleet: &Fleet, proxy: &Proxy, replica: usize) {
+    let via = fleet.url.replace(
+        &store_host(&fleet.url),
+        &format!("127.0.0.1:{}", proxy.port),
+    );
+    write_private(&fleet.replicas[replica].dir.join("store-url"), &via);
+}
+
+fn store_host(url: &str) -> String {
+    url.split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in the URL")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_restarting_under_rotations_loses_nothing() {
+    let Some(admin) = admin_url() else { return };
+    let mut fleet = Fleet::new(&admin, 2, busy).await;
+    fleet.env.server.sim.set_fault_rates(FaultRates {
+        throttle: 0.1,
+        drop_after_apply: 0.1,
+        error_after_apply: 0.1,
+        latency: Duration::from_millis(5),
+        ..FaultRates::default()
+    });
+    // Both replicas reach the store through one proxy: a restart cuts every connection,
+    // mid-transaction or not, and refuses new ones while it lasts.
+    let proxy = proxy(&store_host(&fleet.url)).await;
+    for i in 0..2 {
+        through(&fleet, &proxy, i);
+        fleet.replicas[i].start(&[]);
+    }
+    fleet.leader(Duration::from_secs(20)).await;
+    for restart in 0..6 {
+        let wait = 200 + pwrotd::random::jitter(Duration::from_millis(1500)).as_millis() as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let downtime = Duration::from_millis(200 + 300 * (restart % 3));
+        proxy.restart(downtime).await;
+        fleet.check_invariant(&format!("restart {restart}")).await;
+    }
+    fleet.env.server.sim.set_fault_rates(FaultRates::default());
+    let started = Instant::now();
+    while !fleet.settled().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the store does not settle after the restarts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fleet.check_invariant("the end").await;
+    eventually(Duration::from_secs(5), "mirrors match the store", || {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(fleet.mirrors_match())
+        })
+    })
+    .await;
+    // store_up tells of the lease's last statement: within a few renewals of the store's
+    // return it says so.
+    for r in &fleet.replicas {
+        let started = Instant::now();
+        while r.metric("pwrotd_store_up").await != Some(1.0) {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{}: the store is back but store_up says otherwise; log: {}",
+                r.name,
+                r.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for r in &mut fleet.replicas {
+        r.kill().await;
     }
 }
 
