@@ -23,7 +23,7 @@ use tokio::process::{Child, Command};
 use crate::common::{KEY_ID, SECRET};
 use crate::daemon::{Env, eventually, get};
 
-const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
+pub(crate) const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
     ("orders-app", Service::PolarDb, "pc-test0001", "app"),
     ("edge-app", Service::PolarDb, "pc-test0002", "edge"),
     ("admin", Service::PolarDb, "pc-test0001", "root_admin"),
@@ -31,7 +31,7 @@ const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
 ];
 
 /// The admin URL of the test PostgreSQL, or `None` (said on stderr) when there is none.
-fn admin_url() -> Option<String> {
+pub(crate) fn admin_url() -> Option<String> {
     match std::env::var("PWROTD_TEST_POSTGRES_ADMIN") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("PWROTD_REQUIRE_DATABASES").is_some() => {
@@ -58,20 +58,20 @@ async fn fresh_store(admin: &str) -> String {
 }
 
 /// One replica: its own directory, config and state, the shared store and key.
-struct Replica {
-    name: String,
-    dir: PathBuf,
-    config: PathBuf,
+pub(crate) struct Replica {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: PathBuf,
     metrics: String,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
 }
 
 impl Replica {
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pwrotd"));
         command
             .args(args)
@@ -86,7 +86,7 @@ impl Replica {
         command
     }
 
-    fn start(&mut self, env: &[(&str, &str)]) {
+    pub(crate) fn start(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,7 +110,7 @@ impl Replica {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal");
     }
 
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
             let status = child.wait().await.expect("wait");
@@ -123,7 +123,7 @@ impl Replica {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
@@ -138,7 +138,7 @@ impl Replica {
         self.metric("pwrotd_leader").await == Some(1.0)
     }
 
-    fn local(&self, account: &str) -> Option<serde_json::Value> {
+    pub(crate) fn local(&self, account: &str) -> Option<serde_json::Value> {
         let path = self
             .state_dir()
             .join("secrets")
@@ -149,22 +149,22 @@ impl Replica {
 }
 
 /// Three replicas (or `n`) sharing a store, against one simulator.
-struct Fleet {
-    env: Env,
-    url: String,
+pub(crate) struct Fleet {
+    pub(crate) env: Env,
+    pub(crate) url: String,
     key: String,
-    replicas: Vec<Replica>,
+    pub(crate) replicas: Vec<Replica>,
     /// The test's own view of the store, to check the invariant.
-    store: Shared,
+    pub(crate) store: Shared,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
 
 impl Fleet {
-    async fn new(admin: &str, n: usize, tune: impl Fn(String) -> String) -> Fleet {
+    pub(crate) async fn new(admin: &str, n: usize, tune: impl Fn(String) -> String) -> Fleet {
         let env = Env::new("v1").await;
         let url = fresh_store(admin).await;
         let key = StoreKey::generate().expect("key").to_base64().to_string();
@@ -227,7 +227,7 @@ impl Fleet {
     }
 
     /// Waits until exactly one replica leads; returns its index.
-    async fn leader(&self, limit: Duration) -> usize {
+    pub(crate) async fn leader(&self, limit: Duration) -> usize {
         let started = Instant::now();
         while started.elapsed() < limit {
             let mut leaders = Vec::new();
@@ -247,7 +247,7 @@ impl Fleet {
     }
 
     /// The store's records, decrypted.
-    async fn records(&self) -> HashMap<String, SecretFile> {
+    pub(crate) async fn records(&self) -> HashMap<String, SecretFile> {
         self.store
             .load_all()
             .await
@@ -288,7 +288,7 @@ impl Fleet {
     }
 
     /// Whether every running replica's local secret files equal the store.
-    async fn mirrors_match(&self) -> bool {
+    pub(crate) async fn mirrors_match(&self) -> bool {
         let records = self.records().await;
         self.replicas.iter().filter(|r| r.child.is_some()).all(|r| {
             records.iter().all(|(name, record)| {
@@ -311,7 +311,7 @@ impl Fleet {
         })
     }
 
-    async fn stop_all(&mut self) {
+    pub(crate) async fn stop_all(&mut self) {
         for r in &mut self.replicas {
             if let Some(child) = r.child.as_mut() {
                 let _ = nix::sys::signal::kill(
@@ -329,7 +329,7 @@ impl Fleet {
     }
 }
 
-fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -356,7 +356,7 @@ fn busy(text: String) -> String {
         )
 }
 
-fn quiet(text: String) -> String {
+pub(crate) fn quiet(text: String) -> String {
     text.replace("timeout = \"3s\"", "timeout = \"1s\"")
 }
 
@@ -472,7 +472,7 @@ async fn three_replicas_one_leader_every_host_mirrored_and_nothing_in_clear() {
 }
 
 /// Polls the store until `done` holds.
-async fn wait_store(
+pub(crate) async fn wait_store(
     fleet: &Fleet,
     limit: Duration,
     what: &str,
@@ -490,7 +490,7 @@ async fn wait_store(
 }
 
 /// Whether every account has a settled record (blocking, for `eventually`).
-fn futures_settled(fleet: &Fleet) -> bool {
+pub(crate) fn futures_settled(fleet: &Fleet) -> bool {
     let records =
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(fleet.records()));
     ACCOUNTS.iter().all(|a| {
