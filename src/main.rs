@@ -41,7 +41,9 @@ enum Command {
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
-    /// One row per account, from the sink and the audit log.
+    /// One row per account, from the sink and the audit log; in cluster mode, the leader and
+    /// each replica's last mirror time first.
+    #[command(override_usage = "pwrotd status --config FILE [--json]")]
     Status {
         #[arg(long)]
         config: PathBuf,
@@ -71,6 +73,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
+    /// Move accounts between the PostgreSQL store and secret files (cluster mode).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Print a new store key for [store] kind = "postgresql", as base64.
     ///
     /// 32 random bytes from the OS CSPRNG, as 44 characters of base64 and a newline. Put the
@@ -83,6 +88,37 @@ enum Command {
         /// Rotate every account once, then exit.
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write the store's current state as secret files in a new directory.
+    ///
+    /// Every account's record, as DIR/<account>.json in the secret file format (0600, in a
+    /// new 0700 directory; DIR must not exist). Read-only: replicas may run meanwhile. An
+    /// account whose record does not decrypt is named, and the exit code is 1.
+    #[command(override_usage = "pwrotd store export --config FILE --to DIR")]
+    Export {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The new directory to write.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Move a file store (STATE_DIR/secrets/*.json) into the PostgreSQL store.
+    ///
+    /// Stop every replica first: the import takes the lease itself, and refuses while a
+    /// replica leads. Each account is imported if the store has no record of it or an older
+    /// one, kept if the store holds the same record, and refused (exit 1) if the store holds
+    /// a newer or different one of the same version.
+    #[command(override_usage = "pwrotd store import --config FILE --from STATE_DIR")]
+    Import {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The state directory of the file store to import.
+        #[arg(long, value_name = "STATE_DIR")]
+        from: PathBuf,
     },
 }
 
@@ -107,6 +143,12 @@ fn main() -> ExitCode {
         Command::Check { config } => ("check", cli::check::check(&config)),
         Command::Adopt { config, account } => ("adopt", cli::adopt::adopt(&config, &account)),
         Command::Genpass { length, count } => ("genpass", cli::genpass::genpass(length, count)),
+        Command::Store(StoreCommand::Export { config, to }) => {
+            ("store export", cli::store::export(&config, &to))
+        }
+        Command::Store(StoreCommand::Import { config, from }) => {
+            ("store import", cli::store::import(&config, &from))
+        }
         Command::Genkey => ("genkey", cli::genkey::genkey()),
         #[cfg(feature = "sim")]
         Command::Demo { once } => {

@@ -1141,7 +1141,7 @@ fn secret_path(state_dir: &Path, account: &str) -> PathBuf {
 }
 
 /// Reads and checks one secret file, whatever account it names; `None` if there is none.
-fn read_secret_file(path: &Path, uid: u32) -> Result<Option<SecretFile>, SinkError> {
+pub(crate) fn read_secret_file(path: &Path, uid: u32) -> Result<Option<SecretFile>, SinkError> {
     let path = path.to_owned();
     let meta = match fs::symlink_metadata(&path) {
         Ok(meta) => meta,
@@ -1207,7 +1207,7 @@ pub struct Perms {
 
 impl Perms {
     /// 0600, handed to `owner` if set.
-    fn private(owner: Option<(u32, u32)>) -> Perms {
+    pub(crate) fn private(owner: Option<(u32, u32)>) -> Perms {
         Perms {
             mode: 0o600,
             uid: owner.map(|o| o.0),
@@ -1220,7 +1220,7 @@ impl Perms {
 /// replaces the target (so that readers never see it otherwise), fsync, rename over the
 /// target, and (`sync_dir`) fsync of `dir`, so that the rename itself is durable on return.
 /// On failure the target is untouched and the temporary file is removed.
-fn write_file(
+pub(crate) fn write_file(
     dir: &Path,
     name: &str,
     contents: &[u8],

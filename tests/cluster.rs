@@ -67,7 +67,7 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
 
@@ -158,7 +158,7 @@ pub(crate) struct Fleet {
     pub(crate) store: Shared,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
@@ -490,7 +490,7 @@ pub(crate) async fn wait_store(
 }
 
 /// Whether every account has a settled record (blocking, for `eventually`).
-fn futures_settled(fleet: &Fleet) -> bool {
+pub(crate) fn futures_settled(fleet: &Fleet) -> bool {
     let records =
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(fleet.records()));
     ACCOUNTS.iter().all(|a| {

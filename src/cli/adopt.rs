@@ -5,12 +5,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{CliError, CliResult, load, logging, names, runtime};
+use crate::config::StoreConfig;
 use crate::control::{self, Request, Response};
 use crate::daemon::{DaemonError, StateLock};
 use crate::password::Password;
 use crate::sink::Sink;
 use crate::verify::Login;
 
+/// `pwrotd adopt`: the password read from standard input becomes `name`'s current version,
+/// through the daemon if one runs; in cluster mode only through it.
 pub fn adopt(path: &Path, name: &str) -> CliResult {
     let config = load(path)?;
     logging::init(config.daemon.log_format, "warn");
@@ -21,6 +24,12 @@ pub fn adopt(path: &Path, name: &str) -> CliResult {
             names(&config)
         )));
     };
+    let cluster = matches!(config.store, StoreConfig::Postgresql(_));
+    let state_dir = config.daemon.state_dir.clone();
+    // In cluster mode only a daemon may adopt: said before the password is asked for.
+    if cluster && StateLock::acquire(&state_dir, "adopt").is_ok() {
+        return Err(CliError::failed(super::rotate::CLUSTER_NEEDS_DAEMON));
+    }
     let password = read_password(&format!(
         "the password {} has today on {}",
         account.account_name, account.resource_id
@@ -45,8 +54,11 @@ pub fn adopt(path: &Path, name: &str) -> CliResult {
             }
         }
     }
-    let state_dir = config.daemon.state_dir.clone();
     match StateLock::acquire(&state_dir, "adopt") {
+        Ok(lock) if cluster => {
+            drop(lock);
+            return Err(CliError::failed(super::rotate::CLUSTER_NEEDS_DAEMON));
+        }
         Ok(lock) => {
             let adopted = Sink::open(&state_dir)
                 .and_then(|sink| sink.adopt_current(&account, password))

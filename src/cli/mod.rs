@@ -10,6 +10,7 @@ pub mod logging;
 pub mod rotate;
 pub mod run;
 pub mod status;
+pub mod store;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -63,6 +64,11 @@ impl CliError {
             plain: false,
             code: 0,
         }
+    }
+
+    /// What is printed on stderr, if anything.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
     }
 
     /// The exit code.

@@ -6,13 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CliError, CliResult, load, logging, names, runtime};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::control::{self, ReportLine, Request, Response};
 use crate::daemon::{self, DaemonError, StateLock};
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 
+/// Why `rotate` and `adopt` refuse in cluster mode without a daemon: rotating through the
+/// local files would bypass the store and its one writer.
+pub const CLUSTER_NEEDS_DAEMON: &str =
+    "cluster mode: rotations run on the leader; start the daemon (pwrotd run) and ask again";
+
+/// `pwrotd rotate`: the named accounts (all if `None`), through the daemon if one runs; in
+/// cluster mode only through it.
 pub fn rotate(path: &Path, accounts: Option<Vec<String>>, wait: Duration) -> CliResult {
     let config = load(path)?;
     logging::init(config.daemon.log_format, "warn");
@@ -33,6 +40,10 @@ pub fn rotate(path: &Path, accounts: Option<Vec<String>>, wait: Duration) -> Cli
     }
     let state_dir = config.daemon.state_dir.clone();
     let lines = match StateLock::acquire(&state_dir, "rotate") {
+        Ok(lock) if matches!(config.store, StoreConfig::Postgresql(_)) => {
+            drop(lock);
+            return Err(CliError::failed(CLUSTER_NEEDS_DAEMON));
+        }
         Ok(lock) => {
             let lines = runtime()?.block_on(rotate_here(&config, accounts));
             drop(lock);

@@ -1,5 +1,7 @@
 //! `pwrotd status`: one row per account, from the store, the newest audit records, and what
-//! the running daemon knows (its retry times, what is in flight).
+//! the running daemon knows (its retry times, what is in flight). In cluster mode, a header
+//! first: the leader, by the lease in the store, and each replica's last mirror time, all
+//! timed by the database's clock. The account rows come from this host's mirrored files.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::{CliError, CliResult, load};
-use crate::config::Account;
+use crate::cluster::lease;
+use crate::cluster::mirror::{self, Reported};
+use crate::config::{Account, ClusterConfig, StoreConfig};
 use crate::control::{self, Request, Response};
 use crate::scheduler::{self, SlotStatus};
 use crate::sink::{self, SecretFile};
@@ -80,16 +84,127 @@ pub fn status(path: &Path, json: bool) -> CliResult {
             row(account, sink, live.get(&account.name), last_error, now)
         })
         .collect();
-    if json {
-        say!("{}", serde_json::to_string(&rows).unwrap_or_default());
-    } else {
-        print_table(&rows);
+    let cluster = match &config.store {
+        StoreConfig::Postgresql(settings) => Some(cluster_view(settings)?),
+        StoreConfig::File => None,
+    };
+    match (json, &cluster) {
+        (true, None) => say!("{}", serde_json::to_string(&rows).unwrap_or_default()),
+        (true, Some(cluster)) => say!(
+            "{}",
+            serde_json::to_string(&Clustered {
+                cluster,
+                accounts: &rows
+            })
+            .unwrap_or_default()
+        ),
+        (false, _) => {
+            if let Some(cluster) = &cluster {
+                print_cluster(cluster);
+            }
+            print_table(&rows);
+        }
     }
-    if rows.iter().any(|r| r.sink_error.is_some()) {
+    let unreachable = cluster.as_ref().is_some_and(|c| c.error.is_some());
+    if unreachable || rows.iter().any(|r| r.sink_error.is_some()) {
         Err(CliError::some_failed())
     } else {
         Ok(())
     }
+}
+
+/// `status --json` in cluster mode.
+#[derive(Debug, Serialize)]
+struct Clustered<'a> {
+    cluster: &'a ClusterView,
+    accounts: &'a [Row],
+}
+
+/// The cluster as the store tells it.
+#[derive(Debug, Serialize)]
+struct ClusterView {
+    /// `up`, or `unreachable` (and `error` says why).
+    store: &'static str,
+    error: Option<String>,
+    /// The lease's holder; `None` if no replica has ever led, or the store is unreachable.
+    leader: Option<Leader>,
+    replicas: Vec<Reported>,
+}
+
+/// The lease's holder.
+#[derive(Debug, Serialize)]
+struct Leader {
+    node: String,
+    epoch: i64,
+    /// Whether its lease runs, by the database's clock: if not, no replica leads now.
+    live: bool,
+}
+
+/// Asks the store who leads and how current each replica is. An unreachable store is said in
+/// the view, not an error: the local rows are still worth printing.
+fn cluster_view(settings: &ClusterConfig) -> Result<ClusterView, CliError> {
+    let asked = super::runtime()?.block_on(async {
+        let shared = super::store::open(settings, "status").await?;
+        let failed = |e: crate::sink::SinkError| CliError::failed(e.to_string());
+        let holder = lease::holder(&shared.pool).await.map_err(failed)?;
+        let replicas = mirror::reported(&shared.pool).await.map_err(failed)?;
+        Ok::<_, CliError>((holder, replicas))
+    });
+    Ok(match asked {
+        Ok((holder, replicas)) => ClusterView {
+            store: "up",
+            error: None,
+            leader: (!holder.node.is_empty()).then_some(Leader {
+                node: holder.node,
+                epoch: holder.epoch,
+                live: holder.live,
+            }),
+            replicas,
+        },
+        Err(e) => ClusterView {
+            store: "unreachable",
+            error: Some(e.message().unwrap_or("no answer").to_owned()),
+            leader: None,
+            replicas: Vec::new(),
+        },
+    })
+}
+
+fn print_cluster(cluster: &ClusterView) {
+    if let Some(e) = &cluster.error {
+        say!("STORE  unreachable: {e}; the rows below are this host's files");
+        say!();
+        return;
+    }
+    match &cluster.leader {
+        Some(l) if l.live => say!("LEADER {} (epoch {}, lease live)", l.node, l.epoch),
+        Some(l) => say!(
+            "LEADER none: the lease of {} (epoch {}) has lapsed",
+            l.node,
+            l.epoch
+        ),
+        None => say!("LEADER none: no replica has led yet"),
+    }
+    say!(
+        "{:<24} {:<10} {:<20} MIRROR AGE",
+        "REPLICA",
+        "VERSION",
+        "LAST MIRROR"
+    );
+    if cluster.replicas.is_empty() {
+        say!("(no replica has reported to the store yet)");
+    }
+    for r in &cluster.replicas {
+        say!(
+            "{:<24} {:<10} {:<20} {}",
+            r.node,
+            r.version,
+            r.mirrored_at.as_deref().unwrap_or("never"),
+            r.mirror_age_seconds
+                .map_or_else(|| "-".to_owned(), |s| format!("{s}s"))
+        );
+    }
+    say!();
 }
 
 fn row(

@@ -156,21 +156,9 @@ impl Lease {
         let _statement = self.statement.lock().await;
         let held = *self.held.lock().unwrap_or_else(|p| p.into_inner());
         let sent = now();
-        let duration = self.duration.as_secs_f64();
         match held {
             Some(h) => {
-                let renewed: Option<i64> = sqlx::query_scalar(
-                    "UPDATE pwrotd_lease SET expires_at = now() + make_interval(secs => $3)
-                     WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now()
-                     RETURNING epoch",
-                )
-                .bind(&self.node)
-                .bind(h.epoch)
-                .bind(duration)
-                .fetch_optional(pool)
-                .await
-                .map_err(|e| store_error("cannot renew the lease", &e))?;
-                if renewed.is_some() {
+                if renew(pool, &self.node, h.epoch, self.duration).await? {
                     self.set(Some(Held {
                         epoch: h.epoch,
                         deadline: sent.saturating_add(self.duration),
@@ -186,18 +174,7 @@ impl Lease {
                 .unwrap_or_else(|p| p.into_inner())
                 .is_some_and(|until| sent < until) => {}
             None => {
-                let taken: Option<i64> = sqlx::query_scalar(
-                    "UPDATE pwrotd_lease SET holder = $1, epoch = epoch + 1,
-                         expires_at = now() + make_interval(secs => $2), acquired_at = now()
-                     WHERE id = 1 AND expires_at <= now()
-                     RETURNING epoch",
-                )
-                .bind(&self.node)
-                .bind(duration)
-                .fetch_optional(pool)
-                .await
-                .map_err(|e| store_error("cannot take the lease", &e))?;
-                if let Some(epoch) = taken {
+                if let Some(epoch) = take_lapsed(pool, &self.node, self.duration).await? {
                     tracing::info!(epoch, "took the lease: leading");
                     self.set(Some(Held {
                         epoch,
@@ -257,21 +234,76 @@ impl Lease {
             let hold = last.map_or(Duration::ZERO, |at| {
                 at.saturating_add(self.margin).saturating_sub(now())
             });
-            let released = sqlx::query(
-                "UPDATE pwrotd_lease SET expires_at = now() + make_interval(secs => $3)
-                 WHERE id = 1 AND holder = $1 AND epoch = $2",
-            )
-            .bind(&self.node)
-            .bind(h.epoch)
-            .bind(hold.as_secs_f64())
-            .execute(pool)
-            .await;
-            match released {
-                Ok(_) => tracing::info!(epoch = h.epoch, "gave the lease up"),
-                Err(e) => tracing::warn!("{}", store_error("cannot give the lease up", &e)),
+            match give_up(pool, &self.node, h.epoch, hold).await {
+                Ok(()) => tracing::info!(epoch = h.epoch, "gave the lease up"),
+                Err(e) => tracing::warn!("{e}"),
             }
         }
     }
+}
+
+/// Takes the lease for `node` if it has lapsed by the database's clock, for `duration`,
+/// incrementing the epoch: the new term's epoch, or `None` while another holds it.
+pub async fn take_lapsed(
+    pool: &PgPool,
+    node: &str,
+    duration: Duration,
+) -> Result<Option<i64>, SinkError> {
+    sqlx::query_scalar(
+        "UPDATE pwrotd_lease SET holder = $1, epoch = epoch + 1,
+             expires_at = now() + make_interval(secs => $2), acquired_at = now()
+         WHERE id = 1 AND expires_at <= now()
+         RETURNING epoch",
+    )
+    .bind(node)
+    .bind(duration.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| store_error("cannot take the lease", &e))
+}
+
+/// Renews the term `epoch` of `node` for `duration` from now, by the database's clock, if it
+/// has not lapsed: whether it still holds the lease.
+pub async fn renew(
+    pool: &PgPool,
+    node: &str,
+    epoch: i64,
+    duration: Duration,
+) -> Result<bool, SinkError> {
+    let renewed: Option<i64> = sqlx::query_scalar(
+        "UPDATE pwrotd_lease SET expires_at = now() + make_interval(secs => $3)
+         WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now()
+         RETURNING epoch",
+    )
+    .bind(node)
+    .bind(epoch)
+    .bind(duration.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| store_error("cannot renew the lease", &e))?;
+    Ok(renewed.is_some())
+}
+
+/// Gives the term `epoch` of `node` up: it expires `hold` from now (zero when no API attempt
+/// may still be on its way), so that the next replica need not wait out the whole lease. A term
+/// already taken over is left as it is.
+pub async fn give_up(
+    pool: &PgPool,
+    node: &str,
+    epoch: i64,
+    hold: Duration,
+) -> Result<(), SinkError> {
+    sqlx::query(
+        "UPDATE pwrotd_lease SET expires_at = now() + make_interval(secs => $3)
+         WHERE id = 1 AND holder = $1 AND epoch = $2",
+    )
+    .bind(node)
+    .bind(epoch)
+    .bind(hold.as_secs_f64())
+    .execute(pool)
+    .await
+    .map_err(|e| store_error("cannot give the lease up", &e))?;
+    Ok(())
 }
 
 /// Who holds the lease, by the store.

@@ -300,6 +300,43 @@ impl Mirror {
     }
 }
 
+/// A replica as it last reported itself to the store (`pwrotd status`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reported {
+    /// Its node name.
+    pub node: String,
+    /// The pwrotd version it runs.
+    pub version: String,
+    /// When its local files last matched the store, by the database's clock.
+    pub mirrored_at: Option<String>,
+    /// How long ago that was, in whole seconds, by the database's clock.
+    pub mirror_age_seconds: Option<u64>,
+}
+
+/// Every replica that has reported to the store, by node name.
+pub async fn reported(pool: &sqlx::PgPool) -> Result<Vec<Reported>, SinkError> {
+    let rows: Vec<(String, String, Option<f64>, Option<f64>)> = sqlx::query_as(
+        "SELECT node, version, extract(epoch FROM mirrored_at)::float8,
+                extract(epoch FROM now() - mirrored_at)::float8
+         FROM pwrotd_replicas ORDER BY node",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(|e| store_error("cannot read the replicas", &e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(node, version, at, age)| Reported {
+            node,
+            version,
+            mirrored_at: at
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .map(|d| sink::timestamp(SystemTime::UNIX_EPOCH + d)),
+            // A clock step on the database can make an age negative: shown as 0.
+            mirror_age_seconds: age.map(|s| s.max(0.0) as u64),
+        })
+        .collect())
+}
+
 /// A listener on `channel`, or `None` if the store does not answer in time: rounds then run
 /// by the clock alone until the next try.
 pub async fn listen(pool: &sqlx::PgPool, channel: &str) -> Option<PgListener> {

@@ -5,6 +5,7 @@
 //!   it, every write fenced by the term's epoch.
 //! - [`lease`]: who leads, timed by the database's clock.
 //! - [`mirror`]: every replica's local secret and render files.
+//! - [`transfer`]: `pwrotd store export` and `import`, between the store and secret files.
 //! - [`key`] and [`secrets`]: the [`StoreKey`] every replica shares (each password sealed with
 //!   AES-256-GCM, bound to its account, user and version), and where the store's URL and key
 //!   are read from, checked without ever being shown.
@@ -18,6 +19,7 @@ pub mod lease;
 pub mod mirror;
 pub mod secrets;
 pub mod store;
+pub mod transfer;
 
 pub use key::{Aad, KeyError, StoreKey};
 pub use secrets::SecretsError;

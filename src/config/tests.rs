@@ -886,12 +886,15 @@ fn store_problems_name_their_line_and_key() {
         ),
         // A lease that does not outlast the margin: on its line, or on the table's.
         (
-            stored("kind = \"postgresql\"\nlease = \"9s\"\n"),
+            stored("kind = \"postgresql\"\nlease = \"6s\"\n"),
             vec![(11, "store.lease")],
         ),
         (
-            format!("{ONE}[store]\nkind = \"postgresql\"\n"),
-            vec![(8, "store.lease")],
+            format!(
+                "{}[store]\nkind = \"postgresql\"\n",
+                one("timeout = \"20s\"\n", "")
+            ),
+            vec![(9, "store.lease")],
         ),
         // TOML's own: an unknown key, a wrong type.
         (
@@ -948,7 +951,7 @@ fn a_lease_too_short_for_the_margin_says_what_fits() {
     ));
     assert_eq!(p.len(), 1, "{p:?}");
     for part in [
-        "8: store.lease: 12s is too short",
+        "10: store.lease: 12s is too short",
         "less than 11s left",
         "cloud.timeout 10s + 1s",
         "set store.lease to at least 13s",
