@@ -5,7 +5,8 @@
 //! A round reads every account's sequence number (a cheap query), then the records that
 //! changed since the last round, and writes those locally. A NOTIFY from a leader's commit
 //! starts a round at once; without one, a round runs every [`POLL`], so a lost notification
-//! or connection delays a change by at most that.
+//! or connection delays a change by at most that. Every [`FULL_EVERY`], a round compares every
+//! record with its local file, and puts back one changed or removed by hand.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,9 @@ use crate::sink::{self, SecretFile, Sink, SinkError};
 
 /// The longest time between two rounds.
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// How often a round compares every record with the local files, changed in the store or not.
+const FULL_EVERY: Duration = Duration::from_secs(300);
 
 /// How many records a round writes at once: their fsyncs overlap.
 const PARALLEL: usize = 16;
@@ -94,9 +98,15 @@ impl Mirror {
     /// Mirrors until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut listener: Option<PgListener> = None;
+        let mut full = std::time::Instant::now();
         loop {
             if listener.is_none() {
                 listener = self.listen().await;
+            }
+            if full.elapsed() >= FULL_EVERY {
+                // Every record again: a local file changed or removed by hand is put back.
+                full = std::time::Instant::now();
+                self.seen.clear();
             }
             let round = tokio::time::timeout(ROUND_TIMEOUT, self.round()).await;
             match round.unwrap_or_else(|_| {
