@@ -53,11 +53,32 @@ pub enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    Rotated { reports: Vec<ReportLine> },
-    Status { accounts: Vec<SlotStatus> },
+    Rotated {
+        reports: Vec<ReportLine>,
+    },
+    Status {
+        accounts: Vec<SlotStatus>,
+    },
     Adopted,
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
+    /// Cluster mode: this replica does not lead, and asked the leader through the store.
+    Forwarded {
+        leader: String,
+    },
 }
+
+/// Cluster mode: sends a rotation to the leader when this replica does not lead. Answers
+/// `Some(leader)` once forwarded, `None` when this replica leads and rotates itself.
+pub type Forward = Arc<
+    dyn Fn(
+            Option<Vec<String>>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Option<String>, String>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// One line of a rotation's result, as the daemon hands it back to `pwrotd rotate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +153,7 @@ pub async fn serve(
     commands: mpsc::Sender<Command>,
     config: PathBuf,
     shutdown: CancellationToken,
+    forward: Option<Forward>,
 ) {
     let config = Arc::new(config);
     let me = nix::unistd::geteuid().as_raw();
@@ -151,13 +173,15 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
-        let (commands, config) = (commands.clone(), config.clone());
+        let (commands, config, forward) = (commands.clone(), config.clone(), forward.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let peer = stream.peer_cred().map(|c| c.uid());
             let (read, mut write) = stream.into_split();
             let response = match peer {
-                Ok(uid) if uid == 0 || uid == me => answer(read, &commands, &config).await,
+                Ok(uid) if uid == 0 || uid == me => {
+                    answer(read, &commands, &config, forward.as_ref()).await
+                }
                 Ok(uid) => {
                     tracing::warn!(
                         uid,
@@ -183,6 +207,7 @@ async fn answer(
     read: tokio::net::unix::OwnedReadHalf,
     commands: &mpsc::Sender<Command>,
     config: &Path,
+    forward: Option<&Forward>,
 ) -> Response {
     use tokio::io::AsyncReadExt;
     let mut line = String::new();
@@ -210,7 +235,7 @@ async fn answer(
         let _ = reader.read(&mut byte).await;
     };
     tokio::select! {
-        response = dispatch(request, commands, config, gone) => response,
+        response = dispatch(request, commands, config, forward, gone) => response,
         () = left => Response::Refused { reason: "the caller left".into() },
     }
 }
@@ -220,6 +245,7 @@ async fn dispatch(
     request: serde_json::Result<Request>,
     commands: &mpsc::Sender<Command>,
     config: &Path,
+    forward: Option<&Forward>,
     gone: impl Fn() -> Response,
 ) -> Response {
     match request {
@@ -258,6 +284,13 @@ async fn dispatch(
             match &accounts {
                 Some(names) => tracing::info!(accounts = %names.join(","), "rotation requested"),
                 None => tracing::info!("rotation of every account requested"),
+            }
+            if let Some(forward) = forward {
+                match forward(accounts.clone()).await {
+                    Ok(Some(leader)) => return Response::Forwarded { leader },
+                    Ok(None) => {}
+                    Err(reason) => return Response::Refused { reason },
+                }
             }
             let (reply, answer) = oneshot::channel();
             let command = Command::RotateNow {

@@ -10,21 +10,27 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use secrecy::ExposeSecret;
+
 use crate::cloud::{Client, CredentialSource};
-use crate::config::Config;
+use crate::cluster::lease::Lease;
+use crate::cluster::mirror::Mirror;
+use crate::cluster::store::{Shared, Term};
+use crate::cluster::{Cluster, NewRotator};
+use crate::config::{ClusterConfig, Config, StoreConfig};
 use crate::control;
 use crate::hooks::Hooks;
 use crate::metrics::{self, Metrics};
 use crate::rotation::{Report, Rotator};
-use crate::scheduler::{Clock, Command, Job, ReportHook, Scheduler};
+use crate::scheduler::{Clock, Command, Job, ReportHook, Rotate, Scheduler};
 use crate::sink::{self, Sink};
 
 /// Why the daemon (or an in-process rotation) could not run.
@@ -137,19 +143,112 @@ pub fn rotator(
     metrics: Arc<Metrics>,
     hooks: Arc<Hooks>,
 ) -> Result<Rotator, DaemonError> {
+    let client = client(config, &metrics)?;
+    Ok(Rotator::new(Arc::new(client), sink, metrics, &config.accounts).with_hooks(hooks))
+}
+
+/// Builds the OpenAPI client a config calls for, counting its requests in `metrics`.
+pub fn client(config: &Config, metrics: &Arc<Metrics>) -> Result<Client, DaemonError> {
     let credentials = CredentialSource::discover(&config.cloud.credentials)
         .map_err(|e| DaemonError::Setup(format!("credentials: {e}")))?;
     tracing::info!(origin = credentials.origin, "credentials found");
     let observed = metrics.clone();
-    let client = Client::new(config.cloud.client.clone(), credentials)
+    Ok(Client::new(config.cloud.client.clone(), credentials)
         .map_err(DaemonError::Setup)?
         .with_observer(Arc::new(move |action, code| {
             observed
                 .api_requests
                 .with_label_values(&[action, code])
                 .inc();
-        }));
-    Ok(Rotator::new(Arc::new(client), sink, metrics, &config.accounts).with_hooks(hooks))
+        })))
+}
+
+/// Cluster mode: connects to the store (its URL and key from where the config says),
+/// migrates it, checks the key, and starts holding and taking the lease. Exports the cluster
+/// series of `metrics`.
+async fn start_cluster(
+    config: &Config,
+    settings: &ClusterConfig,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Arc<Cluster>, DaemonError> {
+    let (url, key) = crate::cluster::secrets::load(settings)
+        .map_err(|e| DaemonError::Setup(format!("store: {e}")))?;
+    let shared = Shared::open(
+        url.expose_secret(),
+        key,
+        settings.node_name.clone(),
+        settings.lease,
+    )
+    .await?;
+    let lease = Lease::new(
+        settings.node_name.clone(),
+        settings.lease,
+        config.lease_margin(),
+    );
+    metrics.enable_cluster();
+    metrics.cluster.store_up.set(1);
+    tokio::spawn(lease.clone().run(shared.pool.clone(), stop.clone()));
+    let (mut role, mut up) = (lease.subscribe(), lease.store_up());
+    let (gauges, stop) = (metrics.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            gauges
+                .cluster
+                .leader
+                .set(i64::from(role.borrow_and_update().is_some()));
+            gauges
+                .cluster
+                .store_up
+                .set(i64::from(*up.borrow_and_update()));
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Ok(()) = role.changed() => {}
+                Ok(()) = up.changed() => {}
+            }
+        }
+    });
+    tracing::info!(node = %settings.node_name, lease = ?settings.lease, "cluster store ready");
+    Ok(Arc::new(Cluster::new(Arc::new(shared), lease, config)))
+}
+
+/// Cluster mode: the rotator of a term, whose client starts no call once the term is over
+/// or nearly over, and whose store is the term's.
+fn term_rotator(sink: Arc<Sink>, metrics: Arc<Metrics>, hooks: Arc<Hooks>) -> NewRotator {
+    Box::new(move |config: &Config, term: Arc<Term>, lease: Arc<Lease>| {
+        let epoch = term.epoch();
+        let client = client(config, &metrics)
+            .map_err(|e| e.to_string())?
+            .with_gate(Arc::new(move || lease.may_call(epoch)));
+        let rotator = Rotator::new(
+            Arc::new(client),
+            sink.clone(),
+            metrics.clone(),
+            &config.accounts,
+        )
+        .with_hooks(hooks.clone())
+        .with_store(term);
+        Ok(Arc::new(rotator) as Arc<dyn Rotate>)
+    })
+}
+
+/// Cluster mode: `pwrotd rotate` on a replica that does not lead goes to the leader.
+fn forwarder(cluster: &Arc<Cluster>) -> control::Forward {
+    let cluster = cluster.clone();
+    Arc::new(move |accounts| {
+        let cluster = cluster.clone();
+        Box::pin(async move {
+            if cluster.lease.epoch().is_some() {
+                return Ok(None);
+            }
+            cluster.forward(accounts).await.map_err(|e| e.to_string())?;
+            let leader = match crate::cluster::lease::holder(&cluster.shared.pool).await {
+                Ok(h) if h.live => format!("{} (epoch {})", h.node, h.epoch),
+                _ => "whichever replica takes the lease next".to_owned(),
+            };
+            Ok(Some(leader))
+        })
+    })
 }
 
 /// How `run` is started.
@@ -211,6 +310,8 @@ struct Once {
 /// A running daemon: what it holds between start and stop.
 struct Daemon {
     config: Config,
+    /// The running config, as cluster mode's terms read it at start and reload.
+    live: Arc<Mutex<Config>>,
     lock: StateLock,
     sink: Arc<Sink>,
     metrics: Arc<Metrics>,
@@ -262,14 +363,19 @@ impl Daemon {
                 let _ = once_tx.send(());
             }
         });
-        let scheduler = Scheduler::new(
-            config.accounts.clone(),
-            rotator,
-            Clock::System,
-            config.daemon.max_concurrent,
-        )
-        .with_metrics(metrics.clone())
-        .with_report_hook(hook);
+        let new_scheduler = {
+            let metrics = metrics.clone();
+            move |config: &Config, rotate: Arc<dyn Rotate>| {
+                Scheduler::new(
+                    config.accounts.clone(),
+                    rotate,
+                    Clock::System,
+                    config.daemon.max_concurrent,
+                )
+                .with_metrics(metrics.clone())
+                .with_report_hook(hook.clone())
+            }
+        };
 
         let stop_servers = CancellationToken::new();
         let listener = match options.metrics_listener.take() {
@@ -281,19 +387,47 @@ impl Daemon {
                 None => None,
             },
         };
-        let metrics_server = listener.map(|l| serve_metrics(l, &metrics, &stop_servers));
         let (commands, command_rx) = mpsc::channel(64);
         let stop_scheduler = CancellationToken::new();
-        let scheduler = tokio::spawn(scheduler.run(
-            command_rx,
-            stop_scheduler.clone(),
-            config.daemon.shutdown_grace,
-        ));
+        let live = Arc::new(Mutex::new(config.clone()));
+        let (scheduler, cluster) = match &config.store {
+            StoreConfig::File => {
+                let scheduler = new_scheduler(&config, rotator);
+                let run = scheduler.run(
+                    command_rx,
+                    stop_scheduler.clone(),
+                    config.daemon.shutdown_grace,
+                );
+                (tokio::spawn(run), None)
+            }
+            StoreConfig::Postgresql(settings) => {
+                let cluster = start_cluster(&config, settings, &metrics, &stop_servers).await?;
+                let new_rotator = term_rotator(sink.clone(), metrics.clone(), hooks.clone());
+                let run = cluster.clone().run_terms(
+                    live.clone(),
+                    command_rx,
+                    stop_scheduler.clone(),
+                    Box::new(new_scheduler),
+                    new_rotator,
+                );
+                let mirror = Mirror::new(
+                    cluster.shared.clone(),
+                    sink.clone(),
+                    hooks.clone(),
+                    metrics.clone(),
+                    cluster.accounts.clone(),
+                );
+                tokio::spawn(mirror.run(stop_servers.clone()));
+                (tokio::spawn(run), Some(cluster))
+            }
+        };
+        let metrics_server = listener.map(|l| serve_metrics(l, &metrics, &stop_servers));
         tokio::spawn(control::serve(
             control,
             commands.clone(),
             config.path.clone(),
             stop_servers.clone(),
+            cluster.as_ref().map(forwarder),
         ));
         metrics.healthy.store(true, Ordering::Relaxed);
         notify(sd_notify::NotifyState::Ready);
@@ -305,6 +439,7 @@ impl Daemon {
             total,
         };
         let daemon = Daemon {
+            live,
             config,
             lock,
             sink,
@@ -382,7 +517,15 @@ impl Daemon {
         notify(sd_notify::NotifyState::Reloading);
         let listen = self.config.daemon.metrics_listen;
         let old = self.config.clone();
-        self.config = reload(old, &self.sink, &self.metrics, &self.hooks, &self.commands).await;
+        self.config = reload(
+            old,
+            &self.sink,
+            &self.metrics,
+            &self.hooks,
+            &self.commands,
+            &self.live,
+        )
+        .await;
         if self.config.daemon.metrics_listen != listen {
             self.metrics_server = rebind_metrics(
                 self.metrics_server.take(),
@@ -435,8 +578,19 @@ async fn reload(
     metrics: &Arc<Metrics>,
     hooks: &Arc<Hooks>,
     commands: &mpsc::Sender<Command>,
+    live: &Mutex<Config>,
 ) -> Config {
     let result = Config::load(&old.path).and_then(|new| {
+        if new.store != old.store {
+            return Err(crate::config::ConfigError {
+                path: new.path.clone(),
+                problems: vec![crate::config::Problem {
+                    line: 0,
+                    key: "store".into(),
+                    message: "cannot change while running; restart pwrotd".into(),
+                }],
+            });
+        }
         if new.daemon.state_dir != old.daemon.state_dir {
             return Err(crate::config::ConfigError {
                 path: new.path.clone(),
@@ -460,6 +614,7 @@ async fn reload(
     warn_about(&new);
     match rotator(&new, sink.clone(), metrics.clone(), hooks.clone()) {
         Ok(rotator) => {
+            *live.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
             let _ = commands
                 .send(Command::Reload {
                     accounts: new.accounts.clone(),

@@ -5,6 +5,7 @@
 //! point is reached, counting from 1) or either with `=action`:
 //! - `kill` (the default): SIGKILL to this process, as `kill -9` would;
 //! - `panic`: a panic whose message holds a secret-looking value, to test redaction;
+//! - `stop`: SIGSTOP to this process, as a paused VM or `kill -STOP` would (cluster fencing);
 //! - `eio`, `enospc`, `erofs`: the I/O point fails with that error (see [`io`]).
 //!
 //! Crash points: `after_pending`, `after_send`, `before_promote`, `before_render`,
@@ -59,6 +60,9 @@ pub fn crash(name: &str) {
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         }
         Some("panic") => panic!("failpoint {name}: password=Pw-Secret-1234!"),
+        Some("stop") => {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        }
         _ => {}
     }
     #[cfg(not(debug_assertions))]

@@ -14,6 +14,9 @@
 //!   place that orders store writes and API calls; a `Report` turned into metrics in one place.
 //! - [`store`]: what the protocol asks of durable state; [`sink`]: the file store under
 //!   `state_dir` (secret files, the audit log, render files) where passwords are written down.
+//! - [`cluster`]: cluster mode (`[store] kind = "postgresql"`): the store key that seals every
+//!   password before it reaches the shared database (`cluster/key.rs`), and where the
+//!   database URL and the key are read from (`cluster/secrets.rs`).
 //! - [`cloud`]: request signing (V1, V3), credentials, the operations, the client and the
 //!   failure rules (`cloud/error.rs`). Every byte sent to the cloud leaves through
 //!   `cloud::Client::call`.
@@ -44,6 +47,7 @@ macro_rules! say {
 
 pub mod cli;
 pub mod cloud;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -71,6 +71,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
+    /// Print a new store key for [store] kind = "postgresql", as base64.
+    ///
+    /// 32 random bytes from the OS CSPRNG, as 44 characters of base64 and a newline. Put the
+    /// same key on every replica, in store.key_file (no permission for others) or the systemd
+    /// credential pwrotd-store-key, and keep a copy: without it the store's passwords are lost.
+    Genkey,
     /// Run the daemon against an in-process simulator, with nothing to set up.
     #[cfg(feature = "sim")]
     Demo {
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
         Command::Check { config } => ("check", cli::check::check(&config)),
         Command::Adopt { config, account } => ("adopt", cli::adopt::adopt(&config, &account)),
         Command::Genpass { length, count } => ("genpass", cli::genpass::genpass(length, count)),
+        Command::Genkey => ("genkey", cli::genkey::genkey()),
         #[cfg(feature = "sim")]
         Command::Demo { once } => {
             cli::logging::init(pwrotd::config::LogFormat::Text, "warn");

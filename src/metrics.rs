@@ -50,6 +50,20 @@ pub struct Metrics {
     started: std::time::Instant,
     /// The directory rotations write secret files to, which `/healthz` proves writable.
     pub secrets_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Cluster mode's series, registered by [`Metrics::enable_cluster`].
+    pub cluster: ClusterGauges,
+}
+
+/// The series of cluster mode (docs/cluster.md#metrics).
+pub struct ClusterGauges {
+    /// 1 on the leader, else 0.
+    pub leader: IntGauge,
+    /// 1 while the store answers.
+    pub store_up: IntGauge,
+    mirror_age: prometheus::Gauge,
+    /// When this replica's files last matched the store; its age is taken at scrape time.
+    mirrored_at: std::sync::Mutex<Option<SystemTime>>,
+    enabled: AtomicBool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +119,19 @@ impl Metrics {
             heartbeat: AtomicU64::new(0),
             started: std::time::Instant::now(),
             secrets_dir: std::sync::OnceLock::new(),
+            cluster: ClusterGauges {
+                leader: IntGauge::new("pwrotd_leader", "1 on the cluster's leader, else 0.")
+                    .expect("a valid metric"),
+                store_up: IntGauge::new("pwrotd_store_up", "1 while the cluster store answers.")
+                    .expect("a valid metric"),
+                mirror_age: prometheus::Gauge::new(
+                    "pwrotd_mirror_age_seconds",
+                    "Seconds since this replica's local files last matched the store.",
+                )
+                .expect("a valid metric"),
+                mirrored_at: std::sync::Mutex::new(None),
+                enabled: AtomicBool::new(false),
+            },
             registry,
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
@@ -132,8 +159,54 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// Exports cluster mode's series.
+    pub fn enable_cluster(&self) {
+        if self.cluster.enabled.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let c = &self.cluster;
+        let collectors: [Box<dyn prometheus::core::Collector>; 3] = [
+            Box::new(c.leader.clone()),
+            Box::new(c.store_up.clone()),
+            Box::new(c.mirror_age.clone()),
+        ];
+        for collector in collectors {
+            if let Err(e) = self.registry.register(collector) {
+                tracing::warn!("cluster metrics: {e}");
+            }
+        }
+    }
+
+    /// Records that this replica's files matched the store at `at`.
+    pub fn set_mirrored(&self, at: SystemTime) {
+        *self
+            .cluster
+            .mirrored_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
+    /// Seconds since this replica's files last matched the store (since start if never).
+    pub fn mirror_age(&self) -> f64 {
+        let at = *self
+            .cluster
+            .mirrored_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match at {
+            Some(at) => SystemTime::now()
+                .duration_since(at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            None => self.started.elapsed().as_secs_f64(),
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        if self.cluster.enabled.load(Ordering::Relaxed) {
+            self.cluster.mirror_age.set(self.mirror_age());
+        }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!("cannot encode metrics: {e}");

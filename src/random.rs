@@ -51,10 +51,16 @@ impl TryRng for OsRandom {
     }
 }
 
+/// Fills `dest` with random bytes: keys and AEAD nonces, written straight into the caller's
+/// buffer (which may be zeroized) rather than copied out of a temporary.
+pub fn fill(dest: &mut [u8]) -> Result<(), SysError> {
+    SysRng.try_fill_bytes(dest)
+}
+
 /// `N` random bytes as lower-case hex: nonces and request ids.
 pub fn hex_token<const N: usize>() -> Result<String, SysError> {
     let mut bytes = [0u8; N];
-    SysRng.try_fill_bytes(&mut bytes)?;
+    fill(&mut bytes)?;
     Ok(hex::encode(bytes))
 }
 

@@ -116,6 +116,47 @@ impl SecretFile {
             .unwrap_or_default()
     }
 
+    /// Makes `password` the current version of `account_name` (`pwrotd adopt`): a new
+    /// version, the old current kept in `previous`. The caller has checked that no pending
+    /// password waits.
+    pub fn adopt(&mut self, account: &Account, password: Password) {
+        // The password is `account_name`'s, as the CLI asked and logged in: under the
+        // alternating strategy, with the clone current, current moves back to it.
+        self.pending = Some(Pending {
+            version: self.latest_version() + 1,
+            username: account.account_name.clone(),
+            password,
+            created_time: timestamp(SystemTime::now()),
+            client_token: String::new(),
+        });
+        self.promote(None, account.keep_versions.max(1));
+    }
+
+    /// The audit line of an adoption (`settled: "adopt"`), with the password's HMAC by `hmac`.
+    pub fn adopt_audit(
+        &self,
+        account: &Account,
+        hmac: impl Fn(&Password) -> String,
+    ) -> Option<AuditRecord> {
+        let current = self.current.as_ref()?;
+        Some(AuditRecord {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            account: account.name.clone(),
+            api: account.api.as_str().to_owned(),
+            resource_id: account.resource_id.clone(),
+            account_name: current.username.clone(),
+            version: current.version,
+            outcome: Outcome::Success,
+            error_code: None,
+            request_id: None,
+            attempts: 0,
+            duration_ms: 0,
+            password_hmac: Some(hmac(&current.password)),
+            verification: None,
+            settled: Some(Settlement::Adopt),
+        })
+    }
+
     /// Whether the file holds no password at all.
     pub fn is_empty(&self) -> bool {
         self.current.is_none() && self.pending.is_none() && self.previous.is_empty()
@@ -207,6 +248,19 @@ pub enum SinkError {
         "{path} holds a pending password for {user}, which this account no longer rotates; resolve it under the old config, or move the file away"
     )]
     ForeignPending { path: PathBuf, user: String },
+    /// The cluster store could not be reached or refused a statement.
+    #[error("the store: {0}")]
+    Store(String),
+    /// A fenced write of a replica whose lease term is over.
+    #[error(
+        "this replica no longer leads (its term, epoch {epoch}, is over); the write was refused and the new leader settles the account"
+    )]
+    Fenced { epoch: i64 },
+    /// A row of the cluster store that the store key does not open.
+    #[error(
+        "the store's record of {account} does not decrypt: a different store key on this replica, or the row was altered or moved; it is left untouched"
+    )]
+    Undecryptable { account: String },
 }
 
 impl SinkError {
@@ -223,6 +277,9 @@ impl SinkError {
             SinkError::PendingExists { .. } => "PendingExists",
             SinkError::ForeignPending { .. } => "SinkMismatch",
             SinkError::Mismatch { .. } => "SinkMismatch",
+            SinkError::Store(_) => "StoreUnavailable",
+            SinkError::Fenced { .. } => "NotLeader",
+            SinkError::Undecryptable { .. } => "StoreUndecryptable",
         }
     }
 }
@@ -586,6 +643,12 @@ impl Sink {
         read_secret(&self.state_dir, account, self.uid)
     }
 
+    /// The secret file named `name`, whatever account it is about (the cluster mirror's
+    /// copy); `None` if there is none.
+    pub fn load_named(&self, name: &str) -> Result<Option<SecretFile>, SinkError> {
+        read_secret_file(&secret_path(&self.state_dir, name), self.uid)
+    }
+
     /// Records `password` as the password `account`'s database user has today (`pwrotd
     /// adopt`): a new current version, the old current kept in `previous`, and an audit line
     /// (`settled: "adopt"`). Refused while the file holds a pending password, whose fate must
@@ -603,38 +666,12 @@ impl Sink {
                 path: self.path(&account.name),
             });
         }
-        // The password is `account_name`'s, as the CLI asked and logged in: under the
-        // alternating strategy, with the clone current, current moves back to it.
-        let username = account.account_name.clone();
-        file.pending = Some(Pending {
-            version: file.latest_version() + 1,
-            username,
-            password,
-            created_time: timestamp(SystemTime::now()),
-            client_token: String::new(),
-        });
-        file.promote(None, account.keep_versions.max(1));
+        file.adopt(account, password);
         self.write_secret(&file, true)?;
-        if let Some(current) = &file.current {
-            let record = AuditRecord {
-                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                account: account.name.clone(),
-                api: account.api.as_str().to_owned(),
-                resource_id: account.resource_id.clone(),
-                account_name: current.username.clone(),
-                version: current.version,
-                outcome: Outcome::Success,
-                error_code: None,
-                request_id: None,
-                attempts: 0,
-                duration_ms: 0,
-                password_hmac: Some(self.password_hmac(&current.password)),
-                verification: None,
-                settled: Some(Settlement::Adopt),
-            };
-            if let Err(e) = self.audit(&record) {
-                tracing::error!(account = %account.name, "cannot write the audit log: {e}");
-            }
+        if let Some(record) = file.adopt_audit(account, |p| self.password_hmac(p))
+            && let Err(e) = self.audit(&record)
+        {
+            tracing::error!(account = %account.name, "cannot write the audit log: {e}");
         }
         Ok(file)
     }

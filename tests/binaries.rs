@@ -1,9 +1,10 @@
-//! The real binaries: `pwrotd genpass`, `check` and `demo`, and `pwrotd-sim` serving the client.
+//! The real binaries: `pwrotd genpass`, `genkey`, `check` and `demo`, and `pwrotd-sim` serving the client.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pwrotd::cloud::{Api, Credentials, SetPassword, SignatureVersion};
+use pwrotd::cluster::StoreKey;
 use pwrotd::password::{self, Class, Policy};
 
 use crate::common::{self, KEY_ID, SECRET};
@@ -26,6 +27,35 @@ fn chi_square(observed: &[f64], expected: &[f64]) -> f64 {
         .zip(expected)
         .map(|(o, e)| (o - e).powi(2) / e)
         .sum()
+}
+
+/// `pwrotd genkey` prints a new key each time: base64 and a newline, that the store reads.
+#[test]
+fn genkey_prints_a_new_key_each_time() {
+    let keys: Vec<String> = (0..2)
+        .map(|_| {
+            let output = pwrotd().arg("genkey").output().expect("run pwrotd genkey");
+            assert!(
+                output.status.success() && output.stderr.is_empty(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let text = String::from_utf8(output.stdout).expect("utf-8");
+            assert!(
+                text.ends_with('\n') && text.lines().count() == 1,
+                "{text:?}"
+            );
+            let line = text.trim_end().to_owned();
+            assert_eq!(line.len(), 44, "{line:?}");
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &line)
+                .expect("standard base64");
+            assert_eq!(bytes.len(), 32);
+            let key = StoreKey::parse(text.as_bytes()).expect("a key the store accepts");
+            assert_eq!(key.to_base64().as_str(), line);
+            line
+        })
+        .collect();
+    assert_ne!(keys[0], keys[1], "two runs printed the same key");
 }
 
 #[test]

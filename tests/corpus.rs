@@ -288,6 +288,40 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
             format!("{HEAD}[defaults]\nevery = \"often\"\n{ACCOUNT}"),
             "1 problem\n  ",
         ),
+        (
+            "a cluster key with the file store",
+            format!("{HEAD}[store]\nkind = \"file\"\nkey_file = \"/etc/pwrotd/store.key\"\n"),
+            "bad.toml:5: store.key_file:",
+        ),
+        (
+            "an unknown store kind",
+            format!("{HEAD}[store]\nkind = \"etcd\"\n"),
+            "bad.toml:4: store.kind:",
+        ),
+        (
+            "a relative store url_file",
+            format!(
+                "{HEAD}[store]\nkind = \"postgresql\"\nurl_file = \"store-url\"\nlease = \"1m\"\n"
+            ),
+            "bad.toml:5: store.url_file:",
+        ),
+        (
+            "a lease under 5s",
+            format!("{HEAD}timeout = \"1s\"\n[store]\nkind = \"postgresql\"\nlease = \"4s\"\n"),
+            "bad.toml:6: store.lease:",
+        ),
+        (
+            "a lease that leaves the leader too little",
+            format!("{HEAD}[store]\nkind = \"postgresql\"\nlease = \"12s\"\n"),
+            "bad.toml:5: store.lease: 12s is too short",
+        ),
+        (
+            "a bad node name",
+            format!(
+                "{HEAD}[store]\nkind = \"postgresql\"\nlease = \"1m\"\nnode_name = \"host/a\"\n"
+            ),
+            "bad.toml:6: store.node_name:",
+        ),
         ("not TOML", "[cloud\nregion_id = ".to_owned(), ""),
         ("binary junk", "\u{0}\u{1}\u{2}\u{fffd}".to_owned(), ""),
     ]
@@ -808,4 +842,32 @@ proptest! {
         );
         prop_assert!(client.is_ok(), "{text}");
     }
+}
+
+/// With the PostgreSQL store, `check` says so, with this replica's node name and the lease;
+/// with the file store it says nothing of a store.
+#[test]
+fn check_prints_the_cluster_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{HEAD}{ACCOUNT}[store]\nkind = \"postgresql\"\nkey_file = \"/etc/pwrotd/store.key\"\nlease = \"30s\"\nnode_name = \"host-a\"\n"
+        ),
+    )
+    .expect("write");
+    let output = pwrotd(&["check"], &path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "store postgresql, node host-a, lease 30s (no API call started with under 11s left)"
+        ),
+        "{stdout}"
+    );
+    std::fs::write(&path, format!("{HEAD}{ACCOUNT}")).expect("write");
+    let output = pwrotd(&["check"], &path);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("store"));
 }

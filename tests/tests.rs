@@ -9,6 +9,7 @@
 mod audit;
 mod binaries;
 mod client_sim;
+mod cluster;
 mod common;
 mod corpus;
 mod daemon;

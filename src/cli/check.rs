@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::{CliError, CliResult, load};
-use crate::config::{Schedule, Strategy};
+use crate::config::{Schedule, StoreConfig, Strategy};
 use crate::{scheduler, sink};
 
 pub fn check(path: &Path) -> CliResult {
@@ -31,6 +31,14 @@ pub fn check(path: &Path) -> CliResult {
         config.cloud.client.signature,
         config.daemon.state_dir.display(),
     );
+    if let StoreConfig::Postgresql(cluster) = &config.store {
+        say!(
+            "  store postgresql, node {}, lease {} (no API call started with under {} left)",
+            cluster.node_name,
+            humantime::format_duration(cluster.lease),
+            humantime::format_duration(config.lease_margin()),
+        );
+    }
     let uid = nix::unistd::geteuid().as_raw();
     let now = SystemTime::now();
     for a in &config.accounts {

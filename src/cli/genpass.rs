@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::{CliError, CliResult};
+use super::{CliError, CliResult, write_failed};
 use crate::password::{self, Policy};
 
 pub fn genpass(length: usize, count: usize) -> CliResult {
@@ -19,14 +19,4 @@ pub fn genpass(length: usize, count: usize) -> CliResult {
         writeln!(out, "{}", password.expose()).map_err(write_failed)?;
     }
     out.flush().map_err(write_failed)
-}
-
-/// A reader that stopped reading (`pwrotd genpass | head`) is a normal end; anything else
-/// fails.
-fn write_failed(e: std::io::Error) -> CliError {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        CliError::quiet_success()
-    } else {
-        CliError::failed(e.to_string())
-    }
 }

@@ -4,6 +4,7 @@
 
 pub mod adopt;
 pub mod check;
+pub mod genkey;
 pub mod genpass;
 pub mod logging;
 pub mod rotate;
@@ -101,6 +102,16 @@ pub fn exit(command: &str, result: CliResult) -> ExitCode {
             }
             ExitCode::from(e.code)
         }
+    }
+}
+
+/// A failed write to stdout: a reader that stopped reading (`pwrotd genpass | head`) is a
+/// normal end; anything else fails.
+pub fn write_failed(e: std::io::Error) -> CliError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::quiet_success()
+    } else {
+        CliError::failed(e.to_string())
     }
 }
 

@@ -41,6 +41,10 @@ pub fn rotate(path: &Path, accounts: Option<Vec<String>>, wait: Duration) -> Cli
         Err(DaemonError::Locked { role, .. }) if role == "daemon" => {
             match control::call(&state_dir, &Request::Rotate { accounts }, wait) {
                 Ok(Response::Rotated { reports }) => reports,
+                Ok(Response::Forwarded { leader }) => {
+                    say!("forwarded to the leader, {leader}: `pwrotd status` shows the outcome");
+                    return Ok(());
+                }
                 Ok(other) => {
                     return Err(CliError::failed(format!("the daemon answered {other:?}")));
                 }

@@ -160,6 +160,10 @@ pub struct Reply {
 /// `Timeout`, `Network`...): the source of `pwrotd_api_requests_total`.
 pub type Observer = std::sync::Arc<dyn Fn(&'static str, &str) + Send + Sync>;
 
+/// Asked before every attempt whether a request may start now; an `Err` says why not
+/// (cluster mode: this replica's lease term is over, or too little of it is left).
+pub type Gate = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// The OpenAPI client. Cheap to share behind an `Arc`; calls may run concurrently.
 pub struct Client {
     http: reqwest::Client,
@@ -168,6 +172,7 @@ pub struct Client {
     polardb_limit: RateLimiter,
     rds_limit: RateLimiter,
     observer: Option<Observer>,
+    gate: Option<Gate>,
 }
 
 impl std::fmt::Debug for Client {
@@ -226,12 +231,19 @@ impl Client {
             config,
             credentials,
             observer: None,
+            gate: None,
         })
     }
 
     /// Reports every attempt's outcome to `observer`.
     pub fn with_observer(mut self, observer: Observer) -> Client {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Asks `gate` before every attempt: no request starts while it says no.
+    pub fn with_gate(mut self, gate: Gate) -> Client {
+        self.gate = Some(gate);
         self
     }
 
@@ -250,9 +262,15 @@ impl Client {
         loop {
             attempt += 1;
             self.limiter(op.service()).acquire().await;
-            let result = match self.credentials.load() {
-                Ok(credentials) => self.attempt(op, &credentials).await,
-                Err(e) => Err(CloudError::new(
+            let gate = self.gate.as_ref().map_or(Ok(()), |gate| gate());
+            let result = match (gate, self.credentials.load()) {
+                (Err(why), _) => Err(CloudError::new(
+                    op.action(),
+                    Class::Permanent,
+                    ErrorKind::NotLeader(why),
+                )),
+                (Ok(()), Ok(credentials)) => self.attempt(op, &credentials).await,
+                (Ok(()), Err(e)) => Err(CloudError::new(
                     op.action(),
                     Class::Permanent,
                     ErrorKind::Credentials(e.to_string()),

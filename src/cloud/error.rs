@@ -176,6 +176,9 @@ pub enum ErrorKind {
     /// No usable AccessKey.
     #[error("credentials: {0}")]
     Credentials(String),
+    /// Not sent: this replica may not start an API call (cluster mode's lease).
+    #[error("not sent: {0}")]
+    NotLeader(String),
     /// The request could not be built (bad endpoint, unsendable parameter).
     #[error("invalid request: {0}")]
     Request(String),
@@ -252,6 +255,7 @@ impl CloudError {
             ErrorKind::MalformedReply { .. } => "MalformedReply",
             ErrorKind::Credentials(_) => "Credentials",
             ErrorKind::Request(_) => "InvalidRequest",
+            ErrorKind::NotLeader(_) => "NotLeader",
         }
     }
 

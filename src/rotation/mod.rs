@@ -138,6 +138,13 @@ impl Rotator {
         }
     }
 
+    /// Keeps passwords in `store` instead of the file store (cluster mode). The sink still
+    /// holds the render files.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Rotator {
+        self.store = store;
+        self
+    }
+
     /// Runs the accounts' `on_change` hooks through `hooks` after their files change.
     pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Rotator {
         self.hooks = Some(hooks);

@@ -1,0 +1,254 @@
+//! Cluster mode (docs/cluster.md): a PostgreSQL store shared by every replica, one leader
+//! that rotates, and every replica serving its own host from a local copy.
+//!
+//! - [`store`]: the store itself, and [`store::Term`], the store as one leader term writes
+//!   it, every write fenced by the term's epoch.
+//! - [`lease`]: who leads, timed by the database's clock.
+//! - [`mirror`]: every replica's local secret and render files.
+//! - [`key`] and [`secrets`]: the [`StoreKey`] every replica shares (each password sealed with
+//!   AES-256-GCM, bound to its account, user and version), and where the store's URL and key
+//!   are read from, checked without ever being shown.
+//!
+//! Nothing here may put a URL, a key or a password in an error, a log line or `Debug` output.
+//! - [`Cluster::run_terms`]: a scheduler for each term this replica leads; between terms,
+//!   commands are forwarded to the leader through the store.
+
+pub mod key;
+pub mod lease;
+pub mod mirror;
+pub mod secrets;
+pub mod store;
+
+pub use key::{Aad, KeyError, StoreKey};
+pub use secrets::SecretsError;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::scheduler::{Command, Rotate, Scheduler};
+use crate::sink::SinkError;
+use lease::Lease;
+use store::{Shared, Term, store_error};
+
+/// Builds the scheduler of a term from its accounts and rotator.
+pub type NewScheduler = Box<dyn Fn(&Config, Arc<dyn Rotate>) -> Scheduler + Send + Sync>;
+
+/// Builds the rotator of a term: its client gated by the lease, its store the term's.
+pub type NewRotator =
+    Box<dyn Fn(&Config, Arc<Term>, Arc<Lease>) -> Result<Arc<dyn Rotate>, String> + Send + Sync>;
+
+/// A replica's part in the cluster.
+pub struct Cluster {
+    pub shared: Arc<Shared>,
+    pub lease: Arc<Lease>,
+    /// The accounts the mirror renders.
+    pub accounts: mirror::Accounts,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    pub fn new(shared: Arc<Shared>, lease: Arc<Lease>, config: &Config) -> Cluster {
+        Cluster {
+            shared,
+            lease,
+            accounts: Arc::new(Mutex::new(mirror::accounts(&config.accounts))),
+        }
+    }
+
+    /// Asks the leader to rotate `accounts` (all if `None`): a row it takes, and a NOTIFY.
+    pub async fn forward(&self, accounts: Option<Vec<String>>) -> Result<(), SinkError> {
+        let fail = |e: sqlx::Error| store_error("cannot forward the request", &e);
+        let mut tx = self.shared.pool.begin().await.map_err(fail)?;
+        let names: Vec<Option<String>> = match accounts {
+            Some(names) => names.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        for name in names {
+            sqlx::query("INSERT INTO pwrotd_requests (account, node) VALUES ($1, $2)")
+                .bind(name)
+                .bind(&self.shared.node)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        sqlx::query("SELECT pg_notify('pwrotd_requests', '')")
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)
+    }
+
+    /// The requests forwarded to the leader: `None` asks for every account.
+    async fn take_requests(&self) -> Result<Vec<Option<String>>, SinkError> {
+        sqlx::query_scalar("DELETE FROM pwrotd_requests RETURNING account")
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| store_error("cannot take the forwarded requests", &e))
+    }
+
+    /// Runs a scheduler for each term this replica leads, until `stop`. Commands from the
+    /// daemon go to the term's scheduler, or, between terms, to the leader through the store.
+    /// At `stop` the running term's scheduler stops (within `shutdown_grace`), and the lease
+    /// is given up.
+    pub async fn run_terms(
+        self: Arc<Self>,
+        config: Arc<Mutex<Config>>,
+        mut commands: mpsc::Receiver<Command>,
+        stop: CancellationToken,
+        new_scheduler: NewScheduler,
+        new_rotator: NewRotator,
+    ) {
+        let mut role = self.lease.subscribe();
+        loop {
+            let epoch = loop {
+                if let Some(epoch) = *role.borrow_and_update() {
+                    break epoch;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = role.changed() => {}
+                    Some(command) = commands.recv() => self.follow(command, &config).await,
+                }
+            };
+            let lead = self.lead(
+                epoch,
+                &config,
+                &mut commands,
+                &stop,
+                &new_scheduler,
+                &new_rotator,
+            );
+            if let Err(e) = lead.await {
+                tracing::error!(epoch, "cannot lead: {e}");
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            if stop.is_cancelled() {
+                self.lease.release(&self.shared.pool).await;
+                return;
+            }
+        }
+    }
+
+    /// A command while this replica follows.
+    async fn follow(&self, command: Command, config: &Mutex<Config>) {
+        match command {
+            Command::RotateNow { accounts, .. } => {
+                if let Err(e) = self.forward(accounts).await {
+                    tracing::error!("cannot ask the leader to rotate: {e}");
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(Vec::new());
+            }
+            Command::Adopt { reply, .. } => {
+                let _ = reply.send(Err(
+                    "this replica does not lead; run `pwrotd adopt` on the leader (pwrotd status names it)".into(),
+                ));
+            }
+            Command::Reload { accounts, .. } => {
+                *self.accounts.lock().unwrap_or_else(|p| p.into_inner()) =
+                    mirror::accounts(&accounts);
+                let _ = config;
+            }
+        }
+    }
+
+    /// One term: settles and rotates as the leader until the term ends or `stop`.
+    async fn lead(
+        &self,
+        epoch: i64,
+        config: &Mutex<Config>,
+        commands: &mut mpsc::Receiver<Command>,
+        stop: &CancellationToken,
+        new_scheduler: &NewScheduler,
+        new_rotator: &NewRotator,
+    ) -> Result<(), String> {
+        let term = Arc::new(
+            Term::begin(self.shared.clone(), epoch)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let current = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let rotator = new_rotator(&current, term.clone(), self.lease.clone())?;
+        let scheduler = new_scheduler(&current, rotator);
+        let (tx, rx) = mpsc::channel(64);
+        let term_stop = CancellationToken::new();
+        let grace = current.daemon.shutdown_grace;
+        let mut handle = tokio::spawn(scheduler.run(rx, term_stop.clone(), grace));
+        let mut requests = mirror::listen(&self.shared.pool, "pwrotd_requests").await;
+        let mut role = self.lease.subscribe();
+        let mut poll = tokio::time::interval(mirror::POLL);
+        let ended = loop {
+            let notified = async {
+                match requests.as_mut() {
+                    Some(l) => drop(l.try_recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break Ok(()),
+                _ = role.changed() => if *role.borrow_and_update() != Some(epoch) {
+                    tracing::warn!(epoch, "the term is over: stopping its rotations");
+                    break Ok(());
+                },
+                result = &mut handle => {
+                    break Err(format!("the term's scheduler ended: {}", if result.is_err() { "it panicked" } else { "unexpectedly" }));
+                }
+                Some(command) = commands.recv() => match command {
+                    Command::Reload { accounts, .. } => {
+                        *self.accounts.lock().unwrap_or_else(|p| p.into_inner()) = mirror::accounts(&accounts);
+                        let current = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        match new_rotator(&current, term.clone(), self.lease.clone()) {
+                            Ok(rotate) => { let _ = tx.send(Command::Reload { accounts, rotate }).await; }
+                            Err(e) => tracing::error!("reload: {e}"),
+                        }
+                    }
+                    other => { let _ = tx.send(other).await; }
+                },
+                () = notified => self.pass_requests(&tx).await,
+                _ = poll.tick() => self.pass_requests(&tx).await,
+            }
+        };
+        term_stop.cancel();
+        if !handle.is_finished() {
+            let _ = handle.await;
+        }
+        ended
+    }
+
+    /// Hands the requests forwarded by other replicas to the term's scheduler.
+    async fn pass_requests(&self, tx: &mpsc::Sender<Command>) {
+        let taken = tokio::time::timeout(mirror::POLL, self.take_requests()).await;
+        match taken.unwrap_or_else(|_| Err(SinkError::Store("no answer in time".into()))) {
+            Ok(requests) => {
+                for account in requests {
+                    tracing::info!(
+                        account = account.as_deref().unwrap_or("every account"),
+                        "rotation forwarded by a replica"
+                    );
+                    let _ = tx
+                        .send(Command::RotateNow {
+                            accounts: account.map(|a| vec![a]),
+                            reply: None,
+                        })
+                        .await;
+                }
+            }
+            Err(e) => tracing::debug!("{e}"),
+        }
+    }
+}
