@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::SimError;
 use super::identity::Principal;
 use crate::cloud::sign::{self, V3Input};
@@ -33,7 +35,7 @@ pub(super) struct Verified {
 /// Looks up an AccessKey given the SecurityToken sent with it (if any): its secret and who
 /// holds it, or the documented refusal of the key or the token.
 pub(super) type KeyLookup<'a> =
-    dyn Fn(&str, Option<&str>) -> Result<(String, Principal), SimError> + 'a;
+    dyn Fn(&str, Option<&str>) -> Result<(SecretString, Principal), SimError> + 'a;
 
 pub(super) fn header<'a>(request: &'a Request<'_>, name: &str) -> Option<&'a str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
@@ -134,7 +136,7 @@ pub(super) fn verify(request: &Request<'_>, keys: &KeyLookup<'_>) -> Result<Veri
     )?;
     let timestamp = parse_timestamp(&params["Timestamp"])?;
     let expected = sign::v1_signature(
-        &secret,
+        secret.expose_secret(),
         request.method,
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
@@ -217,7 +219,7 @@ fn verify_v3(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let expected = sign::v3_signature(
-        &secret,
+        secret.expose_secret(),
         &V3Input {
             method: request.method,
             path: "/",

@@ -44,10 +44,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
 
-use super::identity::{OidcProviderSpec, Principal, RoleSpec, parse_arn};
 use super::Sim;
+use super::identity::{OidcProviderSpec, Principal, RoleSpec, parse_arn};
 use crate::cloud::Service;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -76,7 +77,9 @@ pub struct CloudFile {
 #[serde(deny_unknown_fields)]
 pub struct AccessKeyEntry {
     pub id: String,
-    pub secret: String,
+    /// A secret type: Debug output hides it.
+    #[serde(deserialize_with = "secret")]
+    pub secret: SecretString,
     pub account: String,
     /// The RAM user holding it; none for the account's root.
     #[serde(default)]
@@ -134,6 +137,10 @@ pub struct CredentialsUriEntry {
     pub role: String,
 }
 
+fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    String::deserialize(d).map(SecretString::from)
+}
+
 fn uid(text: &str) -> Result<&str, String> {
     if text.len() == 16 && text.bytes().all(|b| b.is_ascii_digit()) {
         Ok(text)
@@ -171,7 +178,7 @@ impl CloudFile {
                 },
                 None => Principal::Root { uid },
             };
-            sim.add_access_key(&key.id, &key.secret, principal);
+            sim.add_access_key(&key.id, key.secret.expose_secret(), principal);
         }
         for role in &self.roles {
             sim.add_role(role.spec()?);
@@ -273,7 +280,8 @@ mod tests {
                 Some("ap-southeast-1".to_owned())
             ))
         );
-        let bad: CloudFile = toml::from_str("[[resource]]\nservice = \"rds\"\nid = \"rm-x\"\n").unwrap();
+        let bad: CloudFile =
+            toml::from_str("[[resource]]\nservice = \"rds\"\nid = \"rm-x\"\n").unwrap();
         assert!(bad.apply(&sim).unwrap_err().contains("rm-x"));
         assert!(toml::from_str::<CloudFile>("nope = 1\n").is_err());
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rand::TryRng;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::SimError;
@@ -177,7 +178,7 @@ impl RoleSpec {
     pub(super) fn trusts(&self, principal: &Principal) -> bool {
         let arn = principal.arn();
         self.trusted_accounts.iter().any(|a| a == principal.uid())
-            || self.trusted_principals.iter().any(|p| *p == arn)
+            || self.trusted_principals.contains(&arn)
     }
 
     /// An 17-digit id, stable for the ARN: the `<id>` of `AssumedRoleId`, `<id>:<session>`.
@@ -222,13 +223,13 @@ impl OidcProviderSpec {
 }
 
 /// Temporary credentials the simulator issued: what STS, the metadata service and a credential
-/// URI reply. Debug output hides the secret and the token.
-#[derive(Clone, PartialEq, Eq)]
+/// URI reply. The secret and the token are secret types: Debug output hides them.
+#[derive(Clone)]
 pub struct TemporaryCredentials {
     /// `STS.` and 24 characters.
     pub access_key_id: String,
-    pub access_key_secret: String,
-    pub security_token: String,
+    pub access_key_secret: SecretString,
+    pub security_token: SecretString,
     /// Whole seconds, as `Expiration` shows it; the credentials are refused from then on.
     pub expiration: SystemTime,
     pub principal: Principal,
@@ -263,11 +264,11 @@ pub struct IssuedCredentials {
 }
 
 struct Key {
-    secret: String,
+    secret: SecretString,
     principal: Principal,
     active: bool,
     /// For STS credentials: the token, the expiry, and what issued them.
-    temporary: Option<(String, SystemTime, String)>,
+    temporary: Option<(SecretString, SystemTime, String)>,
 }
 
 /// The simulated RAM and STS state.
@@ -310,7 +311,7 @@ impl Identity {
         self.keys.insert(
             id,
             Key {
-                secret,
+                secret: SecretString::from(secret),
                 principal,
                 active: true,
                 temporary: None,
@@ -359,7 +360,7 @@ impl Identity {
         key_id: &str,
         token: Option<&str>,
         now: SystemTime,
-    ) -> Result<(String, Principal), SimError> {
+    ) -> Result<(SecretString, Principal), SimError> {
         let key = self.keys.get(key_id).ok_or_else(|| {
             key_error(
                 404,
@@ -378,7 +379,7 @@ impl Identity {
             let Some(token) = token.filter(|t| !t.is_empty()) else {
                 return Err(SimError::missing("SecurityToken"));
             };
-            if !crate::cloud::sign::signatures_match(issued, token) {
+            if !crate::cloud::sign::signatures_match(issued.expose_secret(), token) {
                 return Err(key_error(
                     400,
                     "InvalidSecurityToken.MismatchWithAccessKey",
@@ -416,8 +417,8 @@ impl Identity {
         let expiration = whole_seconds(now + lifetime);
         let credentials = TemporaryCredentials {
             access_key_id: format!("STS.{}", random_text(18, true)),
-            access_key_secret: random_text(30, true),
-            security_token: format!("CAIS{}", random_text(240, false)),
+            access_key_secret: SecretString::from(random_text(30, true)),
+            security_token: SecretString::from(format!("CAIS{}", random_text(240, false))),
             expiration,
             principal,
         };
@@ -455,7 +456,10 @@ impl Identity {
                 ))
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.access_key_id.cmp(&b.1.access_key_id)));
+        out.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(a.1.access_key_id.cmp(&b.1.access_key_id))
+        });
         out.into_iter().map(|(_, i)| i).collect()
     }
 }
@@ -580,14 +584,17 @@ mod tests {
         let creds = id.issue(who.clone(), Duration::from_secs(60), "in-process", now);
         assert!(creds.access_key_id.starts_with("STS."));
         assert!(creds.expiration <= now + Duration::from_secs(60));
-        let code = |r: Result<(String, Principal), SimError>| r.unwrap_err().code;
+        let code = |r: Result<(SecretString, Principal), SimError>| r.unwrap_err().code;
         let key = &creds.access_key_id;
-        assert_eq!(code(id.authenticate(key, None, now)), "MissingSecurityToken");
+        assert_eq!(
+            code(id.authenticate(key, None, now)),
+            "MissingSecurityToken"
+        );
         assert_eq!(
             code(id.authenticate(key, Some("CAISother"), now)),
             "InvalidSecurityToken.MismatchWithAccessKey"
         );
-        let token = Some(creds.security_token.as_str());
+        let token = Some(creds.security_token.expose_secret());
         assert_eq!(id.authenticate(key, token, now).unwrap().1, who);
         assert_eq!(
             code(id.authenticate(key, token, creds.expiration)),
@@ -606,7 +613,12 @@ mod tests {
         );
         assert_eq!(id.issued().len(), 1);
         // An hour after expiry they are forgotten.
-        id.issue(who, Duration::from_secs(1), "x", now + Duration::from_secs(7200));
+        id.issue(
+            who,
+            Duration::from_secs(1),
+            "x",
+            now + Duration::from_secs(7200),
+        );
         assert_eq!(
             code(id.authenticate(key, token, now)),
             "InvalidAccessKeyId.NotFound"

@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::identity::{Principal, TemporaryCredentials};
@@ -264,7 +265,14 @@ impl Sim {
         let endpoints = self.endpoints();
         match token {
             None if endpoints.imdsv1 => None,
-            Some(t) if endpoints.tokens.get(t).is_some_and(|e| *e > SystemTime::now()) => None,
+            Some(t)
+                if endpoints
+                    .tokens
+                    .get(t)
+                    .is_some_and(|e| *e > SystemTime::now()) =>
+            {
+                None
+            }
             _ => Some(text(401, "Unauthorized")),
         }
     }
@@ -280,9 +288,12 @@ impl Sim {
         let (credentials, issued) = match fresh {
             Some(served) => served,
             None => {
-                let Some(c) =
-                    self.issue_for_role(arn, ECS_SESSION, METADATA_CREDENTIALS_LIFETIME, "metadata")
-                else {
+                let Some(c) = self.issue_for_role(
+                    arn,
+                    ECS_SESSION,
+                    METADATA_CREDENTIALS_LIFETIME,
+                    "metadata",
+                ) else {
                     return text(404, "Not Found");
                 };
                 let issued = super::identity::whole_seconds(now);
@@ -294,8 +305,8 @@ impl Sim {
             status: 200,
             body: serde_json::json!({
                 "AccessKeyId": credentials.access_key_id,
-                "AccessKeySecret": credentials.access_key_secret,
-                "SecurityToken": credentials.security_token,
+                "AccessKeySecret": credentials.access_key_secret.expose_secret(),
+                "SecurityToken": credentials.security_token.expose_secret(),
                 "Expiration": credentials.expiration_text(),
                 "LastUpdated": humantime::format_rfc3339_seconds(issued).to_string(),
                 "Code": "Success",
@@ -333,8 +344,8 @@ impl Sim {
             body: serde_json::json!({
                 "Code": "Success",
                 "AccessKeyId": credentials.access_key_id,
-                "AccessKeySecret": credentials.access_key_secret,
-                "SecurityToken": credentials.security_token,
+                "AccessKeySecret": credentials.access_key_secret.expose_secret(),
+                "SecurityToken": credentials.security_token.expose_secret(),
                 "Expiration": credentials.expiration_text(),
             })
             .to_string(),

@@ -2,7 +2,7 @@
 //!
 //! `/` takes API requests (GET or POST, parameters in the query or a form body): PolarDB, RDS,
 //! and STS (Version 2015-04-01). `/latest/` is the ECS instance metadata service and
-//! `/_creds/<name>` serves credential URIs (see [`super::metadata`]). `/_sim/` holds the test
+//! `/_creds/<name>` serves credential URIs (docs/simulator.md). `/_sim/` holds the test
 //! hooks, all JSON:
 //! - `GET /_sim/accounts`: the live state, passwords as SHA-256 only, with each account's
 //!   `status`, and `GET /_sim/resources`: each cluster's and instance's state;
@@ -41,8 +41,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{
-    AccountStatus, CloudFile, CredentialEndpoint, CredentialFault, Fault, FaultRates, Outcome,
-    Sim, auth, metadata,
+    AccountStatus, CloudFile, CredentialEndpoint, CredentialFault, Fault, FaultRates, Outcome, Sim,
+    auth, metadata,
 };
 use crate::cloud::Service;
 
@@ -225,7 +225,9 @@ struct Placement {
 mod serde_with_double_option {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
         Option::<String>::deserialize(d).map(Some)
     }
 }

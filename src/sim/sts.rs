@@ -47,6 +47,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use secrecy::ExposeSecret;
 
 use super::identity::{DEFAULT_SESSION, Principal, RoleSpec, TemporaryCredentials};
 use super::metadata::CredentialEndpoint;
@@ -211,7 +212,9 @@ fn check_token(
     let decode = |part: &str| -> Result<serde_json::Value, SimError> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(part.trim_end_matches('='))
-            .map_err(|_| oidc_invalid("Cannot decode base64 encoded response(format invalided)."))?;
+            .map_err(|_| {
+                oidc_invalid("Cannot decode base64 encoded response(format invalided).")
+            })?;
         serde_json::from_slice(&bytes)
             .map_err(|_| oidc_invalid("The Jwt content is invalid that cannot be recognized."))
     };
@@ -300,8 +303,8 @@ fn reply(role: &RoleSpec, session: &str, credentials: &TemporaryCredentials) -> 
         },
         "Credentials": {
             "AccessKeyId": credentials.access_key_id,
-            "AccessKeySecret": credentials.access_key_secret,
-            "SecurityToken": credentials.security_token,
+            "AccessKeySecret": credentials.access_key_secret.expose_secret(),
+            "SecurityToken": credentials.security_token.expose_secret(),
             "Expiration": credentials.expiration_text(),
         },
     })
@@ -402,7 +405,11 @@ impl Sim {
         let claims = check_token(token, &provider.issuer_url, &provider.client_ids, now)?;
         let role = identity.role(arn).cloned().ok_or_else(role_not_found)?;
         check_max(duration, &role)?;
-        if !role.trusted_oidc_providers.iter().any(|t| t == provider_arn) {
+        if !role
+            .trusted_oidc_providers
+            .iter()
+            .any(|t| t == provider_arn)
+        {
             return Err(oidc_failure("NoPermission", "There is no permission"));
         }
         let principal = Principal::AssumedRole {
@@ -439,7 +446,10 @@ mod tests {
                 .map(|e| e.code)
                 .unwrap_or_default()
         };
-        assert_eq!(code(&good, "https://other"), "AuthenticationFail.OIDCToken.IssuerNotMatch");
+        assert_eq!(
+            code(&good, "https://other"),
+            "AuthenticationFail.OIDCToken.IssuerNotMatch"
+        );
         let wrong_aud = unsigned_oidc_token("https://issuer", "someone", "s", later);
         assert_eq!(
             code(&wrong_aud, "https://issuer"),
@@ -451,7 +461,10 @@ mod tests {
             "AuthenticationFail.OIDCToken.Expired"
         );
         for bad in ["a.b", "!!!.!!!.!!!", "e30.e30.x"] {
-            assert_eq!(code(bad, "https://issuer"), "AuthenticationFail.OIDCToken.Invalid");
+            assert_eq!(
+                code(bad, "https://issuer"),
+                "AuthenticationFail.OIDCToken.Invalid"
+            );
         }
     }
 }
