@@ -169,6 +169,7 @@ pub fn client(config: &Config, metrics: &Arc<Metrics>) -> Result<Client, DaemonE
 async fn start_cluster(
     config: &Config,
     settings: &ClusterConfig,
+    sink: &Arc<Sink>,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
 ) -> Result<Arc<Cluster>, DaemonError> {
@@ -209,7 +210,12 @@ async fn start_cluster(
         }
     });
     tracing::info!(node = %settings.node_name, lease = ?settings.lease, "cluster store ready");
-    Ok(Arc::new(Cluster::new(Arc::new(shared), lease, config)))
+    Ok(Arc::new(Cluster::new(
+        Arc::new(shared),
+        lease,
+        config,
+        sink.clone(),
+    )))
 }
 
 /// Cluster mode: the rotator of a term, whose client starts no call once the term is over
@@ -401,7 +407,8 @@ impl Daemon {
                 (tokio::spawn(run), None)
             }
             StoreConfig::Postgresql(settings) => {
-                let cluster = start_cluster(&config, settings, &metrics, &stop_servers).await?;
+                let cluster =
+                    start_cluster(&config, settings, &sink, &metrics, &stop_servers).await?;
                 let new_rotator = term_rotator(sink.clone(), metrics.clone(), hooks.clone());
                 let run = cluster.clone().run_terms(
                     live.clone(),

@@ -14,9 +14,11 @@
 //!   place that orders store writes and API calls; a `Report` turned into metrics in one place.
 //! - [`store`]: what the protocol asks of durable state; [`sink`]: the file store under
 //!   `state_dir` (secret files, the audit log, render files) where passwords are written down.
-//! - [`cluster`]: cluster mode (`[store] kind = "postgresql"`): the store key that seals every
-//!   password before it reaches the shared database (`cluster/key.rs`), and where the
-//!   database URL and the key are read from (`cluster/secrets.rs`).
+//! - [`cluster`]: cluster mode (`[store] kind = "postgresql"`): the shared store whose every
+//!   write is fenced by the leader's epoch (`cluster/store.rs`), the lease (`cluster/lease.rs`),
+//!   each replica's local copy (`cluster/mirror.rs`), the store key that seals every password
+//!   before it reaches the database (`cluster/key.rs`), and where the URL and key are read
+//!   from (`cluster/secrets.rs`).
 //! - [`cloud`]: request signing (V1, V3), credentials, the operations, the client and the
 //!   failure rules (`cloud/error.rs`). Every byte sent to the cloud leaves through
 //!   `cloud::Client::call`.

@@ -23,7 +23,7 @@ use tokio::process::{Child, Command};
 use crate::common::{KEY_ID, SECRET};
 use crate::daemon::{Env, eventually, get};
 
-const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
+pub(crate) const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
     ("orders-app", Service::PolarDb, "pc-test0001", "app"),
     ("edge-app", Service::PolarDb, "pc-test0002", "edge"),
     ("admin", Service::PolarDb, "pc-test0001", "root_admin"),
@@ -31,7 +31,7 @@ const ACCOUNTS: [(&str, Service, &str, &str); 4] = [
 ];
 
 /// The admin URL of the test PostgreSQL, or `None` (said on stderr) when there is none.
-fn admin_url() -> Option<String> {
+pub(crate) fn admin_url() -> Option<String> {
     match std::env::var("PWROTD_TEST_POSTGRES_ADMIN") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("PWROTD_REQUIRE_DATABASES").is_some() => {
@@ -58,12 +58,12 @@ async fn fresh_store(admin: &str) -> String {
 }
 
 /// One replica: its own directory, config and state, the shared store and key.
-struct Replica {
-    name: String,
-    dir: PathBuf,
-    config: PathBuf,
-    metrics: String,
-    child: Option<Child>,
+pub(crate) struct Replica {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) metrics: String,
+    pub(crate) child: Option<Child>,
 }
 
 impl Replica {
@@ -71,7 +71,7 @@ impl Replica {
         self.dir.join("state")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pwrotd"));
         command
             .args(args)
@@ -86,7 +86,7 @@ impl Replica {
         command
     }
 
-    fn start(&mut self, env: &[(&str, &str)]) {
+    pub(crate) fn start(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,7 +110,7 @@ impl Replica {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal");
     }
 
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
             let status = child.wait().await.expect("wait");
@@ -123,22 +123,22 @@ impl Replica {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
-    async fn metric(&self, name: &str) -> Option<f64> {
+    pub(crate) async fn metric(&self, name: &str) -> Option<f64> {
         let (status, body) = get(&format!("{}/metrics", self.metrics)).await;
         (status == 200).then_some(())?;
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
-    async fn leads(&self) -> bool {
+    pub(crate) async fn leads(&self) -> bool {
         self.metric("pwrotd_leader").await == Some(1.0)
     }
 
-    fn local(&self, account: &str) -> Option<serde_json::Value> {
+    pub(crate) fn local(&self, account: &str) -> Option<serde_json::Value> {
         let path = self
             .state_dir()
             .join("secrets")
@@ -149,13 +149,13 @@ impl Replica {
 }
 
 /// Three replicas (or `n`) sharing a store, against one simulator.
-struct Fleet {
-    env: Env,
-    url: String,
-    key: String,
-    replicas: Vec<Replica>,
+pub(crate) struct Fleet {
+    pub(crate) env: Env,
+    pub(crate) url: String,
+    pub(crate) key: String,
+    pub(crate) replicas: Vec<Replica>,
     /// The test's own view of the store, to check the invariant.
-    store: Shared,
+    pub(crate) store: Shared,
 }
 
 fn free_port() -> u16 {
@@ -164,7 +164,7 @@ fn free_port() -> u16 {
 }
 
 impl Fleet {
-    async fn new(admin: &str, n: usize, tune: impl Fn(String) -> String) -> Fleet {
+    pub(crate) async fn new(admin: &str, n: usize, tune: impl Fn(String) -> String) -> Fleet {
         let env = Env::new("v1").await;
         let url = fresh_store(admin).await;
         let key = StoreKey::generate().expect("key").to_base64().to_string();
@@ -227,7 +227,7 @@ impl Fleet {
     }
 
     /// Waits until exactly one replica leads; returns its index.
-    async fn leader(&self, limit: Duration) -> usize {
+    pub(crate) async fn leader(&self, limit: Duration) -> usize {
         let started = Instant::now();
         while started.elapsed() < limit {
             let mut leaders = Vec::new();
@@ -247,7 +247,7 @@ impl Fleet {
     }
 
     /// The store's records, decrypted.
-    async fn records(&self) -> HashMap<String, SecretFile> {
+    pub(crate) async fn records(&self) -> HashMap<String, SecretFile> {
         self.store
             .load_all()
             .await
@@ -259,7 +259,7 @@ impl Fleet {
     }
 
     /// The invariant: each account's live password is the store's current or pending.
-    async fn check_invariant(&self, when: &str) -> usize {
+    pub(crate) async fn check_invariant(&self, when: &str) -> usize {
         let records = self.records().await;
         let mut pending = 0;
         for (name, service, resource, user) in ACCOUNTS {
@@ -288,7 +288,7 @@ impl Fleet {
     }
 
     /// Whether every running replica's local secret files equal the store.
-    async fn mirrors_match(&self) -> bool {
+    pub(crate) async fn mirrors_match(&self) -> bool {
         let records = self.records().await;
         self.replicas.iter().filter(|r| r.child.is_some()).all(|r| {
             records.iter().all(|(name, record)| {
@@ -311,7 +311,7 @@ impl Fleet {
         })
     }
 
-    async fn stop_all(&mut self) {
+    pub(crate) async fn stop_all(&mut self) {
         for r in &mut self.replicas {
             if let Some(child) = r.child.as_mut() {
                 let _ = nix::sys::signal::kill(
@@ -329,7 +329,7 @@ impl Fleet {
     }
 }
 
-fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -356,7 +356,7 @@ fn busy(text: String) -> String {
         )
 }
 
-fn quiet(text: String) -> String {
+pub(crate) fn quiet(text: String) -> String {
     text.replace("timeout = \"3s\"", "timeout = \"1s\"")
 }
 
@@ -472,7 +472,7 @@ async fn three_replicas_one_leader_every_host_mirrored_and_nothing_in_clear() {
 }
 
 /// Polls the store until `done` holds.
-async fn wait_store(
+pub(crate) async fn wait_store(
     fleet: &Fleet,
     limit: Duration,
     what: &str,
@@ -542,6 +542,14 @@ async fn killing_the_leader_30_times_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     fleet.check_invariant("the end").await;
+    let settled_at = Instant::now();
+    while !fleet.mirrors_match().await {
+        assert!(
+            settled_at.elapsed() < Duration::from_secs(5),
+            "the replicas' local files do not match the store within 5 s of the faults stopping"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     failovers.sort();
     eprintln!(
         "FIGURES cluster kill -9: 30 leader kills in {:.0} s; failover (kill to a new leader) p50 {:?} max {:?}; kills that left a pending password {pending_seen}; lost passwords 0; API requests {}",
@@ -627,11 +635,26 @@ async fn audit_rows(url: &str, epoch: i64) -> i64 {
         .expect("count")
 }
 
-/// A TCP proxy on loopback that the test can turn into a black hole: bytes stop flowing
-/// both ways, and connections are neither closed nor refused.
+/// A TCP proxy on loopback that the test controls: it can turn into a black hole (bytes stop
+/// flowing both ways, connections are neither closed nor refused), or cut every connection and
+/// refuse new ones for a while, as a PostgreSQL restart does.
 struct Proxy {
     port: u16,
     blackhole: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    /// Cancelled to cut every connection open now.
+    cut: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl Proxy {
+    /// Cuts every connection and refuses new ones for `downtime`.
+    async fn restart(&self, downtime: Duration) {
+        self.down.store(true, Ordering::SeqCst);
+        let old = std::mem::take(&mut *self.cut.lock().unwrap());
+        old.cancel();
+        tokio::time::sleep(downtime).await;
+        self.down.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn proxy(to: &str) -> Proxy {
@@ -639,22 +662,38 @@ async fn proxy(to: &str) -> Proxy {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let blackhole = Arc::new(AtomicBool::new(false));
-    let (to, hole) = (to.to_owned(), blackhole.clone());
+    let proxy = Proxy {
+        port,
+        blackhole: Arc::new(AtomicBool::new(false)),
+        down: Arc::new(AtomicBool::new(false)),
+        cut: Arc::default(),
+    };
+    let (to, hole, down, cut) = (
+        to.to_owned(),
+        proxy.blackhole.clone(),
+        proxy.down.clone(),
+        proxy.cut.clone(),
+    );
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
+            if down.load(Ordering::SeqCst) {
+                continue;
+            }
             let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
                 continue;
             };
-            let hole = hole.clone();
+            let (hole, cut) = (hole.clone(), cut.lock().unwrap().clone());
             tokio::spawn(async move {
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
-                tokio::join!(pump(ri, wo, hole.clone()), pump(ro, wi, hole));
+                tokio::select! {
+                    _ = async { tokio::join!(pump(ri, wo, hole.clone()), pump(ro, wi, hole)) } => {}
+                    () = cut.cancelled() => {}
+                }
             });
         }
     });
-    Proxy { port, blackhole }
+    proxy
 }
 
 async fn pump(
@@ -676,6 +715,84 @@ async fn pump(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+/// The store URL of `fleet` through `proxy`, written as `replica`'s url_file.
+fn through(fleet: &Fleet, proxy: &Proxy, replica: usize) {
+    let via = fleet.url.replace(
+        &store_host(&fleet.url),
+        &format!("127.0.0.1:{}", proxy.port),
+    );
+    write_private(&fleet.replicas[replica].dir.join("store-url"), &via);
+}
+
+fn store_host(url: &str) -> String {
+    url.split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in the URL")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_restarting_under_rotations_loses_nothing() {
+    let Some(admin) = admin_url() else { return };
+    let mut fleet = Fleet::new(&admin, 2, busy).await;
+    fleet.env.server.sim.set_fault_rates(FaultRates {
+        throttle: 0.1,
+        drop_after_apply: 0.1,
+        error_after_apply: 0.1,
+        latency: Duration::from_millis(5),
+        ..FaultRates::default()
+    });
+    // Both replicas reach the store through one proxy: a restart cuts every connection,
+    // mid-transaction or not, and refuses new ones while it lasts.
+    let proxy = proxy(&store_host(&fleet.url)).await;
+    for i in 0..2 {
+        through(&fleet, &proxy, i);
+        fleet.replicas[i].start(&[]);
+    }
+    fleet.leader(Duration::from_secs(20)).await;
+    for restart in 0..6 {
+        let wait = 200 + pwrotd::random::jitter(Duration::from_millis(1500)).as_millis() as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let downtime = Duration::from_millis(200 + 300 * (restart % 3));
+        proxy.restart(downtime).await;
+        fleet.check_invariant(&format!("restart {restart}")).await;
+    }
+    fleet.env.server.sim.set_fault_rates(FaultRates::default());
+    let started = Instant::now();
+    while !fleet.settled().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the store does not settle after the restarts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fleet.check_invariant("the end").await;
+    eventually(Duration::from_secs(5), "mirrors match the store", || {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(fleet.mirrors_match())
+        })
+    })
+    .await;
+    // store_up tells of the lease's last statement: within a few renewals of the store's
+    // return it says so.
+    for r in &fleet.replicas {
+        let started = Instant::now();
+        while r.metric("pwrotd_store_up").await != Some(1.0) {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{}: the store is back but store_up says otherwise; log: {}",
+                r.name,
+                r.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for r in &mut fleet.replicas {
+        r.kill().await;
     }
 }
 
@@ -861,7 +978,7 @@ async fn a_row_that_does_not_decrypt_is_left_alone_and_the_others_go_on() {
 
 impl Fleet {
     /// Each account's newest version, read without decrypting.
-    async fn records_lossy(&self) -> HashMap<String, i64> {
+    pub(crate) async fn records_lossy(&self) -> HashMap<String, i64> {
         let mut conn = sqlx::PgConnection::connect(&self.url)
             .await
             .expect("connect");

@@ -10,6 +10,7 @@ mod audit;
 mod binaries;
 mod client_sim;
 mod cluster;
+mod cluster_hostile;
 mod common;
 mod corpus;
 mod daemon;

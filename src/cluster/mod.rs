@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::scheduler::{Command, Rotate, Scheduler};
-use crate::sink::SinkError;
+use crate::sink::{Sink, SinkError};
 use lease::Lease;
 use store::{Shared, Term, store_error};
 
@@ -47,6 +47,8 @@ pub struct Cluster {
     pub lease: Arc<Lease>,
     /// The accounts the mirror renders.
     pub accounts: mirror::Accounts,
+    /// This host's state directory: a term refuses accounts whose passwords only it holds.
+    local: Arc<Sink>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -58,11 +60,17 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    pub fn new(shared: Arc<Shared>, lease: Arc<Lease>, config: &Config) -> Cluster {
+    pub fn new(
+        shared: Arc<Shared>,
+        lease: Arc<Lease>,
+        config: &Config,
+        local: Arc<Sink>,
+    ) -> Cluster {
         Cluster {
             shared,
             lease,
             accounts: Arc::new(Mutex::new(mirror::accounts(&config.accounts))),
+            local,
         }
     }
 
@@ -118,7 +126,7 @@ impl Cluster {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = role.changed() => {}
-                    Some(command) = commands.recv() => self.follow(command, &config).await,
+                    Some(command) = commands.recv() => self.follow(command).await,
                 }
             };
             let lead = self.lead(
@@ -144,7 +152,7 @@ impl Cluster {
     }
 
     /// A command while this replica follows.
-    async fn follow(&self, command: Command, config: &Mutex<Config>) {
+    async fn follow(&self, command: Command) {
         match command {
             Command::RotateNow { accounts, .. } => {
                 if let Err(e) = self.forward(accounts).await {
@@ -162,7 +170,6 @@ impl Cluster {
             Command::Reload { accounts, .. } => {
                 *self.accounts.lock().unwrap_or_else(|p| p.into_inner()) =
                     mirror::accounts(&accounts);
-                let _ = config;
             }
         }
     }
@@ -180,7 +187,8 @@ impl Cluster {
         let term = Arc::new(
             Term::begin(self.shared.clone(), epoch)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .guarding(self.local.clone()),
         );
         let current = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let rotator = new_rotator(&current, term.clone(), self.lease.clone())?;

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use super::key::{Aad, StoreKey};
 use crate::config::Account;
 use crate::password::Password;
-use crate::sink::{AuditRecord, Pending, SecretFile, SinkError, Version};
+use crate::sink::{AuditRecord, Pending, SecretFile, Sink, SinkError, Version};
 use crate::store::{Store, StoreFuture};
 
 /// The schema versions this binary knows, in order. A store migrated further by a newer
@@ -419,6 +419,9 @@ pub struct Term {
     cache: Mutex<HashMap<String, SecretFile>>,
     /// The accounts whose records did not decrypt when the term began.
     failed: Vec<String>,
+    /// This host's file store: an account the store has no record of, but this host's files
+    /// hold passwords for, was never imported, and is refused rather than rotated.
+    local: Option<Arc<Sink>>,
 }
 
 impl std::fmt::Debug for Term {
@@ -445,7 +448,39 @@ impl Term {
                     .collect(),
             ),
             failed: loaded.failed,
+            local: None,
         })
+    }
+
+    /// Refuses an account the store has no record of while `sink` (this host's state
+    /// directory) holds passwords for it: rotating it would leave the host's secret file, which
+    /// the mirror never overwrites with an older version, stale. `pwrotd store import` first.
+    pub fn guarding(mut self, sink: Arc<Sink>) -> Term {
+        self.local = Some(sink);
+        self
+    }
+
+    /// `file` (the store's record of `account`), unless it is missing where this host holds
+    /// passwords of the account that were never imported.
+    fn imported(
+        &self,
+        account: &Account,
+        file: Option<SecretFile>,
+    ) -> Result<Option<SecretFile>, SinkError> {
+        if file.is_some() {
+            return Ok(file);
+        }
+        let Some(local) = &self.local else {
+            return Ok(None);
+        };
+        match local.load_named(&account.name) {
+            Ok(Some(held)) if !held.is_empty() => Err(SinkError::Store(format!(
+                "the store has no record of {} but {} holds its passwords: stop every replica and run `pwrotd store import`",
+                account.name,
+                local.path(&account.name).display()
+            ))),
+            _ => Ok(None),
+        }
     }
 
     pub fn epoch(&self) -> i64 {
@@ -557,7 +592,7 @@ impl Store for Term {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(account.name.clone(), f.clone());
             }
-            Term::checked(account, file)
+            Term::checked(account, self.imported(account, file)?)
         })
     }
 
@@ -577,7 +612,7 @@ impl Store for Term {
             .unwrap_or_else(|p| p.into_inner())
             .get(&account.name)
             .cloned();
-        Term::checked(account, file)
+        Term::checked(account, self.imported(account, file)?)
     }
 
     fn write_pending<'a>(&'a self, file: &'a SecretFile) -> StoreFuture<'a, ()> {
