@@ -423,6 +423,7 @@ impl Daemon {
                     hooks.clone(),
                     metrics.clone(),
                     cluster.accounts.clone(),
+                    cluster.lease.clone(),
                 );
                 tokio::spawn(mirror.run(stop_servers.clone()));
                 (tokio::spawn(run), Some(cluster))

@@ -75,7 +75,9 @@ async fn a_record_of_an_unknown_shape_stops_only_its_account() {
         fleet.replicas[other].log()
     );
     assert!(
-        !fleet.replicas[other].log().contains("internal error (panic)"),
+        !fleet.replicas[other]
+            .log()
+            .contains("internal error (panic)"),
         "a replica panicked on billing's row (its mirror stops for good); log:\n{}",
         fleet.replicas[other].log()
     );
@@ -134,13 +136,28 @@ async fn a_replica_that_cannot_lead_gives_the_lease_up() {
     .await;
     // Replica 1's secret file goes (an agent rotating it, a mistake); then the leader dies.
     std::fs::remove_file(&secret_file).expect("rm");
+    let (_, first): (String, i64) = sqlx::query_as("SELECT holder, epoch FROM pwrotd_lease")
+        .fetch_one(&fleet.store.pool)
+        .await
+        .expect("lease");
     fleet.replicas[0].kill().await;
-    eventually(Duration::from_secs(20), "replica 1 takes the lease", || {
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(fleet.replicas[1].leads())
-        })
-    })
-    .await;
+    // Replica 1 takes the lease once it lapses, cannot lead, and gives it up.
+    let started = std::time::Instant::now();
+    loop {
+        let (holder, epoch): (String, i64) =
+            sqlx::query_as("SELECT holder, epoch FROM pwrotd_lease")
+                .fetch_one(&fleet.store.pool)
+                .await
+                .expect("lease");
+        if holder == "replica-1" && epoch > first {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "replica 1 never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Replica 0, healthy, comes back and is asked for a rotation.
     fleet.replicas[0].start(&[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -207,7 +224,8 @@ async fn a_forwarded_rotation_is_not_lost_when_the_store_is_slow() {
         .output()
         .await
         .expect("rotate");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let rotated = rotated_past(&fleet, "orders-app", before, Duration::from_secs(20)).await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pwrotd_requests")
         .fetch_one(&mut conn)

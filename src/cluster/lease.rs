@@ -3,13 +3,14 @@
 //!
 //! A replica takes the lease only once it has lapsed by the database's clock, and renews it
 //! every [`Lease::renew_interval`]. Its own deadline counts from the moment before it sent the
-//! renewal, on its monotonic clock, so it never ends later than the database's. API calls are
+//! renewal, on its boot-time clock (`CLOCK_BOOTTIME`: monotonic, and running while the host is
+//! suspended, where `Instant` stops), so it never ends later than the database's. API calls are
 //! allowed only while at least the margin (one API attempt's timeout, and a second) is left
 //! ([`Lease::may_call`]): by the time the database lets another replica take over, every call
 //! this one started has ended.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use tokio::sync::watch;
@@ -22,8 +23,17 @@ use crate::sink::SinkError;
 #[derive(Debug, Clone, Copy)]
 struct Held {
     epoch: i64,
-    /// When the lease lapses at the latest, on this replica's monotonic clock.
-    deadline: Instant,
+    /// When the lease lapses at the latest, by [`now`].
+    deadline: Duration,
+}
+
+/// The time since boot, suspends included (`CLOCK_BOOTTIME`).
+fn now() -> Duration {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(t) => Duration::from(t),
+        // Never on Linux since 2.6.39; a deadline that has always passed fails safe.
+        Err(_) => Duration::MAX,
+    }
 }
 
 /// This replica's view of the lease.
@@ -32,6 +42,14 @@ pub struct Lease {
     duration: Duration,
     margin: Duration,
     held: Mutex<Option<Held>>,
+    /// When an API attempt last started (by [`now`]): a release leaves the lease running
+    /// until that attempt must have ended.
+    last_call: Mutex<Option<Duration>>,
+    /// No lease is taken before this time (by [`now`]): a replica that could not lead steps
+    /// aside for a while, so that another can.
+    aside_until: Mutex<Option<Duration>>,
+    /// Held by a round and by [`Lease::release`], so that no renewal lands after a release.
+    statement: tokio::sync::Mutex<()>,
     /// The epoch of the term this replica leads, `None` while it follows.
     role: watch::Sender<Option<i64>>,
     /// Whether the last statement on the store succeeded.
@@ -66,9 +84,17 @@ impl Lease {
             duration,
             margin,
             held: Mutex::new(None),
+            last_call: Mutex::new(None),
+            aside_until: Mutex::new(None),
+            statement: tokio::sync::Mutex::new(()),
             role: watch::Sender::new(None),
             up: watch::Sender::new(false),
         })
+    }
+
+    /// How long a lease lasts.
+    pub fn duration(&self) -> Duration {
+        self.duration
     }
 
     pub fn node(&self) -> &str {
@@ -99,8 +125,12 @@ impl Lease {
     /// term, with at least the margin left on its lease.
     pub fn may_call(&self, epoch: i64) -> Result<(), String> {
         let held = *self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let at = now();
         match held {
-            Some(h) if h.epoch == epoch && Instant::now() + self.margin <= h.deadline => Ok(()),
+            Some(h) if h.epoch == epoch && at.saturating_add(self.margin) <= h.deadline => {
+                *self.last_call.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+                Ok(())
+            }
             Some(h) if h.epoch == epoch => Err(format!(
                 "the lease of term {epoch} has less than {:?} left and was not renewed; no call starts",
                 self.margin
@@ -123,8 +153,9 @@ impl Lease {
 
     /// One round: renews the term this replica holds, or takes a lapsed lease.
     async fn tick(&self, pool: &PgPool) -> Result<(), SinkError> {
+        let _statement = self.statement.lock().await;
         let held = *self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let sent = Instant::now();
+        let sent = now();
         let duration = self.duration.as_secs_f64();
         match held {
             Some(h) => {
@@ -142,13 +173,18 @@ impl Lease {
                 if renewed.is_some() {
                     self.set(Some(Held {
                         epoch: h.epoch,
-                        deadline: sent + self.duration,
+                        deadline: sent.saturating_add(self.duration),
                     }));
                 } else {
                     tracing::warn!(epoch = h.epoch, "lost the lease; following");
                     self.set(None);
                 }
             }
+            None if self
+                .aside_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|until| sent < until) => {}
             None => {
                 let taken: Option<i64> = sqlx::query_scalar(
                     "UPDATE pwrotd_lease SET holder = $1, epoch = epoch + 1,
@@ -165,12 +201,20 @@ impl Lease {
                     tracing::info!(epoch, "took the lease: leading");
                     self.set(Some(Held {
                         epoch,
-                        deadline: sent + self.duration,
+                        deadline: sent.saturating_add(self.duration),
                     }));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Gives the lease up and takes none for `pause`: this replica cannot lead now (its
+    /// credentials or its store fail it), and another may.
+    pub async fn step_aside(&self, pool: &PgPool, pause: Duration) {
+        *self.aside_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(now().saturating_add(pause));
+        self.release(pool).await;
     }
 
     /// Holds, renews and takes the lease until `stop`. A replica that cannot reach the store
@@ -193,7 +237,7 @@ impl Lease {
             if let Err(e) = result {
                 tracing::warn!("{e}");
                 let held = *self.held.lock().unwrap_or_else(|p| p.into_inner());
-                if held.is_some_and(|h| Instant::now() >= h.deadline) {
+                if held.is_some_and(|h| now() >= h.deadline) {
                     tracing::warn!("the lease ran out while the store was unreachable; following");
                     self.set(None);
                 }
@@ -201,17 +245,25 @@ impl Lease {
         }
     }
 
-    /// Gives the lease up at a clean stop, once no call of this replica's can start or run:
-    /// the next leader need not wait it out.
+    /// Gives the lease up, once no call of this replica's can start: at a clean stop, or when
+    /// it cannot lead. The lease still runs until the last API attempt started must have ended
+    /// (an aborted attempt may still be on its way), so the next leader takes over then.
     pub async fn release(&self, pool: &PgPool) {
+        let _statement = self.statement.lock().await;
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.set(None);
         if let Some(h) = held {
+            let last = *self.last_call.lock().unwrap_or_else(|p| p.into_inner());
+            let hold = last.map_or(Duration::ZERO, |at| {
+                at.saturating_add(self.margin).saturating_sub(now())
+            });
             let released = sqlx::query(
-                "UPDATE pwrotd_lease SET expires_at = now() WHERE id = 1 AND holder = $1 AND epoch = $2",
+                "UPDATE pwrotd_lease SET expires_at = now() + make_interval(secs => $3)
+                 WHERE id = 1 AND holder = $1 AND epoch = $2",
             )
             .bind(&self.node)
             .bind(h.epoch)
+            .bind(hold.as_secs_f64())
             .execute(pool)
             .await;
             match released {

@@ -15,7 +15,8 @@ use sqlx::Row;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{SealedFile, Shared, store_error};
+use super::lease::Lease;
+use super::store::{Shared, store_error};
 use crate::config::Account;
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
@@ -23,6 +24,9 @@ use crate::sink::{self, SecretFile, Sink, SinkError};
 
 /// The longest time between two rounds.
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// How many records a round writes at once: their fsyncs overlap.
+const PARALLEL: usize = 16;
 
 /// How long a round may take before it is given up (the store is unreachable, say).
 const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +42,10 @@ pub struct Mirror {
     metrics: Arc<Metrics>,
     /// The accounts of the running config, by name: their render files and hooks.
     accounts: Arc<Mutex<HashMap<String, Arc<Account>>>>,
+    /// While this replica leads, its rotations write the render files and run the hooks: the
+    /// mirror writes only the secret files, so that a slow round never renders an older
+    /// version over a newer one.
+    lease: Arc<Lease>,
     /// The sequence number of each record as last written here.
     seen: HashMap<String, i64>,
     /// Records that could not be written here, with why: retried every round, logged once.
@@ -68,8 +76,10 @@ impl Mirror {
         hooks: Arc<Hooks>,
         metrics: Arc<Metrics>,
         accounts: Accounts,
+        lease: Arc<Lease>,
     ) -> Mirror {
         Mirror {
+            lease,
             shared,
             sink,
             hooks,
@@ -127,13 +137,18 @@ impl Mirror {
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| store_error("cannot list the accounts", &e))?;
-        let changed: Vec<String> = rows
-            .iter()
-            .filter_map(|row| {
-                let (account, seq): (String, i64) = (row.get(0), row.get(1));
-                (self.seen.get(&account) != Some(&seq)).then_some(account)
-            })
-            .collect();
+        let mut changed = Vec::new();
+        for row in &rows {
+            let (account, seq): (String, i64) = (
+                row.try_get(0)
+                    .map_err(|e| store_error("cannot list the accounts", &e))?,
+                row.try_get(1)
+                    .map_err(|e| store_error("cannot list the accounts", &e))?,
+            );
+            if self.seen.get(&account) != Some(&seq) {
+                changed.push(account);
+            }
+        }
         for chunk in changed.chunks(500) {
             let rows = sqlx::query(
                 "SELECT account, seq, record FROM pwrotd_secrets WHERE account = ANY($1)",
@@ -142,24 +157,19 @@ impl Mirror {
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| store_error("cannot read the accounts", &e))?;
+            let mut files = Vec::with_capacity(rows.len());
             for row in rows {
-                let (name, seq): (String, i64) = (row.get(0), row.get(1));
-                let record: sqlx::types::Json<SealedFile> = row.get(2);
-                match self.write(&name, record.0).await {
-                    Ok(()) => {
-                        self.seen.insert(name.clone(), seq);
-                        if self.failing.remove(&name).is_some() {
-                            tracing::info!(account = %name, "mirrored again");
-                        }
-                    }
-                    Err(e) => {
-                        let text = e.to_string();
-                        if self.failing.get(&name) != Some(&text) {
-                            tracing::error!(account = %name, "cannot mirror: {text}");
-                            self.failing.insert(name, text);
-                        }
-                    }
-                }
+                let (name, seq): (String, i64) = (
+                    row.try_get(0)
+                        .map_err(|e| store_error("cannot read the accounts", &e))?,
+                    row.try_get(1)
+                        .map_err(|e| store_error("cannot read the accounts", &e))?,
+                );
+                let file = self.shared.decode(&name, &row, 2);
+                files.push((name, seq, file));
+            }
+            for (name, seq, written) in self.write_all(files).await {
+                self.settle(name, seq, written);
             }
         }
         if self.failing.is_empty() {
@@ -172,34 +182,98 @@ impl Mirror {
         }
     }
 
-    /// Writes one record here: its secret file, then the render files of the account this
-    /// replica's config names, whose hooks run when its current version changed.
-    async fn write(&self, name: &str, sealed: SealedFile) -> Result<(), SinkError> {
-        let file = self.shared.unseal(name, sealed)?;
-        let account = self
-            .accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned();
-        let sink = self.sink.clone();
-        let wrote = self
-            .sink
-            .io_tasks()
-            .spawn_blocking(move || write_local(&sink, &file, account.as_deref()))
-            .await
-            .map_err(|_| SinkError::Store("the mirror's write task did not finish".into()))??;
-        if let (Some(account), Some((version, username))) = (
-            self.accounts
+    /// Writes records here, [`PARALLEL`] at a time: each its secret file, then the render
+    /// files of the account this replica's config names, whose hooks run when its current
+    /// version changed. While this replica leads, its rotations render, not the mirror.
+    async fn write_all(
+        &self,
+        files: Vec<(String, i64, Result<SecretFile, SinkError>)>,
+    ) -> Vec<(String, i64, Result<(), SinkError>)> {
+        let mut done = Vec::with_capacity(files.len());
+        let mut running = tokio::task::JoinSet::new();
+        let leads = self.lease.epoch().is_some();
+        for (name, seq, file) in files {
+            let file = match file {
+                Ok(file) => file,
+                Err(e) => {
+                    done.push((name, seq, Err(e)));
+                    continue;
+                }
+            };
+            let account = self
+                .accounts
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(name)
-                .cloned(),
-            wrote,
-        ) {
-            self.hooks.changed(&account, version, &username);
+                .get(&name)
+                .cloned()
+                .filter(|_| !leads);
+            let sink = self.sink.clone();
+            let task = self.sink.io_tasks().spawn_blocking(move || {
+                let wrote = write_local(&sink, &file, account.as_deref());
+                (name, seq, account, wrote)
+            });
+            running.spawn(task);
+            while running.len() >= PARALLEL {
+                self.collect(running.join_next().await, &mut done);
+            }
         }
-        Ok(())
+        while let Some(joined) = running.join_next().await {
+            self.collect(Some(joined), &mut done);
+        }
+        done
+    }
+
+    /// Takes one finished write: its hooks run if the account's current version changed.
+    #[allow(clippy::type_complexity, reason = "one task's result, read once")]
+    fn collect(
+        &self,
+        joined: Option<
+            Result<
+                Result<
+                    (
+                        String,
+                        i64,
+                        Option<Arc<Account>>,
+                        Result<Option<(u64, String)>, SinkError>,
+                    ),
+                    tokio::task::JoinError,
+                >,
+                tokio::task::JoinError,
+            >,
+        >,
+        done: &mut Vec<(String, i64, Result<(), SinkError>)>,
+    ) {
+        match joined {
+            Some(Ok(Ok((name, seq, account, wrote)))) => {
+                if let (Some(account), Ok(Some((version, username)))) = (&account, &wrote) {
+                    self.hooks.changed(account, *version, username);
+                }
+                done.push((name, seq, wrote.map(drop)));
+            }
+            // A write task that panicked or was cancelled: its account is retried next round,
+            // as it is not marked seen.
+            Some(_) => tracing::error!("a mirror write task did not finish"),
+            None => {}
+        }
+    }
+
+    /// Records the outcome of one account's write: seen at `seq`, or failing (logged once).
+    fn settle(&mut self, name: String, seq: i64, written: Result<(), SinkError>) {
+        match written {
+            Ok(()) => {
+                self.seen.insert(name.clone(), seq);
+                if self.failing.remove(&name).is_some() {
+                    tracing::info!(account = %name, "mirrored again");
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.failing.get(&name) != Some(&text) {
+                    tracing::error!(account = %name, "cannot mirror: {text}");
+                    self.failing.insert(name, text);
+                }
+            }
+        }
     }
 
     /// Records this replica's last mirror time in the store, for `pwrotd status`.
@@ -249,8 +323,10 @@ fn write_local(
     account: Option<&Account>,
 ) -> Result<Option<(u64, String)>, SinkError> {
     let local = sink.load_named(&file.account)?;
+    // Promoted versions only: a pending version the store has since cleared (its call was
+    // refused) is no sign of a newer local file.
     if let Some(local) = &local
-        && local.newest() > file.newest()
+        && settled_newest(local) > settled_newest(file)
     {
         return Err(SinkError::Store(format!(
             "{} holds a newer version than the store; it is left as it is: move it into the store with `pwrotd store import`",
@@ -281,6 +357,16 @@ fn write_local(
     let local_current = local.and_then(|l| l.current).map(|c| c.version);
     let changed = local_current != Some(current.version) || rendered.written > 0;
     Ok(changed.then(|| (current.version, current.username.clone())))
+}
+
+/// The newest promoted version of a record: current or previous, never pending.
+fn settled_newest(file: &SecretFile) -> u64 {
+    file.current
+        .iter()
+        .chain(&file.previous)
+        .map(|v| v.version)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Whether two records hold the same state (their passwords compared too).

@@ -97,12 +97,24 @@ impl Cluster {
         tx.commit().await.map_err(fail)
     }
 
-    /// The requests forwarded to the leader: `None` asks for every account.
-    async fn take_requests(&self) -> Result<Vec<Option<String>>, SinkError> {
-        sqlx::query_scalar("DELETE FROM pwrotd_requests RETURNING account")
+    /// The requests forwarded to the leader, oldest first, with their ids: `None` asks for
+    /// every account. They stay in the store until [`Cluster::done_with`].
+    async fn requests(&self) -> Result<Vec<(i64, Option<String>)>, SinkError> {
+        sqlx::query_as("SELECT id, account FROM pwrotd_requests ORDER BY id")
             .fetch_all(&self.shared.pool)
             .await
-            .map_err(|e| store_error("cannot take the forwarded requests", &e))
+            .map_err(|e| store_error("cannot read the forwarded requests", &e))
+    }
+
+    /// Forgets requests handed to the term's scheduler. If this fails, they are handed over
+    /// again: a rotation asked for twice, never one lost.
+    async fn done_with(&self, ids: &[i64]) -> Result<(), SinkError> {
+        sqlx::query("DELETE FROM pwrotd_requests WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.shared.pool)
+            .await
+            .map(drop)
+            .map_err(|e| store_error("cannot clear the forwarded requests", &e))
     }
 
     /// Runs a scheduler for each term this replica leads, until `stop`. Commands from the
@@ -138,11 +150,10 @@ impl Cluster {
                 &new_rotator,
             );
             if let Err(e) = lead.await {
-                tracing::error!(epoch, "cannot lead: {e}");
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                // Another replica may be able to: give the lease up, and take none for a while.
+                let pause = (self.lease.duration() * 2).max(Duration::from_secs(10));
+                tracing::error!(epoch, "cannot lead: {e}; stepping aside for {pause:?}");
+                self.lease.step_aside(&self.shared.pool, pause).await;
             }
             if stop.is_cancelled() {
                 self.lease.release(&self.shared.pool).await;
@@ -238,25 +249,38 @@ impl Cluster {
         ended
     }
 
-    /// Hands the requests forwarded by other replicas to the term's scheduler.
+    /// Hands the requests forwarded by other replicas to the term's scheduler, then forgets
+    /// them: a slow store delays them, and at worst one is handed over twice.
     async fn pass_requests(&self, tx: &mpsc::Sender<Command>) {
-        let taken = tokio::time::timeout(mirror::POLL, self.take_requests()).await;
-        match taken.unwrap_or_else(|_| Err(SinkError::Store("no answer in time".into()))) {
-            Ok(requests) => {
-                for account in requests {
-                    tracing::info!(
-                        account = account.as_deref().unwrap_or("every account"),
-                        "rotation forwarded by a replica"
-                    );
-                    let _ = tx
-                        .send(Command::RotateNow {
-                            accounts: account.map(|a| vec![a]),
-                            reply: None,
-                        })
-                        .await;
+        let wait = self.lease.duration();
+        let requests = tokio::time::timeout(wait, self.requests()).await;
+        let requests =
+            match requests.unwrap_or_else(|_| Err(SinkError::Store("no answer in time".into()))) {
+                Ok(requests) if requests.is_empty() => return,
+                Ok(requests) => requests,
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    return;
                 }
+            };
+        let mut ids = Vec::with_capacity(requests.len());
+        for (id, account) in requests {
+            tracing::info!(
+                account = account.as_deref().unwrap_or("every account"),
+                "rotation forwarded by a replica"
+            );
+            let command = Command::RotateNow {
+                accounts: account.map(|a| vec![a]),
+                reply: None,
+            };
+            if tx.send(command).await.is_err() {
+                return;
             }
-            Err(e) => tracing::debug!("{e}"),
+            ids.push(id);
+        }
+        let done = tokio::time::timeout(wait, self.done_with(&ids)).await;
+        if let Err(e) = done.unwrap_or_else(|_| Err(SinkError::Store("no answer in time".into()))) {
+            tracing::warn!("{e}; they may be handed over again");
         }
     }
 }

@@ -126,7 +126,8 @@ impl Shared {
                 ("lock_timeout", hold.as_str()),
             ])
             .application_name(&format!("pwrotd {node}"))
-            .log_statements(tracing::log::LevelFilter::Off);
+            .log_statements(tracing::log::LevelFilter::Off)
+            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::ZERO);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -178,10 +179,13 @@ impl Shared {
             .map_err(|e| store_error("cannot read the accounts", &e))?;
         let mut loaded = Loaded::default();
         for row in rows {
-            let account: String = row.get(0);
-            let seq: i64 = row.get(1);
-            let record: sqlx::types::Json<SealedFile> = row.get(2);
-            match self.unseal(&account, record.0) {
+            let account: String = row
+                .try_get(0)
+                .map_err(|e| store_error("cannot read an account's name", &e))?;
+            let seq: i64 = row
+                .try_get(1)
+                .map_err(|e| store_error("cannot read an account's sequence", &e))?;
+            match self.decode(&account, &row, 2) {
                 Ok(file) => {
                     loaded.records.insert(account, (seq, file));
                 }
@@ -202,10 +206,32 @@ impl Shared {
             .await
             .map_err(|e| store_error("cannot read the account", &e))?;
         row.map(|row| {
-            let record: sqlx::types::Json<SealedFile> = row.get(1);
-            Ok((row.get(0), self.unseal(account, record.0)?))
+            let seq: i64 = row
+                .try_get(0)
+                .map_err(|e| store_error("cannot read the account's sequence", &e))?;
+            Ok((seq, self.decode(account, &row, 1)?))
         })
         .transpose()
+    }
+
+    /// The secret file in column `column` of `row`, `account`'s record: a record of another
+    /// shape (a DBA's edit, say) is refused as corrupt, never a panic, and stops only its own
+    /// account.
+    pub fn decode(
+        &self,
+        account: &str,
+        row: &sqlx::postgres::PgRow,
+        column: usize,
+    ) -> Result<SecretFile, SinkError> {
+        let record: sqlx::types::Json<SealedFile> =
+            row.try_get(column).map_err(|e| SinkError::Corrupt {
+                path: format!("the store's record of {account}").into(),
+                reason: match e {
+                    sqlx::Error::ColumnDecode { .. } => "not a record this pwrotd knows".into(),
+                    other => kind_of(&other).into(),
+                },
+            })?;
+        self.unseal(account, record.0)
     }
 
     /// `hmac-sha256:<hex>` of a password under the store's audit key.

@@ -109,8 +109,8 @@ pub struct ClusterConfig {
     /// The file holding the store key; `None` to look for the systemd credential
     /// `pwrotd-store-key`.
     pub key_file: Option<PathBuf>,
-    /// How long the leader's lease lasts: it renews every third of it, and another replica may
-    /// take over once it runs out. Within [`LEASE`], and longer than 1.5 times
+    /// How long the leader's lease lasts: it renews every tenth of it, and another replica may
+    /// take over once it runs out. Within [`LEASE`], and nine tenths of it longer than
     /// [`Config::lease_margin`].
     pub lease: Duration,
     /// This replica's name in the store (the leader, the mirror times): 1 to 63 of
