@@ -215,6 +215,7 @@ async fn start_cluster(
         lease,
         config,
         sink.clone(),
+        metrics.clone(),
     )))
 }
 

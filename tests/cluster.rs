@@ -500,6 +500,35 @@ pub(crate) fn futures_settled(fleet: &Fleet) -> bool {
     })
 }
 
+/// A follower's scheduler does not run; its term runner goes round instead. `/healthz` (and
+/// so the systemd watchdog, which the same check feeds) must see it as healthy past the
+/// stall limit (6 heartbeats, 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stays_healthy_past_the_stall_limit() {
+    let Some(admin) = admin_url() else { return };
+    let mut fleet = Fleet::new(&admin, 2, quiet).await;
+    for r in &mut fleet.replicas {
+        r.start(&[]);
+    }
+    let leader = fleet.leader(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    for r in &fleet.replicas {
+        let (status, body) = get(&format!("{}/healthz", r.metrics)).await;
+        assert_eq!(
+            status,
+            200,
+            "{} ({}): {body}",
+            r.name,
+            if r.name.ends_with(&leader.to_string()) {
+                "leader"
+            } else {
+                "follower"
+            }
+        );
+    }
+    fleet.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_30_times_loses_nothing() {
     let Some(admin) = admin_url() else { return };

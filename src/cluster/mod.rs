@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::scheduler::{Command, Rotate, Scheduler};
 use crate::sink::{Sink, SinkError};
 use lease::Lease;
@@ -51,6 +52,9 @@ pub struct Cluster {
     pub accounts: mirror::Accounts,
     /// This host's state directory: a term refuses accounts whose passwords only it holds.
     local: Arc<Sink>,
+    /// Beaten while this replica follows, as a term's scheduler beats it: `/healthz` and the
+    /// systemd watchdog see a follower that goes round as healthy.
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -67,12 +71,14 @@ impl Cluster {
         lease: Arc<Lease>,
         config: &Config,
         local: Arc<Sink>,
+        metrics: Arc<Metrics>,
     ) -> Cluster {
         Cluster {
             shared,
             lease,
             accounts: Arc::new(Mutex::new(mirror::accounts(&config.accounts))),
             local,
+            metrics,
         }
     }
 
@@ -132,6 +138,7 @@ impl Cluster {
         new_rotator: NewRotator,
     ) {
         let mut role = self.lease.subscribe();
+        let mut beat = tokio::time::interval(crate::metrics::HEARTBEAT);
         loop {
             let epoch = loop {
                 if let Some(epoch) = *role.borrow_and_update() {
@@ -141,6 +148,7 @@ impl Cluster {
                     () = stop.cancelled() => return,
                     _ = role.changed() => {}
                     Some(command) = commands.recv() => self.follow(command).await,
+                    _ = beat.tick() => self.metrics.beat(),
                 }
             };
             let lead = self.lead(
