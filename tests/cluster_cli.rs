@@ -117,6 +117,7 @@ async fn check_status(fleet: &Fleet, leader: usize, follower: usize, secrets: &[
     let leader_name = fleet.replicas[leader].name.clone();
     // Replicas report their mirror time every few seconds: wait until all three have.
     let mut last = None;
+    let mut seen = String::new();
     for _ in 0..100 {
         let out = run(fleet.replicas[follower].command(&["status", "--json"])).await;
         let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -124,9 +125,20 @@ async fn check_status(fleet: &Fleet, leader: usize, follower: usize, secrets: &[
             last = Some((out, json));
             break;
         }
+        seen = text(&out);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (out, json) = last.expect("every replica reported within 20 s");
+    let (out, json) = last.unwrap_or_else(|| {
+        let logs: Vec<String> = fleet
+            .replicas
+            .iter()
+            .map(|r| format!("{}: {}", r.name, r.log()))
+            .collect();
+        panic!(
+            "not every replica reported; the last status: {seen}\nlogs: {}",
+            logs.join("\n")
+        )
+    });
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_no_password(&out, secrets);
     let cluster = &json["cluster"];
