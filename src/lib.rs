@@ -19,8 +19,9 @@
 //!   each replica's local copy (`cluster/mirror.rs`), the store key that seals every password
 //!   before it reaches the database (`cluster/key.rs`), and where the URL and key are read
 //!   from (`cluster/secrets.rs`).
-//! - [`cloud`]: request signing (V1, V3), credentials, the operations, the client and the
-//!   failure rules (`cloud/error.rs`). Every byte sent to the cloud leaves through
+//! - [`cloud`]: request signing (V1, V3), credentials, the operations, the default endpoint of
+//!   each service in each region (`cloud/endpoints.rs`), the client and the failure rules
+//!   (`cloud/error.rs`). Every byte sent to the cloud leaves through
 //!   `cloud::Client::call`.
 //! - [`verify`]: proving a password by logging in to the database with it.
 //! - [`scheduler`]: when each account is due; one task per database user.

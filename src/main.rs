@@ -54,6 +54,10 @@ enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// Also ask the cloud (DescribeAccounts, read-only) whether each account is ready to
+        /// rotate; exit 1 naming each that is not.
+        #[arg(long)]
+        remote: bool,
     },
     /// Record the password an account has today as its current version, read from standard
     /// input (never argv), without an API call; with [account.verify] it must log in first.
@@ -140,7 +144,7 @@ fn main() -> ExitCode {
             cli::rotate::rotate(&config, (!all).then_some(account), wait),
         ),
         Command::Status { config, json } => ("status", cli::status::status(&config, json)),
-        Command::Check { config } => ("check", cli::check::check(&config)),
+        Command::Check { config, remote } => ("check", cli::check::check(&config, remote)),
         Command::Adopt { config, account } => ("adopt", cli::adopt::adopt(&config, &account)),
         Command::Genpass { length, count } => ("genpass", cli::genpass::genpass(length, count)),
         Command::Store(StoreCommand::Export { config, to }) => {

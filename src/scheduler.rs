@@ -879,7 +879,7 @@ mod tests {
 
     fn accounts(extra: &str) -> Vec<Arc<Account>> {
         let src = format!(
-            "[cloud]\nregion_id = \"r\"\n[defaults]\njitter = \"10m\"\nretry_after_failure = \"5m\"\n{extra}"
+            "[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\njitter = \"10m\"\nretry_after_failure = \"5m\"\n{extra}"
         );
         Config::parse(&src, Path::new("t.toml")).unwrap().accounts
     }

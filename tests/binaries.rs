@@ -224,7 +224,7 @@ fn check_prints_the_plan_or_every_problem() {
     }
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[cloud]\nregion_id = \"r\"\n[[account]]\nname = \"x\"\napi = \"Nope\"\naccount_name = \"a\"\n[account.password]\nlength = 99\n").expect("write");
+    std::fs::write(&bad, "[cloud]\nregion_id = \"cn-hangzhou\"\n[[account]]\nname = \"x\"\napi = \"Nope\"\naccount_name = \"a\"\n[account.password]\nlength = 99\n").expect("write");
     let output = pwrotd()
         .arg("check")
         .arg("--config")

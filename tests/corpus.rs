@@ -322,6 +322,31 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
             ),
             "bad.toml:6: store.node_name:",
         ),
+        (
+            "a region id of the wrong shape",
+            format!("[cloud]\nregion_id = \"CN Hangzhou\"\n{ACCOUNT}"),
+            "bad.toml:2: cloud.region_id:",
+        ),
+        (
+            "an unknown network",
+            format!("{HEAD}network = \"private\"\n{ACCOUNT}"),
+            "bad.toml:3: cloud.network:",
+        ),
+        (
+            "a default region with no known endpoint",
+            format!("[cloud]\nregion_id = \"mars-north-1\"\n{ACCOUNT}"),
+            "bad.toml:2: cloud.region_id: \"mars-north-1\" is not a region with a known polardb endpoint",
+        ),
+        (
+            "an account's region with no known endpoint",
+            with("region_id = \"mars-north-1\"\n"),
+            "bad.toml:8: account \"a\".region_id: \"mars-north-1\" is not a region",
+        ),
+        (
+            "an account's empty region",
+            with("region_id = \"\"\n"),
+            "bad.toml:8: account \"a\".region_id: must not be empty",
+        ),
         ("not TOML", "[cloud\nregion_id = ".to_owned(), ""),
         ("binary junk", "\u{0}\u{1}\u{2}\u{fffd}".to_owned(), ""),
     ]
@@ -795,7 +820,7 @@ proptest! {
         attempts in proptest::option::weighted(0.2, count_text(0..=120)),
     ) {
         let text = format!(
-            "[daemon]\n{}[cloud]\nregion_id = \"r\"\n{}{}{}[defaults]\n{schedule}{}{}{}[defaults.password]\n{}{ACCOUNT}{own_schedule}{}[account.verify]\nengine = \"mysql\"\nhost = \"db\"\n{}",
+            "[daemon]\n{}[cloud]\nregion_id = \"cn-hangzhou\"\n{}{}{}[defaults]\n{schedule}{}{}{}[defaults.password]\n{}{ACCOUNT}{own_schedule}{}[account.verify]\nengine = \"mysql\"\nhost = \"db\"\n{}",
             line("shutdown_grace", grace, true),
             line("timeout", timeout, true),
             line("requests_per_second", rate, false),

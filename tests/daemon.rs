@@ -612,7 +612,7 @@ async fn bad_configs_exit_2_naming_the_key() {
     let env = Env::new("v1").await;
     std::fs::write(
         &env.config,
-        "[daemon]\nmax_concurrent = 0\n[cloud]\nregion_id = \"r\"\n",
+        "[daemon]\nmax_concurrent = 0\n[cloud]\nregion_id = \"cn-hangzhou\"\n",
     )
     .expect("write");
     for command in [&["run"][..], &["rotate", "--all"], &["status"], &["check"]] {

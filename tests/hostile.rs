@@ -118,7 +118,7 @@ impl Rotate for Fake {
 }
 
 fn accounts(body: &str) -> Vec<Arc<Account>> {
-    let src = format!("[cloud]\nregion_id = \"r\"\n[defaults]\njitter = \"0s\"\n{body}");
+    let src = format!("[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\njitter = \"0s\"\n{body}");
     Config::parse(&src, Path::new("t.toml")).unwrap().accounts
 }
 

@@ -19,6 +19,7 @@ mod databases;
 mod field;
 mod hostile;
 mod policy;
+mod regions;
 mod reliability;
 mod signing;
 mod sim_faults;

@@ -49,7 +49,7 @@ struct Args {
     /// and owner, the ECS instance's role (and whether IMDSv1 is allowed), credential URIs,
     /// and `credential_lifetime` (every temporary credential lives that long, e.g. "5s").
     /// Without it there is one cloud account (uid 1234567890123456), whose RAM user holds
-    /// the AccessKey below, and every resource lives in the config's `region_id`. See
+    /// the AccessKey below, and every resource lives in its account's `region_id`. See
     /// docs/simulator.md.
     #[arg(long)]
     cloud: Option<PathBuf>,

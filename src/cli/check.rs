@@ -1,5 +1,6 @@
 //! `pwrotd check`: validate a config and print the plan. A config it accepts does not fail at
-//! start for a reason it could know (docs/configuration.md#checking-a-config).
+//! start for a reason it could know (docs/configuration.md#checking-a-config). With `--remote`
+//! it then proves the config against the cloud ([`super::remote`]).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -8,7 +9,9 @@ use super::{CliError, CliResult, load};
 use crate::config::{Schedule, StoreConfig, Strategy};
 use crate::{scheduler, sink};
 
-pub fn check(path: &Path) -> CliResult {
+/// Checks the config at `path` and prints the plan; with `remote`, asks the cloud whether each
+/// account is ready.
+pub fn check(path: &Path, remote: bool) -> CliResult {
     let config = load(path)?;
     // The state directory, as far as it exists: others may not enter it, nor another user own
     // it (root may run `check` on the service's).
@@ -23,11 +26,12 @@ pub fn check(path: &Path) -> CliResult {
         eprintln!("warning: {}", w.display(&config.path));
     }
     say!(
-        "{}: ok, {} account{}, region {}, signature {:?}, state in {}",
+        "{}: ok, {} account{}, region {} ({} network), signature {:?}, state in {}",
         path.display(),
         config.accounts.len(),
         if config.accounts.len() == 1 { "" } else { "s" },
         config.cloud.client.region_id,
+        config.cloud.client.network,
         config.cloud.client.signature,
         config.daemon.state_dir.display(),
     );
@@ -73,6 +77,14 @@ pub fn check(path: &Path) -> CliResult {
             format!("{}/{users}", a.resource_id),
             schedule,
         );
+        // Validation proved every account's endpoint; a failure here cannot happen.
+        let endpoint = config
+            .endpoint(a)
+            .map_or_else(|e| e, |url| url.as_str().trim_end_matches('/').to_owned());
+        say!("  {:<24} region {}, endpoint {endpoint}", "", a.region_id);
+    }
+    if remote {
+        return super::remote::check_remote(&config);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod check;
 pub mod genkey;
 pub mod genpass;
 pub mod logging;
+pub mod remote;
 pub mod rotate;
 pub mod run;
 pub mod status;

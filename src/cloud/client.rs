@@ -4,8 +4,9 @@
 //! It never retries an ambiguous failure: the caller decides what to do with a password that
 //! may be live. It never logs a parameter value.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::credentials::{CredentialSource, Credentials};
+use super::endpoints::{self, Network};
 use super::error::{ApiError, Class, CloudError, ErrorKind, clean_code, clean_request_id, scrub};
 use super::ops::{Operation, Service};
 use super::sign::{self, V3Input};
@@ -34,36 +36,28 @@ pub enum SignatureVersion {
     V3,
 }
 
-/// Where each service is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The endpoints `[cloud.endpoints]` names explicitly; a service without one is reached at
+/// its default endpoint for the region and network ([`endpoints`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Endpoints {
-    pub polardb: Url,
-    pub rds: Url,
-}
-
-impl Default for Endpoints {
-    fn default() -> Endpoints {
-        let parse = |s: Service| Url::parse(s.default_endpoint()).expect("default endpoints parse");
-        Endpoints {
-            polardb: parse(Service::PolarDb),
-            rds: parse(Service::Rds),
-        }
-    }
+    pub polardb: Option<Url>,
+    pub rds: Option<Url>,
 }
 
 impl Endpoints {
     /// Both services at one address, as the simulator serves them.
     pub fn both(url: Url) -> Endpoints {
         Endpoints {
-            polardb: url.clone(),
-            rds: url,
+            polardb: Some(url.clone()),
+            rds: Some(url),
         }
     }
 
-    pub fn get(&self, service: Service) -> &Url {
+    /// The endpoint given for `service`, if any.
+    pub fn get(&self, service: Service) -> Option<&Url> {
         match service {
-            Service::PolarDb => &self.polardb,
-            Service::Rds => &self.rds,
+            Service::PolarDb => self.polardb.as_ref(),
+            Service::Rds => self.rds.as_ref(),
         }
     }
 }
@@ -113,15 +107,19 @@ pub fn parse_endpoint(s: &str) -> Result<Url, String> {
 /// Everything the client needs besides credentials.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// The region of a call that names none ([`Client::call`]): `[cloud] region_id`.
     pub region_id: String,
     pub signature: SignatureVersion,
+    /// Which of a region's default endpoints to use: `public` or `vpc`.
+    pub network: Network,
+    /// Explicit endpoints, which win over the defaults of every region.
     pub endpoints: Endpoints,
     /// The whole of one attempt: connect, send, and read the reply.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// Attempts per call, counting the first, for transient failures.
     pub max_attempts: u32,
-    /// Client-side limit on requests per second, for each service separately.
+    /// Client-side limit on requests per second, for each service in each region separately.
     pub requests_per_second: f64,
     /// The first retry waits up to this long; each further one up to twice as long.
     pub backoff_base: Duration,
@@ -136,6 +134,7 @@ impl Default for ClientConfig {
         ClientConfig {
             region_id: "cn-hangzhou".into(),
             signature: SignatureVersion::V1,
+            network: Network::Public,
             endpoints: Endpoints::default(),
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
@@ -145,6 +144,28 @@ impl Default for ClientConfig {
             backoff_cap: Duration::from_secs(20),
             ca_file: None,
         }
+    }
+}
+
+impl ClientConfig {
+    /// Where `service` is reached for a call in `region`: the explicit endpoint if the config
+    /// names one, else the default for the region and network. An error names the region when
+    /// it has no default endpoint.
+    pub fn endpoint(&self, service: Service, region: &str) -> Result<Url, String> {
+        if let Some(url) = self.endpoints.get(service) {
+            return Ok(url.clone());
+        }
+        let default =
+            endpoints::default_endpoint(service, region, self.network).ok_or_else(|| {
+                format!(
+                    "{region:?} is not a region with a known {} endpoint (known: {}); set \
+                 [cloud.endpoints] {} explicitly",
+                    service.name(),
+                    endpoints::some_regions(),
+                    service.name()
+                )
+            })?;
+        Url::parse(&default).map_err(|e| format!("{default:?} is not a URL: {e}"))
     }
 }
 
@@ -169,8 +190,11 @@ pub struct Client {
     http: reqwest::Client,
     config: ClientConfig,
     credentials: CredentialSource,
-    polardb_limit: RateLimiter,
-    rds_limit: RateLimiter,
+    /// Each (service, region) pair called so far: its endpoint and its own rate limiter,
+    /// made at its first call.
+    lanes: Mutex<HashMap<(Service, String), Arc<Lane>>>,
+    /// The spacing of each lane's requests: `1 / requests_per_second`.
+    interval: Duration,
     observer: Option<Observer>,
     gate: Option<Gate>,
 }
@@ -187,7 +211,9 @@ impl std::fmt::Debug for Client {
 impl Client {
     pub fn new(config: ClientConfig, credentials: CredentialSource) -> Result<Client, String> {
         for service in Service::ALL {
-            parse_endpoint(config.endpoints.get(service).as_str())?;
+            if let Some(url) = config.endpoints.get(service) {
+                parse_endpoint(url.as_str())?;
+            }
         }
         if !(config.requests_per_second > 0.0 && config.requests_per_second.is_finite()) {
             return Err(format!(
@@ -226,8 +252,8 @@ impl Client {
         let interval = Duration::from_secs_f64(1.0 / config.requests_per_second);
         Ok(Client {
             http,
-            polardb_limit: RateLimiter::new(interval),
-            rds_limit: RateLimiter::new(interval),
+            lanes: Mutex::new(HashMap::new()),
+            interval,
             config,
             credentials,
             observer: None,
@@ -251,17 +277,61 @@ impl Client {
         &self.config
     }
 
-    /// Calls `op`, retrying what is worth retrying (docs/protocol.md#retries) up to `max_attempts` with
+    /// Calls `op` in the default region (`[cloud] region_id`); see [`Client::call_in`].
+    pub async fn call(&self, op: &dyn Operation) -> Result<Reply, CloudError> {
+        self.call_in(&self.config.region_id, op).await
+    }
+
+    /// Calls `op` with `RegionId` `region`, at the service's endpoint for that region,
+    /// retrying what is worth retrying (docs/protocol.md#retries) up to `max_attempts` with
     /// full-jitter backoff, always with the same parameters. Every attempt is a new request
     /// with a fresh nonce and timestamp. The error of a failed call says whether any of its
     /// attempts may have been applied, whatever the last one said.
-    pub async fn call(&self, op: &dyn Operation) -> Result<Reply, CloudError> {
+    pub async fn call_in(&self, region: &str, op: &dyn Operation) -> Result<Reply, CloudError> {
+        self.exchange(region, op).await.map(|(reply, _)| reply)
+    }
+
+    /// Calls a read-only `op` as [`Client::call_in`] does, and returns the reply's JSON body
+    /// too. An operation that carries a password is refused unsent: its reply is never kept.
+    pub async fn query(
+        &self,
+        region: &str,
+        op: &dyn Operation,
+    ) -> Result<(Reply, serde_json::Value), CloudError> {
+        if op.password().is_some() {
+            return Err(CloudError::new(
+                op.action(),
+                Class::Permanent,
+                ErrorKind::Request("a call that carries a password is not a query".into()),
+            ));
+        }
+        let (reply, body) = self.exchange(region, op).await?;
+        let json = serde_json::from_slice(&body).map_err(|e| {
+            CloudError::new(
+                op.action(),
+                Class::Transient,
+                ErrorKind::MalformedReply {
+                    status: 200,
+                    detail: format!("the reply is not JSON: {e}"),
+                },
+            )
+        })?;
+        Ok((reply, json))
+    }
+
+    /// The retry loop of [`Client::call_in`]; a success brings its reply body.
+    async fn exchange(
+        &self,
+        region: &str,
+        op: &dyn Operation,
+    ) -> Result<(Reply, Vec<u8>), CloudError> {
+        let lane = self.lane(op, region)?;
         let max_attempts = self.config.max_attempts.max(1);
         let mut attempt = 0;
         let mut maybe_applied = false;
         loop {
             attempt += 1;
-            self.limiter(op.service()).acquire().await;
+            lane.limiter.acquire().await;
             let gate = self.gate.as_ref().map_or(Ok(()), |gate| gate());
             let result = match (gate, self.credentials.load()) {
                 (Err(why), _) => Err(CloudError::new(
@@ -269,7 +339,7 @@ impl Client {
                     Class::Permanent,
                     ErrorKind::NotLeader(why),
                 )),
-                (Ok(()), Ok(credentials)) => self.attempt(op, &credentials).await,
+                (Ok(()), Ok(credentials)) => self.attempt(op, &lane, region, &credentials).await,
                 (Ok(()), Err(e)) => Err(CloudError::new(
                     op.action(),
                     Class::Permanent,
@@ -283,12 +353,13 @@ impl Client {
                 );
             }
             match result {
-                Ok(request_id) => {
-                    tracing::debug!(action = op.action(), attempt, %request_id, "call succeeded");
-                    return Ok(Reply {
+                Ok((request_id, body)) => {
+                    tracing::debug!(action = op.action(), region, attempt, %request_id, "call succeeded");
+                    let reply = Reply {
                         request_id,
                         attempts: attempt,
-                    });
+                    };
+                    return Ok((reply, body));
                 }
                 Err(error) => {
                     let error = error.after(maybe_applied, attempt);
@@ -304,6 +375,7 @@ impl Client {
                     let delay = random::jitter(ceiling);
                     tracing::warn!(
                         action = op.action(),
+                        region,
                         attempt,
                         code = error.code(),
                         ?delay,
@@ -315,21 +387,48 @@ impl Client {
         }
     }
 
-    fn limiter(&self, service: Service) -> &RateLimiter {
-        match service {
-            Service::PolarDb => &self.polardb_limit,
-            Service::Rds => &self.rds_limit,
+    /// The endpoint and rate limiter of `op`'s service in `region`, made at the first call
+    /// there. A region without an endpoint refuses the call unsent.
+    fn lane(&self, op: &dyn Operation, region: &str) -> Result<Arc<Lane>, CloudError> {
+        let service = op.service();
+        let mut lanes = self
+            .lanes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(lane) = lanes.get(&(service, region.to_owned())) {
+            return Ok(lane.clone());
         }
+        let url = self
+            .config
+            .endpoint(service, region)
+            .and_then(|url| parse_endpoint(url.as_str()))
+            .map_err(|e| CloudError::new(op.action(), Class::Permanent, ErrorKind::Request(e)))?;
+        let lane = Arc::new(Lane {
+            url,
+            limiter: RateLimiter::new(self.interval),
+        });
+        lanes.insert((service, region.to_owned()), lane.clone());
+        Ok(lane)
+    }
+
+    /// How many (service, region) lanes, each with its own rate limiter, calls have used.
+    pub fn lanes_in_use(&self) -> usize {
+        self.lanes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
     }
 
     /// One signed request; returns the `RequestId` of a success.
     async fn attempt(
         &self,
         op: &dyn Operation,
+        lane: &Lane,
+        region: &str,
         credentials: &Credentials,
-    ) -> Result<String, CloudError> {
-        let request = self.signed(op, credentials)?;
-        self.send(op, credentials, request).await
+    ) -> Result<(String, Vec<u8>), CloudError> {
+        let request = self.signed(op, &lane.url, region, credentials)?;
+        self.send(op, &lane.url, credentials, request).await
     }
 
     /// The request for one attempt: its parameters in a form body, signed afresh (a new nonce
@@ -337,11 +436,12 @@ impl Client {
     fn signed(
         &self,
         op: &dyn Operation,
+        url: &Url,
+        region: &str,
         credentials: &Credentials,
     ) -> Result<reqwest::RequestBuilder, CloudError> {
         let action = op.action();
         let service = op.service();
-        let url = self.config.endpoints.get(service);
         let failed = |class, kind| CloudError::new(action, class, kind);
         let nonce = random::hex_token::<16>().map_err(|e| {
             failed(
@@ -352,7 +452,7 @@ impl Client {
         let timestamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
 
         let mut params = op.params();
-        params.push(("RegionId", &self.config.region_id));
+        params.push(("RegionId", region));
         let request = self.http.post(url.clone()).header(CONTENT_TYPE, FORM);
         let request = match self.config.signature {
             SignatureVersion::V1 => {
@@ -425,11 +525,11 @@ impl Client {
     async fn send(
         &self,
         op: &dyn Operation,
+        url: &Url,
         credentials: &Credentials,
         request: reqwest::RequestBuilder,
-    ) -> Result<String, CloudError> {
+    ) -> Result<(String, Vec<u8>), CloudError> {
         let action = op.action();
-        let url = self.config.endpoints.get(op.service());
         let failed = |class, kind| CloudError::new(action, class, kind);
         let secrets: Vec<&str> = op
             .password()
@@ -481,11 +581,12 @@ impl Client {
                 ErrorKind::Interrupted(scrub(&describe(&e), &secrets)),
             ),
         })?;
-        parse_reply(status, &body, &secrets).map_err(|(class, kind)| match kind {
+        match parse_reply(status, &body, &secrets) {
+            Ok(request_id) => Ok((request_id, body)),
             // An unreadable reply says nothing: as unsure as a lost connection.
-            ErrorKind::MalformedReply { .. } => failed(unsure, kind),
-            _ => failed(class, kind),
-        })
+            Err((_, kind @ ErrorKind::MalformedReply { .. })) => Err(failed(unsure, kind)),
+            Err((class, kind)) => Err(failed(class, kind)),
+        }
     }
 }
 
@@ -577,6 +678,12 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Where one service is reached in one region, and the rate limit of the calls there.
+struct Lane {
+    url: Url,
+    limiter: RateLimiter,
 }
 
 /// Spaces requests at least `interval` apart (a token bucket holding one token).

@@ -1,15 +1,19 @@
-//! The Alibaba Cloud OpenAPI: signing, credentials, the five operations, the client that sends
-//! them, and the classification of failures.
+//! The Alibaba Cloud OpenAPI: signing, credentials, the operations, the default endpoint of each
+//! service in each region, the client that sends them, and the classification of failures.
 //!
 //! Every byte pwrotd sends to the cloud leaves through [`Client::call`].
 
 pub mod client;
 pub mod credentials;
+pub mod endpoints;
 pub mod error;
 pub mod ops;
 pub mod sign;
 
 pub use client::{Client, ClientConfig, Endpoints, Reply, SignatureVersion};
 pub use credentials::{CredentialSource, Credentials, CredentialsConfig};
+pub use endpoints::Network;
 pub use error::{ApiError, Class, CloudError, ErrorKind};
-pub use ops::{Api, Grant, GrantAccountPrivilege, Operation, Privilege, Service, SetPassword};
+pub use ops::{
+    Api, DescribeAccounts, Grant, GrantAccountPrivilege, Operation, Privilege, Service, SetPassword,
+};

@@ -1,5 +1,6 @@
-//! The five OpenAPI operations pwrotd calls, as typed requests with the exact parameter names
-//! and API versions (docs/protocol.md#failure-rules).
+//! The five OpenAPI operations pwrotd calls to rotate, and the read-only `DescribeAccounts` that
+//! `check --remote` calls, as typed requests with the exact parameter names and API versions
+//! (docs/protocol.md#failure-rules).
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,13 +31,6 @@ impl Service {
         match self {
             Service::PolarDb => "polardb",
             Service::Rds => "rds",
-        }
-    }
-
-    pub fn default_endpoint(self) -> &'static str {
-        match self {
-            Service::PolarDb => "https://polardb.aliyuncs.com",
-            Service::Rds => "https://rds.aliyuncs.com",
         }
     }
 
@@ -329,6 +323,30 @@ impl Operation for GrantAccountPrivilege {
             ("AccountName", &self.account_name),
             ("DBName", &self.db_names),
             ("AccountPrivilege", &self.privileges),
+        ]
+    }
+}
+
+/// `DescribeAccounts` of one account: PolarDB (2017-08-01, `DBClusterId`) or RDS (2014-08-15,
+/// `DBInstanceId`), filtered by `AccountName`. Read-only; it carries no password.
+#[derive(Debug, Clone)]
+pub struct DescribeAccounts {
+    pub service: Service,
+    pub resource_id: String,
+    pub account_name: String,
+}
+
+impl Operation for DescribeAccounts {
+    fn action(&self) -> &'static str {
+        "DescribeAccounts"
+    }
+    fn service(&self) -> Service {
+        self.service
+    }
+    fn params(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            (self.service.resource_param(), &self.resource_id),
+            ("AccountName", &self.account_name),
         ]
     }
 }

@@ -41,7 +41,8 @@ pub use diagnostics::{ConfigError, Problem};
 use diagnostics::{Check, type_errors};
 use raw::RawFile;
 use validate::{
-    validate_accounts, validate_cloud, validate_daemon, validate_defaults, validate_store,
+    validate_accounts, validate_cloud, validate_daemon, validate_default_region, validate_defaults,
+    validate_store,
 };
 
 /// A validated config.
@@ -206,6 +207,9 @@ pub struct Account {
     pub resource_id: String,
     /// The database user whose password rotates.
     pub account_name: String,
+    /// The region of the cluster or instance: every call for this account carries it as
+    /// `RegionId` and goes to the service's endpoint there. `[cloud] region_id` by default.
+    pub region_id: String,
     pub password_type: Option<String>,
     pub grants: Vec<Grant>,
     pub schedule: Schedule,
@@ -346,7 +350,14 @@ impl Config {
         let daemon = validate_daemon(&mut check, &raw.daemon);
         let cloud = validate_cloud(&mut check, &raw.cloud);
         let defaults = validate_defaults(&mut check, &raw.defaults);
-        let accounts = validate_accounts(&mut check, &raw.accounts, &defaults, &daemon.state_dir);
+        let accounts = validate_accounts(
+            &mut check,
+            &raw.accounts,
+            &defaults,
+            &daemon.state_dir,
+            &cloud.client,
+        );
+        validate_default_region(&mut check, &raw.cloud, &cloud.client, &raw.accounts);
         let store = validate_store(&mut check, raw.store.as_ref(), cloud.client.timeout);
         if !check.problems.is_empty() {
             return Err(fail(check.problems));
@@ -361,6 +372,13 @@ impl Config {
             store,
             warnings,
         })
+    }
+
+    /// Where `account`'s calls go: its service's endpoint in its region.
+    pub fn endpoint(&self, account: &Account) -> Result<url::Url, String> {
+        self.cloud
+            .client
+            .endpoint(account.api.service(), &account.region_id)
     }
 
     pub fn account(&self, name: &str) -> Option<&Arc<Account>> {

@@ -14,7 +14,7 @@ use serde::de::{DeserializeOwned, Deserializer};
 use toml::Spanned;
 
 use super::{LogFormat, RenderFormat};
-use crate::cloud::SignatureVersion;
+use crate::cloud::{Network, SignatureVersion};
 use crate::verify::Engine;
 
 #[derive(Deserialize, Default)]
@@ -61,6 +61,7 @@ pub(super) enum StoreKind {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawCloud {
     pub(super) region_id: Option<Spanned<String>>,
+    pub(super) network: Option<Spanned<OneOf<Network>>>,
     pub(super) signature: Option<Spanned<OneOf<Signature>>>,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) max_attempts: Option<Spanned<i64>>,
@@ -117,6 +118,7 @@ pub(super) struct RawAccount {
     pub(super) cluster_id: Option<Spanned<String>>,
     pub(super) instance_id: Option<Spanned<String>>,
     pub(super) account_name: Option<Spanned<String>>,
+    pub(super) region_id: Option<Spanned<String>>,
     pub(super) password_type: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) grants: Vec<Spanned<RawGrant>>,

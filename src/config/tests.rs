@@ -52,8 +52,13 @@ fn a_good_config() {
     assert_eq!(c.daemon.max_concurrent, 8);
     assert_eq!(c.cloud.client.signature, SignatureVersion::V3);
     assert_eq!(
-        c.cloud.client.endpoints.polardb.as_str(),
-        "http://127.0.0.1:18080/"
+        c.cloud
+            .client
+            .endpoints
+            .polardb
+            .as_ref()
+            .map(|u| u.as_str()),
+        Some("http://127.0.0.1:18080/")
     );
     assert_eq!(c.accounts.len(), 2);
     let orders = c.account("orders-app").unwrap();
@@ -146,7 +151,7 @@ fn unknown_keys_and_wrong_types_are_refused() {
 fn render_files_are_checked() {
     let src = r#"
 [cloud]
-region_id = "r"
+region_id = "cn-hangzhou"
 [[account]]
 name = "a"
 api = "ModifyAccountPassword"
@@ -189,7 +194,7 @@ render = [
 #[test]
 fn an_unknown_table_is_one_problem_named_by_its_header() {
     const A: &str = "[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n";
-    let head = "[cloud]\nregion_id = \"r\"\n";
+    let head = "[cloud]\nregion_id = \"cn-hangzhou\"\n";
     let cases: [(String, Vec<(usize, &str)>); 8] = [
         // After an account: not "account: unknown field", and x, y are not account keys.
         (
@@ -241,7 +246,7 @@ fn an_unknown_table_is_one_problem_named_by_its_header() {
 /// log. Paths are compared after lexical normalisation.
 #[test]
 fn render_paths_are_unique_and_outside_the_state_dir() {
-    let head = "[daemon]\nstate_dir = \"/var/lib/pwrotd\"\n[cloud]\nregion_id = \"r\"\n";
+    let head = "[daemon]\nstate_dir = \"/var/lib/pwrotd\"\n[cloud]\nregion_id = \"cn-hangzhou\"\n";
     let account = |name: &str, render: &str| {
         format!(
             "[[account]]\nname = \"{name}\"\napi = \"ResetAccount\"\ncluster_id = \"pc-{name}\"\naccount_name = \"r\"\nrender = [{render}]\n"
@@ -301,13 +306,13 @@ fn render_paths_are_unique_and_outside_the_state_dir() {
     assert_eq!(c.accounts[1].render[0].path, Path::new("/run/b/b.env"));
 }
 
-const ONE: &str = "[cloud]\nregion_id = \"r\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n";
+const ONE: &str = "[cloud]\nregion_id = \"cn-hangzhou\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n";
 
 /// `ONE` with `cloud` keys after line 2 and account keys at the end (line 8 on).
 fn one(cloud: &str, account: &str) -> String {
     ONE.replacen(
-        "region_id = \"r\"\n",
-        &format!("region_id = \"r\"\n{cloud}"),
+        "region_id = \"cn-hangzhou\"\n",
+        &format!("region_id = \"cn-hangzhou\"\n{cloud}"),
         1,
     ) + account
 }
@@ -489,7 +494,7 @@ fn a_period_under_an_hour_is_a_warning() {
         warnings(&one("", "cron = \"0 */5 * * * *\"\n")),
         [(8, "account \"a\".cron".to_owned())]
     );
-    let two = "[defaults]\nevery = \"5m\"\n[cloud]\nregion_id = \"r\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n[[account]]\nname = \"b\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"s\"\n";
+    let two = "[defaults]\nevery = \"5m\"\n[cloud]\nregion_id = \"cn-hangzhou\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n[[account]]\nname = \"b\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"s\"\n";
     assert_eq!(warnings(two), [(2, "defaults.every".to_owned())]);
     assert!(warnings(&one("", "every = \"1h\"\n")).is_empty());
     assert!(warnings(ONE).is_empty());
@@ -501,7 +506,7 @@ fn a_period_under_an_hour_is_a_warning() {
 fn defaults_problems_are_reported_once_under_defaults() {
     let accounts = "[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n[[account]]\nname = \"b\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"s\"\n";
     let src = format!(
-        "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"often\"\njitter = \"x\"\nretry_after_failure = \"0s\"\nkeep_versions = -1\n[defaults.password]\nlength = 40\n{accounts}"
+        "[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\nevery = \"often\"\njitter = \"x\"\nretry_after_failure = \"0s\"\nkeep_versions = -1\n[defaults.password]\nlength = 40\n{accounts}"
     );
     assert_eq!(
         problems(&src),
@@ -513,19 +518,20 @@ fn defaults_problems_are_reported_once_under_defaults() {
             (9, "defaults.password.length".to_owned()),
         ]
     );
-    let cron =
-        format!("[cloud]\nregion_id = \"r\"\n[defaults]\ncron = \"0 0 0 30 2 *\"\n{accounts}");
+    let cron = format!(
+        "[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\ncron = \"0 0 0 30 2 *\"\n{accounts}"
+    );
     assert_eq!(problems(&cron), [(4, "defaults.cron".to_owned())]);
     let jitter = format!(
-        "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"1h\"\njitter = \"2h\"\n{accounts}"
+        "[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\nevery = \"1h\"\njitter = \"2h\"\n{accounts}"
     );
     assert_eq!(problems(&jitter), [(5, "defaults.jitter".to_owned())]);
     // With no account at all.
-    let alone = "[cloud]\nregion_id = \"r\"\n[defaults]\nevery = \"often\"\n";
+    let alone = "[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\nevery = \"often\"\n";
     assert_eq!(problems(alone), [(4, "defaults.every".to_owned())]);
     // A default that only an account's own value makes wrong is that account's problem.
     let own = format!(
-        "[cloud]\nregion_id = \"r\"\n[defaults]\njitter = \"2h\"\n{}every = \"1h\"\n",
+        "[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\njitter = \"2h\"\n{}every = \"1h\"\n",
         accounts.split_once("[[account]]\nname = \"b\"").unwrap().0
     );
     assert_eq!(problems(&own), [(10, "account \"a\".jitter".to_owned())]);
@@ -617,7 +623,7 @@ fn closed_sets_name_the_words_they_allow() {
 fn cron_typos_are_refused() {
     for cron in ["0 3 * * *", "0 0 25 * * *", "0 0 3 * * Sundy", "every day"] {
         let src = format!(
-            "[cloud]\nregion_id = \"r\"\n[defaults]\ncron = \"{cron}\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n"
+            "[cloud]\nregion_id = \"cn-hangzhou\"\n[defaults]\ncron = \"{cron}\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\n"
         );
         assert_eq!(problems(&src), [(4, "defaults.cron".to_owned())], "{cron}");
     }
@@ -627,7 +633,7 @@ fn cron_typos_are_refused() {
 fn duplicates_are_refused() {
     let src = r#"
 [cloud]
-region_id = "r"
+region_id = "cn-hangzhou"
 [[account]]
 name = "a"
 api = "ModifyAccountPassword"
@@ -647,7 +653,7 @@ account_name = "app"
 fn verify_and_alternating() {
     let src = r#"
 [cloud]
-region_id = "r"
+region_id = "cn-hangzhou"
 [[account]]
 name = "a"
 api = "ModifyAccountPassword"
@@ -730,7 +736,7 @@ fn inline_secret_needs_a_private_file() {
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
-        "[cloud]\nregion_id = \"r\"\n[cloud.credentials]\naccess_key_id = \"id\"\naccess_key_secret = \"s3cret\"\n",
+        "[cloud]\nregion_id = \"cn-hangzhou\"\n[cloud.credentials]\naccess_key_id = \"id\"\naccess_key_secret = \"s3cret\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -970,5 +976,47 @@ fn a_lease_too_short_for_the_margin_says_what_fits() {
     assert!(
         p[0].contains("even the longest lease (10m) is too short"),
         "{p:?}"
+    );
+}
+
+/// `region_id` per account, `cloud.network`, and the endpoint each account's calls go to.
+#[test]
+fn regions_networks_and_endpoints() {
+    let src = "[cloud]\nregion_id = \"cn-hangzhou\"\nnetwork = \"vpc\"\n\
+        [[account]]\nname = \"hz\"\napi = \"ResetAccount\"\ncluster_id = \"pc-1\"\naccount_name = \"root\"\n\
+        [[account]]\nname = \"sg\"\napi = \"ResetAccountPassword\"\ninstance_id = \"rm-1\"\naccount_name = \"u\"\nregion_id = \"ap-southeast-1\"\n";
+    let c = Config::parse(src, Path::new("t.toml")).unwrap();
+    let (hz, sg) = (c.account("hz").unwrap(), c.account("sg").unwrap());
+    assert_eq!(hz.region_id, "cn-hangzhou");
+    assert_eq!(sg.region_id, "ap-southeast-1");
+    assert_eq!(
+        c.endpoint(hz).unwrap().as_str(),
+        "https://polardb-vpc.cn-hangzhou.aliyuncs.com/"
+    );
+    assert_eq!(
+        c.endpoint(sg).unwrap().as_str(),
+        "https://rds-vpc.ap-southeast-1.aliyuncs.com/"
+    );
+    // An unknown region is fine with an explicit endpoint for the service it calls.
+    let explicit = "[cloud]\nregion_id = \"mars-north-1\"\n[cloud.endpoints]\npolardb = \"https://polardb.example.com\"\n\
+        [[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc-1\"\naccount_name = \"root\"\n";
+    assert!(Config::parse(explicit, Path::new("t.toml")).is_ok());
+    // ...but not for the other service.
+    let rds = explicit.replace("[[account]]", "[[account]]\nregion_id = \"mars-south-2\"");
+    assert!(Config::parse(&rds, Path::new("t.toml")).is_ok());
+    let rds = format!(
+        "{explicit}[[account]]\nname = \"b\"\napi = \"ResetAccountPassword\"\ninstance_id = \"rm-1\"\naccount_name = \"u\"\n"
+    );
+    assert_eq!(problems(&rds), [(2, "cloud.region_id".to_owned())]);
+    // Each problem on its line and key, all at once.
+    let bad = "[cloud]\nregion_id = \"Hangzhou 1\"\nnetwork = \"intranet\"\n\
+        [[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc-1\"\naccount_name = \"root\"\nregion_id = \"eu-nowhere-9\"\n";
+    assert_eq!(
+        problems(bad),
+        [
+            (2, "cloud.region_id".to_owned()),
+            (3, "cloud.network".to_owned()),
+            (9, "account \"a\".region_id".to_owned()),
+        ]
     );
 }

@@ -155,7 +155,8 @@ impl<'a> Attempt<'a> {
                 &self.pending.client_token,
                 self.account.password_type.as_deref(),
             );
-            let error = match self.rotator.client.call(&op).await {
+            let region = &self.account.region_id;
+            let error = match self.rotator.client.call_in(region, &op).await {
                 Ok(reply) => {
                     self.audit.attempts += reply.attempts;
                     self.audit.request_id = Some(reply.request_id.clone());

@@ -356,7 +356,10 @@ impl Rotator {
     /// Brings `user`'s privileges in line with the account's `grants` (GrantAccountPrivilege).
     async fn grant(&self, account: &Account, user: &str) -> Result<(), CloudError> {
         let grant = GrantAccountPrivilege::new(&account.resource_id, user, &account.grants);
-        self.client.call(&grant).await.map(drop)
+        self.client
+            .call_in(&account.region_id, &grant)
+            .await
+            .map(drop)
     }
 }
 

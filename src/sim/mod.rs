@@ -600,11 +600,11 @@ impl Sim {
     /// others are normal accounts. An account with `[account.verify]` is backed by the real
     /// server of that engine, if the simulator has one.
     ///
-    /// Each cluster and instance lives in the config's `region_id`, unless it already had a
-    /// region.
+    /// Each cluster and instance lives in its account's `region_id` (by default the config's
+    /// `[cloud] region_id`), unless it already had a region.
     pub fn register_config(&self, config: &Config) {
-        let region = &config.cloud.client.region_id;
         for account in &config.accounts {
+            let region = &account.region_id;
             let service = account.api.service();
             let mut state = self.lock();
             let resource = state

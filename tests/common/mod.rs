@@ -65,6 +65,7 @@ pub fn client_config(server_url: reqwest::Url, signature: SignatureVersion) -> C
     ClientConfig {
         region_id: "cn-hangzhou".into(),
         signature,
+        network: pwrotd::cloud::Network::Public,
         endpoints: Endpoints::both(server_url),
         timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(2),

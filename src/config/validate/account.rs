@@ -1,7 +1,7 @@
 //! Each `[[account]]`, with `[defaults]` applied, and what must be unique among them.
 //!
 //! [`validate_account`] reads as the list of an entry's parts, each a method of [`Entry`]:
-//! identity (`name`, `api`, `cluster_id` or `instance_id`, `account_name`, `password_type`),
+//! identity (`name`, `api`, `cluster_id` or `instance_id`, `account_name`, `region_id`, `password_type`),
 //! grants, schedule, password policy, render files, strategy, verify and `on_change`.
 
 use std::collections::HashSet;
@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::cloud::region_id;
 use super::render::{Renders, validate_render};
 use super::schedule::{
     DEFAULT_EVERY, DEFAULT_JITTER, DEFAULT_RETRY, Defaults, Timing, schedule, within_period,
 };
 use super::verify::validate_verify;
 use super::{Label, PERIOD, policy::policy, required};
-use crate::cloud::{Api, Grant, Privilege, Service};
+use crate::cloud::{Api, ClientConfig, Grant, Privilege, Service};
 use crate::config::diagnostics::Check;
 use crate::config::raw::{RawAccount, StrategyName};
 use crate::config::{Account, Render, Strategy};
@@ -32,13 +33,14 @@ pub(in crate::config) fn validate_accounts(
     raw: &[Spanned<RawAccount>],
     defaults: &Defaults,
     state_dir: &Path,
+    client: &ClientConfig,
 ) -> Vec<Arc<Account>> {
     let mut accounts = Vec::new();
     let mut names = HashSet::new();
     let mut targets = HashSet::new();
     let mut renders = Renders::new(state_dir);
     for (i, account) in raw.iter().enumerate() {
-        let Some(a) = validate_account(check, i, account, defaults, &mut renders) else {
+        let Some(a) = validate_account(check, i, account, defaults, &mut renders, client) else {
             continue;
         };
         if !names.insert(a.name.clone()) {
@@ -79,6 +81,7 @@ fn validate_account(
     raw: &Spanned<RawAccount>,
     defaults: &Defaults,
     renders: &mut Renders,
+    client: &ClientConfig,
 ) -> Option<Account> {
     let before = check.problems.len();
     let entry = Entry::new(check, index, raw);
@@ -91,6 +94,7 @@ fn validate_account(
         &entry.key("account_name"),
         entry.line,
     );
+    let region_id = entry.region_id(check, api, client);
     let password_type = entry.password_type(check, api);
     let grants = entry.grants(check, api);
     let when = entry.schedule(check, defaults);
@@ -109,6 +113,7 @@ fn validate_account(
         api: api?,
         resource_id,
         account_name,
+        region_id,
         password_type,
         grants,
         schedule: when.timing?.schedule,
@@ -232,6 +237,24 @@ impl Entry<'_> {
             }
             None => String::new(),
         }
+    }
+
+    /// `region_id`, or `[cloud] region_id`. A region of its own needs an endpoint for the
+    /// account's service: a default one, or one `[cloud.endpoints]` names.
+    fn region_id(&self, check: &mut Check, api: Option<Api>, client: &ClientConfig) -> String {
+        let Some(value) = &self.raw.region_id else {
+            return client.region_id.clone();
+        };
+        let key = self.key("region_id");
+        let Some(region) = region_id(check, value, &key) else {
+            return String::new();
+        };
+        if let Some(api) = api
+            && let Err(e) = client.endpoint(api.service(), &region)
+        {
+            check.at(value, key, e);
+        }
+        region
     }
 
     /// `password_type`, which only the Modify APIs accept.

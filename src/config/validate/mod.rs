@@ -34,7 +34,7 @@ mod store;
 mod verify;
 
 pub(super) use account::validate_accounts;
-pub(super) use cloud::validate_cloud;
+pub(super) use cloud::{validate_cloud, validate_default_region};
 pub(super) use daemon::validate_daemon;
 pub(super) use schedule::validate_defaults;
 #[cfg(test)]
