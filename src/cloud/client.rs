@@ -71,7 +71,7 @@ impl Endpoints {
 /// The proxy for https endpoints that `HTTPS_PROXY` (or `https_proxy`) names, with the
 /// exceptions of `NO_PROXY`. `HTTP_PROXY` and `ALL_PROXY` are never used: the only plain-http
 /// endpoints pwrotd accepts are on loopback, and their requests must not leave the host.
-fn https_proxy_from_env() -> Result<Option<reqwest::Proxy>, String> {
+pub(crate) fn https_proxy_from_env() -> Result<Option<reqwest::Proxy>, String> {
     let Some(url) = ["HTTPS_PROXY", "https_proxy"]
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
@@ -263,18 +263,21 @@ impl Client {
             attempt += 1;
             self.limiter(op.service()).acquire().await;
             let gate = self.gate.as_ref().map_or(Ok(()), |gate| gate());
-            let result = match (gate, self.credentials.load()) {
-                (Err(why), _) => Err(CloudError::new(
+            let result = match gate {
+                Err(why) => Err(CloudError::new(
                     op.action(),
                     Class::Permanent,
                     ErrorKind::NotLeader(why),
                 )),
-                (Ok(()), Ok(credentials)) => self.attempt(op, &credentials).await,
-                (Ok(()), Err(e)) => Err(CloudError::new(
-                    op.action(),
-                    Class::Permanent,
-                    ErrorKind::Credentials(e.to_string()),
-                )),
+                // Never expired credentials: with none valid, the attempt fails unsent.
+                Ok(()) => match self.credentials.load().await {
+                    Ok(credentials) => self.attempt(op, &credentials).await,
+                    Err(e) => Err(CloudError::new(
+                        op.action(),
+                        Class::Permanent,
+                        ErrorKind::Credentials(e.to_string()),
+                    )),
+                },
             };
             if let Some(observe) = &self.observer {
                 observe(

@@ -10,6 +10,8 @@ pub mod ops;
 pub mod sign;
 
 pub use client::{Client, ClientConfig, Endpoints, Reply, SignatureVersion};
-pub use credentials::{CredentialSource, Credentials, CredentialsConfig};
+pub use credentials::{
+    AssumeRoleConfig, CredentialSource, Credentials, CredentialsConfig, OidcConfig, SourceKind,
+};
 pub use error::{ApiError, Class, CloudError, ErrorKind};
 pub use ops::{Api, Grant, GrantAccountPrivilege, Operation, Privilege, Service, SetPassword};

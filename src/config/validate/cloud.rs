@@ -1,12 +1,10 @@
 //! `[cloud]`: the client's settings, the endpoints and the credentials.
 
-use secrecy::SecretString;
-
 use super::TIMEOUT;
 use crate::cloud::client::{Endpoints, parse_endpoint};
-use crate::cloud::{ClientConfig, CredentialsConfig, Service, SignatureVersion};
+use crate::cloud::{ClientConfig, Service, SignatureVersion};
 use crate::config::diagnostics::Check;
-use crate::config::raw::{RawCloud, RawCredentials, RawEndpoints};
+use crate::config::raw::{RawCloud, RawEndpoints};
 use crate::config::{Cloud, RATE};
 
 /// `[cloud]`: `region_id` is required; the rest have defaults.
@@ -55,9 +53,15 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
         client.ca_file = Some(check.ca_file(ca, "cloud.ca_file"));
     }
     client.endpoints = endpoints(check, &raw.endpoints);
+    let mut credentials = super::credentials::credentials(check, &raw.credentials);
+    credentials.sts_endpoint = raw.sts_endpoint.as_ref().and_then(|s| {
+        parse_endpoint(s.get_ref())
+            .map_err(|e| check.at(s, "cloud.sts_endpoint", e))
+            .ok()
+    });
     Cloud {
         client,
-        credentials: credentials(check, &raw.credentials),
+        credentials,
     }
 }
 
@@ -75,42 +79,4 @@ fn endpoints(check: &mut Check, raw: &RawEndpoints) -> Endpoints {
         }
     }
     endpoints
-}
-
-/// `[cloud.credentials]`: each secret inline or in a file, not both.
-fn credentials(check: &mut Check, c: &RawCredentials) -> CredentialsConfig {
-    for (inline, file, key) in [
-        (
-            c.access_key_secret.as_ref(),
-            &c.access_key_secret_file,
-            "access_key_secret",
-        ),
-        (
-            c.security_token.as_ref(),
-            &c.security_token_file,
-            "security_token",
-        ),
-    ] {
-        if let (Some(inline), Some(_)) = (inline, file) {
-            check.at(
-                inline,
-                format!("cloud.credentials.{key}"),
-                format!("give {key} or {key}_file, not both"),
-            );
-        }
-    }
-    CredentialsConfig {
-        access_key_id: c.access_key_id.clone(),
-        access_key_secret: c
-            .access_key_secret
-            .as_ref()
-            .map(|s| SecretString::from(s.get_ref().clone())),
-        security_token: c
-            .security_token
-            .as_ref()
-            .map(|s| SecretString::from(s.get_ref().clone())),
-        access_key_id_file: c.access_key_id_file.clone(),
-        access_key_secret_file: c.access_key_secret_file.clone(),
-        security_token_file: c.security_token_file.clone(),
-    }
 }
