@@ -22,4 +22,5 @@ mod policy;
 mod reliability;
 mod signing;
 mod sim_faults;
+mod sim_identity;
 mod transport;

@@ -1,4 +1,5 @@
-//! `pwrotd-sim`: serves the simulated PolarDB and RDS OpenAPI on a local address.
+//! `pwrotd-sim`: serves the simulated PolarDB, RDS and STS OpenAPI, the ECS metadata service
+//! and credential URIs on a local address.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,11 +8,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use pwrotd::config::Config;
-use pwrotd::sim::{Database, FaultCode, FaultRates, Sim, SimServer};
+use pwrotd::sim::{CloudFile, Database, FaultCode, FaultRates, Sim, SimServer};
 use pwrotd::verify::Engine;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// A faithful local stand-in for the PolarDB and RDS OpenAPI.
+/// A faithful local stand-in for the PolarDB, RDS and STS OpenAPI, the ECS metadata service and
+/// credential URIs.
 #[derive(Parser)]
 #[command(
     name = "pwrotd-sim",
@@ -23,7 +25,17 @@ effect, and error_after_apply: changes applied then answered with an error), GET
 [\"throttle\", {\"error_after_apply\": \"lock_timeout\"}]), PUT /_sim/state (a cluster's or \
 instance's state, e.g. {\"service\": \"rds\", \"resource_id\": \"rm-1\", \"state\": \
 \"Rebooting\"}, or an account's status, e.g. {..., \"account_name\": \"app\", \"status\": \
-\"Locked\"})."
+\"Locked\"}), PUT /_sim/resource (a resource's region or owner, e.g. {\"service\": \"polardb\", \
+\"resource_id\": \"pc-1\", \"region\": \"ap-southeast-1\", \"owner\": \"2222222222222222\"}), POST \
+/_sim/cloud (the --cloud file as JSON), POST /_sim/credential_faults (e.g. {\"endpoint\": \
+\"metadata\", \"faults\": [\"garbage\"]}; endpoints sts, metadata, uri; faults server_error, \
+throttle, garbage, drop), GET /_sim/credentials (temporary credentials issued, no secrets).
+
+Credentials on the same address: STS AssumeRole and AssumeRoleWithOIDC at / (Version \
+2015-04-01; point sts_endpoint here), the ECS metadata service under /latest/ (IMDSv2: PUT \
+/latest/api/token, then /latest/meta-data/ram/security-credentials/[ROLE]), and credential URIs \
+at /_creds/NAME (ALIBABA_CLOUD_CREDENTIALS_URI). Every resource answers only in its region \
+and to its own cloud account: another RegionId or account gets the action's *.NotFound."
 )]
 struct Args {
     /// Address to serve on; port 0 picks a free port (the chosen address is printed).
@@ -32,6 +44,15 @@ struct Args {
     /// A pwrotd config: its clusters, instances, accounts and granted databases are registered.
     #[arg(long)]
     config: PathBuf,
+    /// The simulated cloud beyond the config, as TOML: more cloud accounts and AccessKeys, RAM
+    /// roles and their trust policies, OIDC providers, each cluster's and instance's region
+    /// and owner, the ECS instance's role (and whether IMDSv1 is allowed), credential URIs,
+    /// and `credential_lifetime` (every temporary credential lives that long, e.g. "5s").
+    /// Without it there is one cloud account (uid 1234567890123456), whose RAM user holds
+    /// the AccessKey below, and every resource lives in the config's `region_id`. See
+    /// docs/simulator.md.
+    #[arg(long)]
+    cloud: Option<PathBuf>,
     /// The AccessKey id requests must be signed with.
     #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_ID", hide_env_values = true)]
     access_key_id: String,
@@ -143,6 +164,13 @@ async fn main() -> ExitCode {
         }
     }
     sim.register_config(&config);
+    if let Some(path) = &args.cloud {
+        let applied = CloudFile::load(path).and_then(|file| file.apply(&sim));
+        if let Err(e) = applied {
+            eprintln!("pwrotd-sim: --cloud: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) = sim.prepare_databases().await {
         eprintln!("pwrotd-sim: cannot prepare the real database: {e}");
         return ExitCode::from(1);

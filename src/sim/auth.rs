@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::SimError;
+use super::identity::Principal;
 use crate::cloud::sign::{self, V3Input};
 
 /// An HTTP request as the simulator sees it.
@@ -25,13 +28,20 @@ pub(super) struct Verified {
     pub timestamp: SystemTime,
     /// Every parameter, from the query and the form body.
     pub params: BTreeMap<String, String>,
+    /// Who signed it.
+    pub principal: Principal,
 }
 
-fn header<'a>(request: &'a Request<'_>, name: &str) -> Option<&'a str> {
+/// Looks up an AccessKey given the SecurityToken sent with it (if any): its secret and who
+/// holds it, or the documented refusal of the key or the token.
+pub(super) type KeyLookup<'a> =
+    dyn Fn(&str, Option<&str>) -> Result<(SecretString, Principal), SimError> + 'a;
+
+pub(super) fn header<'a>(request: &'a Request<'_>, name: &str) -> Option<&'a str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn parse_timestamp(value: &str) -> Result<SystemTime, SimError> {
+pub(super) fn parse_timestamp(value: &str) -> Result<SystemTime, SimError> {
     humantime::parse_rfc3339(value).map_err(|_| {
         SimError::new(
             400,
@@ -49,19 +59,9 @@ fn signature_mismatch() -> SimError {
     )
 }
 
-fn unknown_key() -> SimError {
-    SimError::new(
-        404,
-        "InvalidAccessKeyId.NotFound",
-        "Specified access key is not found.",
-    )
-}
-
-pub(super) fn verify(
-    request: &Request<'_>,
-    key_id: &str,
-    secret: &str,
-) -> Result<Verified, SimError> {
+/// The parameters of a request: those of the query string alone, and all of them, from the
+/// query and a form body (a body that is not a form is not read).
+pub(super) fn params(request: &Request<'_>) -> (Vec<(String, String)>, BTreeMap<String, String>) {
     let query: Vec<(String, String)> = form_urlencoded::parse(request.query.as_bytes())
         .into_owned()
         .collect();
@@ -72,11 +72,33 @@ pub(super) fn verify(
     } else {
         Vec::new()
     };
-    let mut params: BTreeMap<String, String> = query.iter().chain(&body).cloned().collect();
+    let all = query.iter().chain(&body).cloned().collect();
+    (query, all)
+}
 
+/// The action and version a request names: the `x-acs-action` and `x-acs-version` headers of
+/// the V3 scheme, else the `Action` and `Version` parameters. Empty when absent.
+pub(super) fn action_and_version(
+    request: &Request<'_>,
+    params: &BTreeMap<String, String>,
+) -> (String, String) {
+    let pick = |header_name: &str, param: &str| {
+        header(request, header_name)
+            .map(str::to_owned)
+            .or_else(|| params.get(param).cloned())
+            .unwrap_or_default()
+    };
+    (
+        pick("x-acs-action", "Action"),
+        pick("x-acs-version", "Version"),
+    )
+}
+
+pub(super) fn verify(request: &Request<'_>, keys: &KeyLookup<'_>) -> Result<Verified, SimError> {
+    let (query, mut params) = params(request);
     let authorization = header(request, "authorization").unwrap_or_default();
     if let Some(fields) = authorization.strip_prefix(sign::V3_ALGORITHM) {
-        return verify_v3(request, fields, &query, params, key_id, secret);
+        return verify_v3(request, fields, &query, params, keys);
     }
 
     let Some(signature) = params.remove("Signature") else {
@@ -108,12 +130,13 @@ pub(super) fn verify(
             "Specified signature version is not supported.",
         ));
     }
-    if params["AccessKeyId"] != key_id {
-        return Err(unknown_key());
-    }
+    let (secret, principal) = keys(
+        &params["AccessKeyId"],
+        params.get("SecurityToken").map(String::as_str),
+    )?;
     let timestamp = parse_timestamp(&params["Timestamp"])?;
     let expected = sign::v1_signature(
-        secret,
+        secret.expose_secret(),
         request.method,
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
@@ -126,6 +149,7 @@ pub(super) fn verify(
         nonce: params["SignatureNonce"].clone(),
         timestamp,
         params,
+        principal,
     })
 }
 
@@ -134,8 +158,7 @@ fn verify_v3(
     fields: &str,
     query: &[(String, String)],
     params: BTreeMap<String, String>,
-    key_id: &str,
-    secret: &str,
+    keys: &KeyLookup<'_>,
 ) -> Result<Verified, SimError> {
     let incomplete = || {
         SimError::new(
@@ -160,9 +183,8 @@ fn verify_v3(
     else {
         return Err(incomplete());
     };
-    if credential != key_id {
-        return Err(unknown_key());
-    }
+    // The V3 scheme carries the token in `x-acs-security-token`, signed like any header.
+    let (secret, principal) = keys(credential, header(request, "x-acs-security-token"))?;
     let mut headers = Vec::new();
     for name in signed_headers.split(';') {
         let value = header(request, name).ok_or_else(incomplete)?;
@@ -197,7 +219,7 @@ fn verify_v3(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let expected = sign::v3_signature(
-        secret,
+        secret.expose_secret(),
         &V3Input {
             method: request.method,
             path: "/",
@@ -215,5 +237,6 @@ fn verify_v3(
         nonce: value("x-acs-signature-nonce").to_owned(),
         timestamp,
         params,
+        principal,
     })
 }

@@ -17,13 +17,17 @@
 
 mod auth;
 pub mod backend;
+mod cloud_file;
+mod describe;
+mod identity;
+mod metadata;
 pub mod server;
+mod sts;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::{Privilege, Service};
@@ -33,7 +37,14 @@ use crate::random::{self, OsRandom};
 use crate::verify::Engine;
 
 pub use backend::{BackendError, Database};
+pub use cloud_file::CloudFile;
+pub use identity::{
+    DEFAULT_SESSION, IssuedCredentials, OidcProviderSpec, PRIMARY_UID, PRIMARY_USER, Principal,
+    RoleSpec, TemporaryCredentials,
+};
+pub use metadata::{CredentialEndpoint, CredentialFault, METADATA_CREDENTIALS_LIFETIME};
 pub use server::SimServer;
+pub use sts::unsigned_oidc_token;
 
 /// How far a request's timestamp may be from the simulator's clock, as on the real API.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
@@ -60,6 +71,8 @@ pub struct SimAccount {
     pub changes: u64,
     /// `Available` unless a test set it otherwise.
     pub status: AccountStatus,
+    /// `AccountDescription`, empty unless a test set it.
+    pub description: String,
     /// The real database server its changes are applied to, if any.
     #[serde(skip)]
     pub backend: Option<Engine>,
@@ -71,6 +84,11 @@ pub struct SimAccount {
 /// `IncorrectAccountStatus` (documented for ResetAccountPassword and GrantAccountPrivilege,
 /// 2014-08-15). The PolarDB operations document no such refusal, so a PolarDB account's status
 /// changes nothing; inject `FaultCode::IncorrectAccountStatus` to see that error there.
+///
+/// `DescribeAccounts` shows it as documented: on PolarDB `AccountStatus` is `Creating`,
+/// `Available` or `Deleting` and `AccountLockState` `Lock` or `UnLock` (a locked account is
+/// `Available` and `Lock`); on RDS `AccountStatus` is `Available` or `Unavailable` (anything but
+/// `Available` is `Unavailable`) and there is no lock state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountStatus {
     #[default]
@@ -78,6 +96,10 @@ pub enum AccountStatus {
     Unavailable,
     /// Locked, as by PolarDB `ModifyAccountLockState`.
     Locked,
+    /// Being created (PolarDB).
+    Creating,
+    /// Being deleted (PolarDB).
+    Deleting,
 }
 
 /// The state a cluster or instance is in when nobody set it: the only one that takes changes.
@@ -89,6 +111,10 @@ struct Resource {
     databases: Vec<String>,
     /// `Running`, or whatever a test set (`ClassChanging`, `Rebooting`, `Restarting`, ...).
     state: String,
+    /// The uid of the cloud account that owns it: [`PRIMARY_UID`] unless a test set another.
+    owner: String,
+    /// Its region; `None` (a resource added without a config) answers to any `RegionId`.
+    region: Option<String>,
 }
 
 impl Resource {
@@ -106,6 +132,8 @@ impl Default for Resource {
             accounts: BTreeMap::new(),
             databases: Vec::new(),
             state: RUNNING.to_owned(),
+            owner: PRIMARY_UID.to_owned(),
+            region: None,
         }
     }
 }
@@ -421,6 +449,11 @@ pub struct Stats {
     /// Requests whose change was applied and that were answered with an error anyway
     /// ([`Fault::ErrorAfterApply`]), by the code of that error.
     pub error_after_apply: BTreeMap<String, u64>,
+    /// Requests for credentials (STS, the ECS metadata service, credential URIs), not counted
+    /// in `requests`: by what was asked and the reply's code, like `AssumeRole OK`,
+    /// `AssumeRoleWithOIDC AuthenticationFail.OIDCToken.Expired`, `metadata.token OK`,
+    /// `metadata.credentials OK`, `uri Garbage`.
+    pub credentials: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -462,8 +495,10 @@ impl State {
 
 /// The simulated cloud.
 pub struct Sim {
-    access_key_id: String,
-    access_key_secret: SecretString,
+    /// Cloud accounts, AccessKeys, RAM roles, OIDC providers, issued STS credentials.
+    identity: Mutex<identity::Identity>,
+    /// The ECS metadata service, credential URIs, and their faults.
+    endpoints: Mutex<metadata::Endpoints>,
     state: Mutex<State>,
     /// Real servers that accepted changes are applied to, one per engine.
     databases: Vec<Arc<Database>>,
@@ -474,9 +509,7 @@ pub struct Sim {
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Sim").finish_non_exhaustive()
     }
 }
 
@@ -492,13 +525,33 @@ pub enum Outcome {
     /// The connection is closed with no reply; `code` is what the stats count: `Dropped`
     /// (after applying) or `DroppedBeforeApply`.
     Drop { code: &'static str },
+    /// A `text/plain` reply, as the ECS metadata service gives.
+    Text { status: u16, body: String },
+}
+
+impl Outcome {
+    /// What the stats count it as.
+    fn code(&self) -> String {
+        match self {
+            Outcome::Drop { code } => (*code).to_owned(),
+            Outcome::Reply { code, .. } => code.clone(),
+            Outcome::Text { status: 200, .. } => "OK".to_owned(),
+            Outcome::Text { status, .. } => status.to_string(),
+        }
+    }
 }
 
 impl Sim {
+    /// A cloud with one account, [`PRIMARY_UID`], whose RAM user [`PRIMARY_USER`] holds this
+    /// AccessKey pair and owns every cluster and instance added later, unless a test says
+    /// otherwise.
     pub fn new(access_key_id: impl Into<String>, access_key_secret: impl Into<String>) -> Sim {
         Sim {
-            access_key_id: access_key_id.into(),
-            access_key_secret: SecretString::from(access_key_secret.into()),
+            identity: Mutex::new(identity::Identity::new(
+                access_key_id.into(),
+                access_key_secret.into(),
+            )),
+            endpoints: Mutex::new(metadata::Endpoints::default()),
             state: Mutex::new(State::default()),
             databases: Vec::new(),
             database_order: tokio::sync::Mutex::new(()),
@@ -546,8 +599,20 @@ impl Sim {
     /// clone of an alternating account included. `ResetAccount` accounts are privileged; the
     /// others are normal accounts. An account with `[account.verify]` is backed by the real
     /// server of that engine, if the simulator has one.
+    ///
+    /// Each cluster and instance lives in the config's `region_id`, unless it already had a
+    /// region.
     pub fn register_config(&self, config: &Config) {
+        let region = &config.cloud.client.region_id;
         for account in &config.accounts {
+            let service = account.api.service();
+            let mut state = self.lock();
+            let resource = state
+                .resources(service)
+                .entry(account.resource_id.clone())
+                .or_default();
+            resource.region.get_or_insert_with(|| region.clone());
+            drop(state);
             let account_type = match account.api {
                 crate::cloud::Api::ResetAccount => AccountType::Super,
                 _ => AccountType::Normal,
@@ -597,6 +662,7 @@ impl Sim {
                 privileges: BTreeMap::new(),
                 changes: 0,
                 status: AccountStatus::Available,
+                description: String::new(),
                 backend: None,
             })
             .backend = backend;
@@ -624,6 +690,53 @@ impl Sim {
             }
             None => false,
         }
+    }
+
+    /// Moves a cluster or instance to `region` (`None`: answers to any `RegionId`). A request
+    /// with another `RegionId` then gets `InvalidDBClusterId.NotFound` or
+    /// `InvalidDBInstanceName.NotFound`. False if there is no such resource.
+    pub fn set_resource_region(
+        &self,
+        service: Service,
+        resource_id: &str,
+        region: Option<&str>,
+    ) -> bool {
+        let mut state = self.lock();
+        match state.resources(service).get_mut(resource_id) {
+            Some(resource) => {
+                resource.region = region.map(str::to_owned);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives a cluster or instance to the cloud account `uid` (which is created if new). A
+    /// principal of another account then gets `InvalidDBClusterId.NotFound` or
+    /// `InvalidDBInstanceName.NotFound`. False if there is no such resource.
+    pub fn set_resource_owner(&self, service: Service, resource_id: &str, uid: &str) -> bool {
+        self.identity().add_account(uid);
+        let mut state = self.lock();
+        match state.resources(service).get_mut(resource_id) {
+            Some(resource) => {
+                uid.clone_into(&mut resource.owner);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The owner's uid and the region of a cluster or instance.
+    pub fn resource_placement(
+        &self,
+        service: Service,
+        resource_id: &str,
+    ) -> Option<(String, Option<String>)> {
+        let mut state = self.lock();
+        state
+            .resources(service)
+            .get(resource_id)
+            .map(|r| (r.owner.clone(), r.region.clone()))
     }
 
     /// The state of a cluster or instance.
@@ -656,6 +769,23 @@ impl Sim {
         match self.lock().account(service, resource_id, account_name) {
             Some(account) => {
                 account.status = status;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets an account's `AccountDescription`. False if there is no such account.
+    pub fn set_account_description(
+        &self,
+        service: Service,
+        resource_id: &str,
+        account_name: &str,
+        description: &str,
+    ) -> bool {
+        match self.lock().account(service, resource_id, account_name) {
+            Some(account) => {
+                description.clone_into(&mut account.description);
                 true
             }
             None => false,
@@ -731,16 +861,29 @@ impl Sim {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn identity(&self) -> std::sync::MutexGuard<'_, identity::Identity> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, metadata::Endpoints> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Answers one API request.
     pub(crate) async fn handle(&self, request: &auth::Request<'_>) -> Outcome {
+        let (_, params) = auth::params(request);
+        let (action, version) = auth::action_and_version(request, &params);
+        if version == sts::VERSION {
+            return self.handle_sts(request, &action);
+        }
         let outcome = self.handle_inner(request).await;
         let mut state = self.lock();
         state.stats.requests += 1;
-        let code = match &outcome {
-            Outcome::Drop { code } => (*code).to_owned(),
-            Outcome::Reply { code, .. } => code.clone(),
-        };
-        *state.stats.by_code.entry(code).or_default() += 1;
+        *state.stats.by_code.entry(outcome.code()).or_default() += 1;
         outcome
     }
 
@@ -755,6 +898,16 @@ impl Sim {
         let latency = self.lock().rates.latency;
         if let Some(refused) = self.refuse_before_apply(&call, fault) {
             return refused;
+        }
+        if call.action.read_only {
+            let result = self.describe_accounts(&call);
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            return match result {
+                Ok(body) => self.reply_to_read(&call, fault, body),
+                Err(e) => call.reply(e),
+            };
         }
         let result = match self.plan(&call) {
             Ok(Planned::Replay(request_id)) => Ok(request_id),
@@ -778,11 +931,10 @@ impl Sim {
         let host = request.host.unwrap_or("pwrotd-sim");
         // Before the action is known, a refusal names no service.
         let refuse = |e: SimError| e.reply(host, None);
-        let verified = auth::verify(
-            request,
-            &self.access_key_id,
-            self.access_key_secret.expose_secret(),
-        )
+        let verified = auth::verify(request, &|key_id, token| {
+            self.identity()
+                .authenticate(key_id, token, SystemTime::now())
+        })
         .map_err(refuse)?;
         self.check_nonce(&verified.nonce, verified.timestamp)
             .map_err(refuse)?;
@@ -791,6 +943,7 @@ impl Sim {
             host,
             action,
             params: verified.params,
+            principal: verified.principal,
         };
         if let Some(name) = action
             .required
@@ -863,6 +1016,32 @@ impl Sim {
         }
     }
 
+    /// The reply to a read (`DescribeAccounts`) that found `body`: the faults that act after a
+    /// change act here too, with nothing applied (an error after apply is then a plain error,
+    /// not counted in [`Stats::error_after_apply`]).
+    fn reply_to_read(&self, call: &Call<'_>, fault: Option<Fault>, body: String) -> Outcome {
+        let outcome = match fault {
+            Some(Fault::DropAfterApply) => Outcome::Drop { code: "Dropped" },
+            Some(Fault::Garbage) => Outcome::Reply {
+                status: 200,
+                body: "<html><body>502 Bad Gateway</body></html>".into(),
+                code: "Garbage".into(),
+            },
+            Some(Fault::ErrorAfterApply(code)) => call.reply(call.error(code)),
+            _ => {
+                return Outcome::Reply {
+                    status: 200,
+                    body,
+                    code: "OK".into(),
+                };
+            }
+        };
+        if let Some(fault) = fault {
+            self.count_fault(fault, None);
+        }
+        outcome
+    }
+
     /// Counts an injected fault that took effect; `after_apply` is the code of the error a
     /// request was answered with after its change was applied.
     fn count_fault(&self, fault: Fault, after_apply: Option<&str>) {
@@ -910,9 +1089,9 @@ impl Sim {
         None
     }
 
-    fn check_nonce(&self, nonce: &str, timestamp: SystemTime) -> Result<(), SimError> {
-        let now = SystemTime::now();
-        let skew = match now.duration_since(timestamp) {
+    /// `InvalidTimeStamp.Expired` for a timestamp further than [`MAX_SKEW`] from the clock.
+    fn check_skew(timestamp: SystemTime) -> Result<(), SimError> {
+        let skew = match SystemTime::now().duration_since(timestamp) {
             Ok(d) => d,
             Err(e) => e.duration(),
         };
@@ -923,6 +1102,12 @@ impl Sim {
                 "Specified time stamp or date value is expired.",
             ));
         }
+        Ok(())
+    }
+
+    fn check_nonce(&self, nonce: &str, timestamp: SystemTime) -> Result<(), SimError> {
+        Sim::check_skew(timestamp)?;
+        let now = SystemTime::now();
         let mut state = self.lock();
         while let Some((at, _)) = state.nonce_order.front() {
             if now.duration_since(*at).unwrap_or_default() <= 2 * MAX_SKEW {
@@ -960,10 +1145,7 @@ impl Sim {
                 "The specified parameter AccountName is not valid.",
             ));
         }
-        let resource = state
-            .resources(call.action.service)
-            .get(call.resource_id())
-            .ok_or_else(|| resource_not_found(call.action.service))?;
+        let resource = call.find_resource(state.resources(call.action.service))?;
         // "Before you call this operation, make sure that the cluster [instance] is in the
         // Running state. Otherwise, the operation fails." (GrantAccountPrivilege, PolarDB;
         // ResetAccountPassword, RDS). The simulator asks it of every change.
@@ -1075,9 +1257,35 @@ struct Call<'r> {
     action: &'static ActionSpec,
     /// Every parameter, from the query and the form body.
     params: BTreeMap<String, String>,
+    /// Who signed it.
+    principal: Principal,
 }
 
 impl Call<'_> {
+    /// The cluster or instance the request names, as the caller can see it. Each resource
+    /// belongs to one cloud account and lives in one region: the RPC API of a region knows the
+    /// resources of that region only, and an account sees its own resources only. A cluster
+    /// of another account, or asked for with another `RegionId`, is answered as one that does
+    /// not exist (`InvalidDBClusterId.NotFound`, `InvalidDBInstanceName.NotFound`): the PolarDB
+    /// and RDS references document no separate code for either case (their `Forbidden.RAM` is
+    /// a RAM policy's refusal within the owner's account, which the simulator does not model).
+    /// A request without `RegionId` is not checked: the V3 requests of the official SDKs carry
+    /// none, the endpoint naming the region.
+    fn find_resource<'s>(
+        &self,
+        resources: &'s BTreeMap<String, Resource>,
+    ) -> Result<&'s Resource, SimError> {
+        let not_found = || resource_not_found(self.action.service);
+        let resource = resources.get(self.resource_id()).ok_or_else(not_found)?;
+        if resource.owner != self.principal.uid() {
+            return Err(not_found());
+        }
+        match (&resource.region, self.params.get("RegionId")) {
+            (Some(region), Some(asked)) if region != asked => Err(not_found()),
+            _ => Ok(resource),
+        }
+    }
+
     /// A parameter's value; empty when it is absent.
     fn param(&self, name: &str) -> &str {
         self.params
@@ -1346,6 +1554,8 @@ struct ActionSpec {
     required: &'static [&'static str],
     /// The parameter carrying the new password, for the password-setting actions.
     password_param: Option<&'static str>,
+    /// `DescribeAccounts`: changes nothing.
+    read_only: bool,
 }
 
 const ACTIONS: &[ActionSpec] = &[
@@ -1354,30 +1564,51 @@ const ACTIONS: &[ActionSpec] = &[
         service: Service::PolarDb,
         required: &["DBClusterId", "AccountName", "NewAccountPassword"],
         password_param: Some("NewAccountPassword"),
+        read_only: false,
     },
     ActionSpec {
         name: "ModifyAccountPasswordZonal",
         service: Service::PolarDb,
         required: &["DBClusterId", "AccountName", "NewAccountPassword"],
         password_param: Some("NewAccountPassword"),
+        read_only: false,
     },
     ActionSpec {
         name: "ResetAccount",
         service: Service::PolarDb,
         required: &["DBClusterId", "AccountName", "AccountPassword"],
         password_param: Some("AccountPassword"),
+        read_only: false,
     },
     ActionSpec {
         name: "GrantAccountPrivilege",
         service: Service::PolarDb,
         required: &["DBClusterId", "AccountName", "DBName", "AccountPrivilege"],
         password_param: None,
+        read_only: false,
+    },
+    // DescribeAccounts: DBClusterId required, AccountName, PageSize, PageNumber optional
+    // (PolarDB 2017-08-01); DBInstanceId required, the others optional (RDS 2014-08-15).
+    ActionSpec {
+        name: "DescribeAccounts",
+        service: Service::PolarDb,
+        required: &["DBClusterId"],
+        password_param: None,
+        read_only: true,
+    },
+    ActionSpec {
+        name: "DescribeAccounts",
+        service: Service::Rds,
+        required: &["DBInstanceId"],
+        password_param: None,
+        read_only: true,
     },
     ActionSpec {
         name: "ResetAccountPassword",
         service: Service::Rds,
         required: &["DBInstanceId", "AccountName", "AccountPassword"],
         password_param: Some("AccountPassword"),
+        read_only: false,
     },
 ];
 
@@ -1447,6 +1678,11 @@ impl SimError {
             Some(Service::Rds) => "Rds",
             _ => "polardb",
         };
+        self.reply_as(host, product)
+    }
+
+    /// The reply carrying it, `product` naming the service in `Recommend`.
+    fn reply_as(self, host: &str, product: &str) -> Outcome {
         Outcome::Reply {
             status: self.status,
             body: serde_json::json!({

@@ -1,7 +1,9 @@
 //! The simulator's HTTP/1.1 server.
 //!
-//! `/` takes API requests (GET or POST, parameters in the query or a form body). `/_sim/` holds
-//! the test hooks, all JSON:
+//! `/` takes API requests (GET or POST, parameters in the query or a form body): PolarDB, RDS,
+//! and STS (Version 2015-04-01). `/latest/` is the ECS instance metadata service and
+//! `/_creds/<name>` serves credential URIs (docs/simulator.md). `/_sim/` holds the test
+//! hooks, all JSON:
 //! - `GET /_sim/accounts`: the live state, passwords as SHA-256 only, with each account's
 //!   `status`, and `GET /_sim/resources`: each cluster's and instance's state;
 //! - `GET /_sim/stats`: what the simulator answered, and the faults that took effect;
@@ -11,7 +13,16 @@
 //!   "incorrect_state"}]` ([`super::Fault`]);
 //! - `PUT /_sim/state`: `{"service": "polardb", "resource_id": "pc-1", "state":
 //!   "ClassChanging"}` sets a cluster's or instance's state, and `{"service": "rds",
-//!   "resource_id": "rm-1", "account_name": "app", "status": "Locked"}` an account's status.
+//!   "resource_id": "rm-1", "account_name": "app", "status": "Locked"}` an account's status;
+//! - `PUT /_sim/resource`: `{"service": "polardb", "resource_id": "pc-1", "region":
+//!   "ap-southeast-1", "owner": "2222222222222222"}` moves a cluster or instance to another
+//!   region or cloud account (either key may be left out; `"region": null` is any region);
+//! - `POST /_sim/cloud`: the [`super::CloudFile`] as JSON: accounts, AccessKeys, roles, OIDC
+//!   providers, resources, the ECS role, credential URIs, the credential lifetime;
+//! - `POST /_sim/credential_faults`: `{"endpoint": "metadata", "faults": ["server_error",
+//!   "garbage"]}` for the next requests to `sts`, `metadata` or `uri`
+//!   ([`super::CredentialFault`]);
+//! - `GET /_sim/credentials`: the temporary credentials issued, without secrets.
 //!
 //! A drop fault closes the connection without writing a reply.
 
@@ -29,7 +40,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{AccountStatus, Fault, FaultRates, Outcome, Sim, auth};
+use super::{
+    AccountStatus, CloudFile, CredentialEndpoint, CredentialFault, Fault, FaultRates, Outcome, Sim,
+    auth, metadata,
+};
 use crate::cloud::Service;
 
 /// The largest request body accepted.
@@ -78,14 +92,27 @@ pub async fn serve(listener: TcpListener, sim: Arc<Sim>, shutdown: impl Future<O
 }
 
 fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
+    reply_typed(status, body, "application/json;charset=utf-8")
+}
+
+fn reply_typed(status: u16, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json;charset=utf-8"),
+        http::HeaderValue::from_static(content_type),
     );
     response
+}
+
+/// The HTTP form of an outcome; a drop closes the connection.
+fn send(outcome: Outcome) -> Result<Response<Full<Bytes>>, DropConnection> {
+    match outcome {
+        Outcome::Reply { status, body, .. } => Ok(reply(status, body)),
+        Outcome::Text { status, body } => Ok(reply_typed(status, body, "text/plain")),
+        Outcome::Drop { .. } => Err(DropConnection),
+    }
 }
 
 async fn route(
@@ -119,10 +146,11 @@ async fn route(
         (&Method::PUT, "/_sim/faults") => Ok(set_from_json(&body, |rates: FaultRates| sim.set_fault_rates(rates))),
         (&Method::GET, "/_sim/resources") => Ok(reply(200, resources(sim).to_string())),
         (&Method::POST, "/_sim/script") => Ok(set_from_json(&body, |faults: Vec<Fault>| sim.script_faults(faults))),
-        (&Method::PUT, "/_sim/state") => Ok(match set_state(sim, &body) {
-            Ok(()) => reply(200, "{}".into()),
-            Err((status, e)) => reply(status, serde_json::json!({ "error": e }).to_string()),
-        }),
+        (&Method::PUT, "/_sim/state") => Ok(answer(set_state(sim, &body))),
+        (&Method::PUT, "/_sim/resource") => Ok(answer(set_placement(sim, &body))),
+        (&Method::POST, "/_sim/cloud") => Ok(answer(apply_cloud(sim, &body))),
+        (&Method::POST, "/_sim/credential_faults") => Ok(set_from_json(&body, |f: CredentialFaults| sim.script_credential_faults(f.endpoint, f.faults))),
+        (&Method::GET, "/_sim/credentials") => Ok(reply(200, serde_json::to_string(&sim.issued_credentials()).unwrap_or_default())),
         (&Method::GET | &Method::POST, "/") => {
             let request = auth::Request {
                 method: parts.method.as_str(),
@@ -131,10 +159,19 @@ async fn route(
                 body: &body,
                 host: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
             };
-            match sim.handle(&request).await {
-                Outcome::Reply { status, body, .. } => Ok(reply(status, body)),
-                Outcome::Drop { .. } => Err(DropConnection),
-            }
+            send(sim.handle(&request).await)
+        }
+        (method, _) if path.starts_with("/latest/") => {
+            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+            send(sim.handle_metadata(&metadata::MetadataRequest {
+                method,
+                path: &path["/latest/".len()..],
+                token: header("x-aliyun-ecs-metadata-token"),
+                ttl: header("x-aliyun-ecs-metadata-token-ttl-seconds"),
+            }))
+        }
+        (&Method::GET, _) if path.starts_with("/_creds/") => {
+            send(sim.handle_credentials_uri(&path["/_creds/".len()..]))
         }
         _ => Ok(reply(404, r#"{"Code":"InvalidAction.NotFound","Message":"Specified api is not found, please check your url and method."}"#.into())),
     }
@@ -157,6 +194,75 @@ fn set_from_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A hook's answer: `{}`, or the status and why not.
+fn answer(result: Result<(), (u16, String)>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(()) => reply(200, "{}".into()),
+        Err((status, e)) => reply(status, serde_json::json!({ "error": e }).to_string()),
+    }
+}
+
+/// A `POST /_sim/credential_faults` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialFaults {
+    endpoint: CredentialEndpoint,
+    faults: Vec<CredentialFault>,
+}
+
+/// A `PUT /_sim/resource` body. `region` absent leaves it; `null` makes it any region.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Placement {
+    service: String,
+    resource_id: String,
+    #[serde(default, with = "serde_with_double_option")]
+    region: Option<Option<String>>,
+    owner: Option<String>,
+}
+
+/// `Option<Option<T>>` that tells an absent key (`None`) from `null` (`Some(None)`).
+mod serde_with_double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+fn service_named(name: &str) -> Result<Service, (u16, String)> {
+    Service::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| (400, format!("unknown service {name:?}")))
+}
+
+fn set_placement(sim: &Sim, body: &[u8]) -> Result<(), (u16, String)> {
+    let change: Placement = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+    let service = service_named(&change.service)?;
+    let id = change.resource_id.as_str();
+    if sim.resource_placement(service, id).is_none() {
+        return Err((404, "no such resource".to_owned()));
+    }
+    if let Some(owner) = &change.owner {
+        if owner.len() != 16 || !owner.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((400, format!("{owner:?} is not a 16-digit uid")));
+        }
+        sim.set_resource_owner(service, id, owner);
+    }
+    if let Some(region) = &change.region {
+        sim.set_resource_region(service, id, region.as_deref());
+    }
+    Ok(())
+}
+
+fn apply_cloud(sim: &Sim, body: &[u8]) -> Result<(), (u16, String)> {
+    let file: CloudFile = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+    file.apply(sim).map_err(|e| (400, e))
+}
+
 /// A `PUT /_sim/state` body.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,10 +278,7 @@ struct StateChange {
 
 fn set_state(sim: &Sim, body: &[u8]) -> Result<(), (u16, String)> {
     let change: StateChange = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
-    let service = Service::ALL
-        .into_iter()
-        .find(|s| s.name() == change.service)
-        .ok_or_else(|| (400, format!("unknown service {:?}", change.service)))?;
+    let service = service_named(&change.service)?;
     let found = match (change.state, change.account_name, change.status) {
         (Some(state), None, None) => sim.set_resource_state(service, &change.resource_id, &state),
         (None, Some(account), Some(status)) => {
@@ -199,10 +302,15 @@ fn resources(sim: &Sim) -> serde_json::Value {
     let mut out = Vec::new();
     for service in Service::ALL {
         for (resource_id, state) in sim.resource_states(service) {
+            let (owner, region) = sim
+                .resource_placement(service, &resource_id)
+                .unwrap_or_default();
             out.push(serde_json::json!({
                 "service": service.name(),
                 "resource_id": resource_id,
                 "state": state,
+                "owner": owner,
+                "region": region,
             }));
         }
     }

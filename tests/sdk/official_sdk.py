@@ -12,6 +12,17 @@ validation errors, a cluster, instance or account in the wrong state (set throug
 PUT /_sim/state), and each "may have been applied" error injected after the change
 was applied (through POST /_sim/script), whose password must then be live.
 
+DescribeAccounts goes through both SDKs, whose models must parse the replies. Then the
+same scenario runs again with STS credentials (AccessKeyId, AccessKeySecret,
+SecurityToken), fetched from the simulator by the official credential providers of
+alibabacloud_credentials (a dependency of the SDKs): RamRoleArnCredentialsProvider
+(AssumeRole, V1-signed), OIDCRoleArnCredentialsProvider (AssumeRoleWithOIDC),
+EcsRamRoleCredentialsProvider (the ECS metadata service, IMDSv2) and
+URLCredentialsProvider (a credentials URI). The roles are set up through POST
+/_sim/cloud. Only the transport is adjusted: the STS providers always use https and the
+ECS provider a fixed host, so their requests are sent over http to the simulator, unchanged
+otherwise.
+
 Prints one "PASS ..."/"FAIL ..." line per check and a final "N passed, M failed".
 Exits non-zero if any check failed.
 """
@@ -39,6 +50,13 @@ from alibabacloud_polardb20170801.client import Client as PolarDBClient  # noqa:
 from alibabacloud_polardb20170801 import models as polardb_models  # noqa: E402
 from alibabacloud_rds20140815.client import Client as RdsClient  # noqa: E402
 from alibabacloud_rds20140815 import models as rds_models  # noqa: E402
+from alibabacloud_credentials.provider import (  # noqa: E402
+    EcsRamRoleCredentialsProvider,
+    OIDCRoleArnCredentialsProvider,
+    RamRoleArnCredentialsProvider,
+    URLCredentialsProvider,
+)
+from Tea.core import TeaCore  # noqa: E402
 
 AK_ID = "LTAIsdktest"
 AK_SECRET = "sdk-secret-123"
@@ -165,14 +183,20 @@ class Simulator:
 # --------------------------------------------------------------------------- SDK helpers
 
 
-def make_config(sim, signature_algorithm, secret=AK_SECRET):
+# The credentials the scenario signs with: the AccessKey, or STS credentials (run_sts).
+CREDENTIALS = {"access_key_id": AK_ID, "access_key_secret": AK_SECRET, "security_token": None}
+
+
+def make_config(sim, signature_algorithm, secret=None):
     kwargs = dict(
-        access_key_id=AK_ID,
-        access_key_secret=secret,
+        access_key_id=CREDENTIALS["access_key_id"],
+        access_key_secret=secret or CREDENTIALS["access_key_secret"],
         endpoint=sim.endpoint,
         protocol="http",
         region_id="cn-hangzhou",
     )
+    if CREDENTIALS["security_token"]:
+        kwargs["security_token"] = CREDENTIALS["security_token"]
     if signature_algorithm is not None:
         kwargs["signature_algorithm"] = signature_algorithm
     return Config(**kwargs)
@@ -434,6 +458,172 @@ def run_errors_after_apply(sim, label, algo, tag):
     report(privs.get("orders") == privilege, f"{name}: state privileges[orders] == {privilege}", f"privileges={privs!r}")
 
 
+# --------------------------------------------------------------------------- DescribeAccounts
+
+
+def run_describe_accounts(sim, label, algo):
+    """DescribeAccounts through each SDK: the models parse the replies, the accounts are there."""
+    polar = PolarDBClient(make_config(sim, algo))
+    rds = RdsClient(make_config(sim, algo))
+    p = f"[{label}]"
+
+    name = f"{p} polardb DescribeAccounts pc-sdk0001"
+    resp = check_ok(name, lambda: polar.describe_accounts(polardb_models.DescribeAccountsRequest(
+        dbcluster_id="pc-sdk0001")))
+    if resp:
+        accounts = {a.account_name: a for a in resp.body.accounts or []}
+        app, admin = accounts.get("app"), accounts.get("root_admin")
+        report(app is not None and app.account_type == "Normal" and app.account_lock_state == "UnLock"
+               and app.account_status == "Available",
+               f"{name}: app is a Normal, Available, UnLock account", f"accounts={resp.body.to_map()!r}")
+        report(admin is not None and admin.account_type == "Super", f"{name}: root_admin is Super",
+               f"accounts={resp.body.to_map()!r}")
+        privs = {d.dbname: d.account_privilege for d in (app.database_privileges or [])} if app else {}
+        report("orders" in privs, f"{name}: app lists its privilege on orders", f"privileges={privs!r}")
+
+    name = f"{p} rds DescribeAccounts rm-sdk0001"
+    resp = check_ok(name, lambda: rds.describe_accounts(rds_models.DescribeAccountsRequest(
+        dbinstance_id="rm-sdk0001")))
+    if resp:
+        listed = resp.body.accounts.dbinstance_account if resp.body.accounts else []
+        names = [a.account_name for a in listed or []]
+        report(names == ["billing"] and listed[0].account_status == "Available"
+               and listed[0].account_type == "Normal",
+               f"{name}: billing, Normal, Available", f"body={resp.body.to_map()!r}")
+
+    name = f"{p} polardb DescribeAccounts unknown cluster pc-nope"
+    check_error(name, lambda: polar.describe_accounts(polardb_models.DescribeAccountsRequest(
+        dbcluster_id="pc-nope")), "InvalidDBClusterId.NotFound")
+    name = f"{p} rds DescribeAccounts unknown instance rm-nope"
+    check_error(name, lambda: rds.describe_accounts(rds_models.DescribeAccountsRequest(
+        dbinstance_id="rm-nope")), "InvalidDBInstanceName.NotFound", 404)
+
+
+# --------------------------------------------------------------------------- STS credentials
+
+ROLE_ARN = "acs:ram::1234567890123456:role/pwrotd-sdk"
+OIDC_PROVIDER_ARN = "acs:ram::1234567890123456:oidc-provider/ack-sdk"
+OIDC_ISSUER = "https://oidc-ack.example/sdk"
+
+
+def cloud_setup():
+    """The POST /_sim/cloud body: a role the primary account's RAM user may assume, trusted
+    by an OIDC provider too, attached to the ECS instance and served at /_creds/sdk."""
+    return {
+        "role": [{
+            "arn": ROLE_ARN,
+            "trust_accounts": ["1234567890123456"],
+            "trust_oidc_providers": [OIDC_PROVIDER_ARN],
+        }],
+        "oidc_provider": [{"arn": OIDC_PROVIDER_ARN, "issuer": OIDC_ISSUER, "client_ids": ["sts.aliyuncs.com"]}],
+        "ecs": {"role": ROLE_ARN},
+        "credentials_uri": [{"name": "sdk", "role": ROLE_ARN}],
+    }
+
+
+def unsigned_jwt(issuer, audience, lifetime_s):
+    """A JWT with these claims and no real signature: the simulator reads the claims only."""
+    import base64
+    import time
+
+    def part(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": audience, "sub": "system:serviceaccount:db:pwrotd", "iat": now,
+              "exp": now + lifetime_s}
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.{part({'sig': 'none'})}"
+
+
+class OverHttp:
+    """Within it, the SDK's requests to the simulator go over http instead of https (the STS
+    providers hard-code https); nothing else about them changes."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.original = None
+
+    def __enter__(self):
+        self.original = TeaCore.do_action
+        original, endpoint = self.original, self.endpoint
+
+        def do_action(request, runtime_option=None):
+            if request.headers.get("host") == endpoint:
+                request.protocol = "http"
+            return original(request, runtime_option)
+
+        TeaCore.do_action = staticmethod(do_action)
+        return self
+
+    def __exit__(self, *exc):
+        TeaCore.do_action = self.original
+        return False
+
+
+def sts_credentials(sim, tmpdir):
+    """label -> (AccessKeyId, AccessKeySecret, SecurityToken), from each official provider."""
+    token_file = os.path.join(tmpdir, "oidc-token")
+    with open(token_file, "w") as f:
+        f.write(unsigned_jwt(OIDC_ISSUER, "sts.aliyuncs.com", 600))
+    ecs = EcsRamRoleCredentialsProvider(disable_imds_v1=True, async_update_enabled=False)
+    ecs._EcsRamRoleCredentialsProvider__metadata_service_host = sim.endpoint
+    providers = [
+        ("AssumeRole", RamRoleArnCredentialsProvider(
+            access_key_id=AK_ID, access_key_secret=AK_SECRET, role_arn=ROLE_ARN,
+            role_session_name="sdk-session", duration_seconds=900, sts_endpoint=sim.endpoint)),
+        ("AssumeRoleWithOIDC", OIDCRoleArnCredentialsProvider(
+            role_arn=ROLE_ARN, oidc_provider_arn=OIDC_PROVIDER_ARN, oidc_token_file_path=token_file,
+            role_session_name="sdk-oidc", sts_endpoint=sim.endpoint)),
+        ("ECS metadata", ecs),
+        ("credentials URI", URLCredentialsProvider(uri=f"{sim.base}/_creds/sdk")),
+    ]
+    out = {}
+    for label, provider in providers:
+        name = f"credentials from {label} ({type(provider).__name__})"
+        try:
+            with OverHttp(sim.endpoint):
+                c = provider.get_credentials()
+            ok = c.get_access_key_id().startswith("STS.") and bool(c.get_security_token())
+            report(ok, name, f"access_key_id={c.get_access_key_id()!r}")
+            if ok:
+                out[label] = (c.get_access_key_id(), c.get_access_key_secret(), c.get_security_token())
+        except Exception as e:  # noqa: BLE001
+            report(False, name, describe_exc(e))
+    return out
+
+
+def run_sts(sim):
+    """The scenario again, signed with STS credentials from AssumeRole; DescribeAccounts with
+    the credentials of every other source."""
+    status = sim.send("POST", "/_sim/cloud", cloud_setup())
+    report(status == 200, "POST /_sim/cloud sets up the role, OIDC provider, ECS role and URI", f"status={status}")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        sources = sts_credentials(sim, tmpdir)
+    try:
+        for source, (key_id, secret, token) in sources.items():
+            CREDENTIALS.update(access_key_id=key_id, access_key_secret=secret, security_token=token)
+            for label, algo in MODES:
+                tag = ("S3" if algo is None else "S2") + str(len(source))
+                full = f"STS from {source}, {label}"
+                try:
+                    if source == "AssumeRole":
+                        run_mode(sim, full, algo, tag)
+                        run_documented_refusals(sim, full, algo, tag)
+                    run_describe_accounts(sim, full, algo)
+                except Exception:  # noqa: BLE001
+                    report(False, f"[{full}] scenario crashed", traceback.format_exc().replace("\n", " | "))
+        if "AssumeRole" in sources:
+            key_id, secret, _ = sources["AssumeRole"]
+            CREDENTIALS.update(access_key_id=key_id, access_key_secret=secret, security_token="CAISnot-the-token")
+            polar = PolarDBClient(make_config(sim, None))
+            check_error("[STS] polardb DescribeAccounts with another SecurityToken",
+                        lambda: polar.describe_accounts(polardb_models.DescribeAccountsRequest(dbcluster_id="pc-sdk0001")),
+                        "InvalidSecurityToken.MismatchWithAccessKey", 400)
+    finally:
+        CREDENTIALS.update(access_key_id=AK_ID, access_key_secret=AK_SECRET, security_token=None)
+
+
+
 def main(argv):
     if len(argv) != 3:
         print(f"usage: {argv[0]} <simulator-binary> <config.toml>", file=sys.stderr)
@@ -452,8 +642,13 @@ def main(argv):
                 run_mode(sim, label, algo, tag)
                 run_documented_refusals(sim, label, algo, tag)
                 run_errors_after_apply(sim, label, algo, tag)
+                run_describe_accounts(sim, label, algo)
             except Exception:  # noqa: BLE001 - an unexpected crash is a failure, not an abort
                 report(False, f"[{label}] scenario crashed", traceback.format_exc().replace("\n", " | "))
+        try:
+            run_sts(sim)
+        except Exception:  # noqa: BLE001
+            report(False, "STS scenario crashed", traceback.format_exc().replace("\n", " | "))
         try:
             stats = sim.hook("/_sim/stats")
             print(f"INFO simulator stats: {json.dumps(stats, sort_keys=True)}", flush=True)
