@@ -105,10 +105,13 @@ fn both_forms(check: &mut Check, c: &RawCredentials) {
     }
 }
 
+/// A source's key: its name, where it stands if given, and the sources that take it.
+type KeyOf<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [SourceKind]);
+
 /// Keys of another source than the one chosen: refused, naming the source they belong to.
 fn foreign_keys(check: &mut Check, c: &RawCredentials, source: SourceKind) {
     use SourceKind::*;
-    let spans: [(&str, Option<std::ops::Range<usize>>, &[SourceKind]); 10] = [
+    let spans: [KeyOf<'_>; 10] = [
         (
             "role_name",
             c.role_name.as_ref().map(Spanned::span),
