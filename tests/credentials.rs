@@ -381,3 +381,29 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Credentials the API calls expired before their time (a clock ahead of pwrotd's) are
+/// dropped at once: the call after the refusal fetches new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_expired_early_are_replaced_at_the_next_call() {
+    let server = start().await;
+    server.sim.set_credential_lifetime(None);
+    let url = server.url();
+    let text = config_text(
+        &server,
+        &format!("source = \"uri\"\nuri = \"{}_creds/app\"", url.as_str()),
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    let source = CredentialSource::discover(&config.cloud.credentials).unwrap();
+    let client = Client::new(config.cloud.client.clone(), source.clone()).unwrap();
+    client.call(&reset()).await.unwrap();
+    let first = source.load().await.unwrap();
+    assert!(server.sim.expire_credentials(&first.access_key_id));
+    let refused = client.call(&reset()).await.unwrap_err();
+    assert_eq!(refused.code(), "InvalidSecurityToken.Expired");
+    client.call(&reset()).await.unwrap();
+    assert_ne!(
+        source.load().await.unwrap().access_key_id,
+        first.access_key_id
+    );
+}

@@ -271,7 +271,15 @@ impl Client {
                 )),
                 // Never expired credentials: with none valid, the attempt fails unsent.
                 Ok(()) => match self.credentials.load().await {
-                    Ok(credentials) => self.attempt(op, &credentials).await,
+                    Ok(credentials) => {
+                        let result = self.attempt(op, &credentials).await;
+                        if let Err(e) = &result
+                            && e.code() == "InvalidSecurityToken.Expired"
+                        {
+                            self.credentials.expired(&credentials);
+                        }
+                        result
+                    }
                     Err(e) => Err(CloudError::new(
                         op.action(),
                         Class::Permanent,

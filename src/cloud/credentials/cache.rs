@@ -163,6 +163,18 @@ impl Refreshing {
             .map(|c| c.credentials.clone())
     }
 
+    /// Forgets the cached credentials when they are still the ones with `access_key_id`: the
+    /// API said they expired (a clock ahead of ours), so the next load fetches new ones.
+    pub(crate) fn forget(&self, access_key_id: &str) {
+        let mut cached = self.lock();
+        if cached
+            .as_ref()
+            .is_some_and(|c| c.credentials.access_key_id == access_key_id)
+        {
+            *cached = None;
+        }
+    }
+
     /// Whether the cached credentials are usable and not yet due for a refresh.
     fn fresh(&self) -> bool {
         let now = Instant::now();
@@ -400,6 +412,17 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("credentials (fake)"), "{err}");
         fake.failing.store(false, Ordering::SeqCst);
         assert!(source.load().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credentials_the_api_calls_expired_are_fetched_again() {
+        let (source, fake) = source(Duration::from_secs(3600));
+        let first = source.load().await.unwrap();
+        source.forget("STS.other");
+        assert_eq!(source.load().await.unwrap().access_key_id, "STS.1");
+        source.forget(&first.access_key_id);
+        assert_eq!(source.load().await.unwrap().access_key_id, "STS.2");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -74,6 +74,15 @@ impl Node {
         }
     }
 
+    /// Forgets the cached credentials with this id, wherever they are cached.
+    pub(crate) fn forget(&self, access_key_id: &str) {
+        match self {
+            Node::Static(_) => {}
+            Node::Refreshed(source) => source.forget(access_key_id),
+            Node::FirstOf(first) => first.nodes.iter().for_each(|n| n.forget(access_key_id)),
+        }
+    }
+
     pub(crate) fn is_refreshed(&self) -> bool {
         !matches!(self, Node::Static(_))
     }

@@ -365,6 +365,13 @@ impl CredentialSource {
         self.node.is_refreshed()
     }
 
+    /// Told that the API refused `credentials` as expired (`InvalidSecurityToken.Expired`):
+    /// they are dropped from the cache, so that the next call fetches new ones rather than
+    /// wait for the refresh time.
+    pub fn expired(&self, credentials: &Credentials) {
+        self.node.forget(&credentials.access_key_id);
+    }
+
     /// The current credentials: static files read again, temporary credentials from the cache
     /// (fetched now when none are valid). Never credentials that have expired.
     pub async fn load(&self) -> Result<Credentials, CredentialError> {
