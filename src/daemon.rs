@@ -147,11 +147,23 @@ pub fn rotator(
     Ok(Rotator::new(Arc::new(client), sink, metrics, &config.accounts).with_hooks(hooks))
 }
 
+/// The `profile` label of `[cloud]`'s series, until `[cloud.profiles]` exist.
+pub const DEFAULT_PROFILE: &str = "default";
+
 /// Builds the OpenAPI client a config calls for, counting its requests in `metrics`.
 pub fn client(config: &Config, metrics: &Arc<Metrics>) -> Result<Client, DaemonError> {
     let credentials = CredentialSource::discover(&config.cloud.credentials)
         .map_err(|e| DaemonError::Setup(format!("credentials: {e}")))?;
-    tracing::info!(origin = credentials.origin, "credentials found");
+    tracing::info!(
+        origin = credentials.origin,
+        source = credentials.describe(),
+        "credentials found"
+    );
+    let credentials = if credentials.is_temporary() {
+        credentials.with_observer(metrics.credential_observer(DEFAULT_PROFILE))
+    } else {
+        credentials
+    };
     let observed = metrics.clone();
     Ok(Client::new(config.cloud.client.clone(), credentials)
         .map_err(DaemonError::Setup)?

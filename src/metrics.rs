@@ -41,6 +41,11 @@ pub struct Metrics {
     /// `rejected` (the database refused the password) or `error` (no answer either way).
     pub verifications: IntCounterVec,
     pub build_info: IntGaugeVec,
+    /// Refreshes of temporary credentials, by profile (`default` for `[cloud]`) and outcome
+    /// (`success`, `failure`).
+    pub credential_refreshes: IntCounterVec,
+    /// When the temporary credentials requests are signed with expire, by profile.
+    pub credentials_expiry: prometheus::GaugeVec,
     /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
     pub healthy: AtomicBool,
     /// When the scheduler's loop last went round, in seconds since `started` (a monotonic
@@ -115,6 +120,19 @@ impl Metrics {
                 &["version"],
             )
             .expect("a valid metric"),
+            credential_refreshes: counter(
+                "pwrotd_credential_refreshes_total",
+                "Refreshes of temporary credentials, by profile and outcome.",
+                &["profile", "outcome"],
+            ),
+            credentials_expiry: prometheus::GaugeVec::new(
+                Opts::new(
+                    "pwrotd_credentials_expiry_timestamp_seconds",
+                    "When the temporary credentials in use expire, by profile.",
+                ),
+                &["profile"],
+            )
+            .expect("a valid metric"),
             healthy: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
             started: std::time::Instant::now(),
@@ -134,7 +152,9 @@ impl Metrics {
             },
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(m.credential_refreshes.clone()),
+            Box::new(m.credentials_expiry.clone()),
             Box::new(m.rotation_duration.clone()),
             Box::new(StatsCollector::new(m.accounts_stats.clone())),
             Box::new(m.api_requests.clone()),
@@ -157,6 +177,31 @@ impl Metrics {
             m.config_reloads.with_label_values(&[outcome]);
         }
         Arc::new(m)
+    }
+
+    /// The observer of a profile's credential source: counts its refreshes and sets the
+    /// expiry of the credentials in use. Its series start at 0.
+    pub fn credential_observer(
+        self: &Arc<Self>,
+        profile: &str,
+    ) -> crate::cloud::credentials::RefreshObserver {
+        for outcome in ["success", "failure"] {
+            self.credential_refreshes
+                .with_label_values(&[profile, outcome]);
+        }
+        let (metrics, profile) = (self.clone(), profile.to_owned());
+        Arc::new(move |outcome, expiry| {
+            metrics
+                .credential_refreshes
+                .with_label_values(&[profile.as_str(), outcome])
+                .inc();
+            if let Some(at) = expiry {
+                metrics
+                    .credentials_expiry
+                    .with_label_values(&[profile.as_str()])
+                    .set(seconds(at));
+            }
+        })
     }
 
     /// Exports cluster mode's series.

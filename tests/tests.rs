@@ -14,6 +14,7 @@ mod cluster_cli;
 mod cluster_hostile;
 mod common;
 mod corpus;
+mod credentials;
 mod daemon;
 mod databases;
 mod field;

@@ -35,6 +35,16 @@ pub fn check(path: &Path, remote: bool) -> CliResult {
         config.cloud.client.signature,
         config.daemon.state_dir.display(),
     );
+    // What the chain resolves to, from the environment and local files: nothing is fetched.
+    match crate::cloud::CredentialSource::discover(&config.cloud.credentials) {
+        Ok(source) => say!("  credentials (profile default): {}", source.describe()),
+        Err(e) => {
+            return Err(CliError::usage(format!(
+                "{}: cloud.credentials: {e}",
+                path.display()
+            )));
+        }
+    }
     if let StoreConfig::Postgresql(cluster) = &config.store {
         say!(
             "  store postgresql, node {}, lease {} (no API call started with under {} left)",

@@ -65,7 +65,7 @@ impl Endpoints {
 /// The proxy for https endpoints that `HTTPS_PROXY` (or `https_proxy`) names, with the
 /// exceptions of `NO_PROXY`. `HTTP_PROXY` and `ALL_PROXY` are never used: the only plain-http
 /// endpoints pwrotd accepts are on loopback, and their requests must not leave the host.
-fn https_proxy_from_env() -> Result<Option<reqwest::Proxy>, String> {
+pub(crate) fn https_proxy_from_env() -> Result<Option<reqwest::Proxy>, String> {
     let Some(url) = ["HTTPS_PROXY", "https_proxy"]
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
@@ -332,19 +332,30 @@ impl Client {
         loop {
             attempt += 1;
             lane.limiter.acquire().await;
-            let gate = self.gate.as_ref().map_or(Ok(()), |gate| gate());
-            let result = match (gate, self.credentials.load()) {
-                (Err(why), _) => Err(CloudError::new(
-                    op.action(),
-                    Class::Permanent,
-                    ErrorKind::NotLeader(why),
-                )),
-                (Ok(()), Ok(credentials)) => self.attempt(op, &lane, region, &credentials).await,
-                (Ok(()), Err(e)) => Err(CloudError::new(
+            // Never expired credentials: with none valid, the attempt fails unsent. The gate
+            // is asked last, right before the request goes out (a credential fetch may wait).
+            let result = match self.credentials.load().await {
+                Err(e) => Err(CloudError::new(
                     op.action(),
                     Class::Permanent,
                     ErrorKind::Credentials(e.to_string()),
                 )),
+                Ok(credentials) => match self.gate.as_ref().map_or(Ok(()), |gate| gate()) {
+                    Err(why) => Err(CloudError::new(
+                        op.action(),
+                        Class::Permanent,
+                        ErrorKind::NotLeader(why),
+                    )),
+                    Ok(()) => {
+                        let result = self.attempt(op, &lane, region, &credentials).await;
+                        if let Err(e) = &result
+                            && e.code() == "InvalidSecurityToken.Expired"
+                        {
+                            self.credentials.expired(&credentials);
+                        }
+                        result
+                    }
+                },
             };
             if let Some(observe) = &self.observer {
                 observe(

@@ -11,7 +11,9 @@ pub mod ops;
 pub mod sign;
 
 pub use client::{Client, ClientConfig, Endpoints, Reply, SignatureVersion};
-pub use credentials::{CredentialSource, Credentials, CredentialsConfig};
+pub use credentials::{
+    AssumeRoleConfig, CredentialSource, Credentials, CredentialsConfig, OidcConfig, SourceKind,
+};
 pub use endpoints::Network;
 pub use error::{ApiError, Class, CloudError, ErrorKind};
 pub use ops::{

@@ -14,7 +14,7 @@ use serde::de::{DeserializeOwned, Deserializer};
 use toml::Spanned;
 
 use super::{LogFormat, RenderFormat};
-use crate::cloud::{Network, SignatureVersion};
+use crate::cloud::{Network, SignatureVersion, SourceKind};
 use crate::verify::Engine;
 
 #[derive(Deserialize, Default)]
@@ -67,6 +67,7 @@ pub(super) struct RawCloud {
     pub(super) max_attempts: Option<Spanned<i64>>,
     pub(super) requests_per_second: Option<Spanned<f64>>,
     pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) sts_endpoint: Option<Spanned<String>>,
     pub(super) endpoints: RawEndpoints,
     pub(super) credentials: RawCredentials,
 }
@@ -87,6 +88,53 @@ pub(super) struct RawCredentials {
     pub(super) access_key_id_file: Option<PathBuf>,
     pub(super) access_key_secret_file: Option<PathBuf>,
     pub(super) security_token_file: Option<PathBuf>,
+    pub(super) source: Option<Spanned<OneOf<SourceName>>>,
+    pub(super) role_name: Option<Spanned<String>>,
+    pub(super) metadata_endpoint: Option<Spanned<String>>,
+    pub(super) imdsv1_fallback: Option<Spanned<bool>>,
+    pub(super) role_arn: Option<Spanned<String>>,
+    pub(super) oidc_provider_arn: Option<Spanned<String>>,
+    pub(super) oidc_token_file: Option<Spanned<String>>,
+    pub(super) role_session_name: Option<Spanned<String>>,
+    pub(super) profile: Option<Spanned<String>>,
+    pub(super) file: Option<Spanned<String>>,
+    pub(super) uri: Option<Spanned<String>>,
+    pub(super) assume_role: Option<Spanned<RawAssumeRole>>,
+}
+
+/// `assume_role = { role_arn, session_name, external_id, duration }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAssumeRole {
+    pub(super) role_arn: Option<Spanned<String>>,
+    pub(super) session_name: Option<Spanned<String>>,
+    pub(super) external_id: Option<Spanned<String>>,
+    pub(super) duration: Option<Spanned<String>>,
+}
+
+/// `cloud.credentials.source`, as written: [`SourceKind`] lives with the credentials.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum SourceName {
+    Chain,
+    Static,
+    EcsRamRole,
+    Oidc,
+    CliProfile,
+    Uri,
+}
+
+impl From<SourceName> for SourceKind {
+    fn from(s: SourceName) -> SourceKind {
+        match s {
+            SourceName::Chain => SourceKind::Chain,
+            SourceName::Static => SourceKind::Static,
+            SourceName::EcsRamRole => SourceKind::EcsRamRole,
+            SourceName::Oidc => SourceKind::Oidc,
+            SourceName::CliProfile => SourceKind::CliProfile,
+            SourceName::Uri => SourceKind::Uri,
+        }
+    }
 }
 
 /// The keys `[defaults]` and `[[account]]` share.

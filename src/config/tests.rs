@@ -1020,3 +1020,150 @@ fn regions_networks_and_endpoints() {
         ]
     );
 }
+
+/// A config whose `[cloud]` ends the file, so a test can append to it.
+fn with_cloud(extra: &str) -> String {
+    format!(
+        "[[account]]\nname = \"a\"\napi = \"ModifyAccountPassword\"\ncluster_id = \"pc-1\"\naccount_name = \"app\"\n\n[cloud]\nregion_id = \"cn-hangzhou\"\n{extra}"
+    )
+}
+
+#[test]
+fn credential_sources_parse() {
+    let c = Config::parse(
+        &with_cloud(
+            "sts_endpoint = \"http://127.0.0.1:9000\"\n[cloud.credentials]\nsource = \"ecs_ram_role\"\nrole_name = \"pwrotd-ecs\"\nmetadata_endpoint = \"http://127.0.0.1:9001\"\nimdsv1_fallback = true\nassume_role = { role_arn = \"acs:ram::2222222222222222:role/pwrotd\", session_name = \"rot\", external_id = \"abcd1234\", duration = \"2h\" }\n",
+        ),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let cr = &c.cloud.credentials;
+    assert_eq!(cr.source, crate::cloud::SourceKind::EcsRamRole);
+    assert_eq!(cr.role_name.as_deref(), Some("pwrotd-ecs"));
+    assert!(cr.imdsv1_fallback);
+    assert_eq!(
+        cr.sts_endpoint.as_ref().unwrap().as_str(),
+        "http://127.0.0.1:9000/"
+    );
+    let assume = cr.assume_role.as_ref().unwrap();
+    assert_eq!(assume.duration, Duration::from_secs(7200));
+    assert_eq!(assume.external_id.as_deref(), Some("abcd1234"));
+    for source in [
+        "source = \"oidc\"\nrole_arn = \"acs:ram::1234567890123456:role/r\"\noidc_provider_arn = \"acs:ram::1234567890123456:oidc-provider/ack\"\noidc_token_file = \"/var/run/token\"\nrole_session_name = \"pwrotd\"\n",
+        "source = \"cli_profile\"\nprofile = \"prod\"\nfile = \"/etc/pwrotd/aliyun.json\"\n",
+        "source = \"uri\"\nuri = \"http://127.0.0.1:9/creds?name=app\"\n",
+        "source = \"static\"\naccess_key_id_file = \"/x\"\naccess_key_secret_file = \"/y\"\n",
+        "source = \"chain\"\nimdsv1_fallback = false\n",
+        "access_key_id_file = \"/x\"\naccess_key_secret_file = \"/y\"\n",
+    ] {
+        let text = with_cloud(&format!("[cloud.credentials]\n{source}"));
+        assert!(
+            Config::parse(&text, Path::new("t.toml")).is_ok(),
+            "{source}"
+        );
+    }
+}
+
+#[test]
+fn credential_problems_name_line_and_key() {
+    // The credentials table starts on line 9 of with_cloud's text.
+    let cases: &[(&str, usize, &str)] = &[
+        ("source = \"kerberos\"\n", 10, "cloud.credentials.source"),
+        (
+            "source = \"ecs_ram_role\"\nmetadata_endpoint = \"http://10.0.0.1\"\n",
+            11,
+            "cloud.credentials.metadata_endpoint",
+        ),
+        (
+            "source = \"ecs_ram_role\"\nmetadata_endpoint = \"http://100.100.100.200/x\"\n",
+            11,
+            "cloud.credentials.metadata_endpoint",
+        ),
+        (
+            "source = \"uri\"\nuri = \"http://creds.example/x\"\n",
+            11,
+            "cloud.credentials.uri",
+        ),
+        (
+            "source = \"oidc\"\nrole_arn = \"arn:aws:iam::1:role/x\"\n",
+            11,
+            "cloud.credentials.role_arn",
+        ),
+        (
+            "source = \"oidc\"\noidc_provider_arn = \"acs:ram::1:role/x\"\n",
+            11,
+            "cloud.credentials.oidc_provider_arn",
+        ),
+        (
+            "source = \"oidc\"\noidc_token_file = \"token\"\n",
+            11,
+            "cloud.credentials.oidc_token_file",
+        ),
+        (
+            "source = \"oidc\"\nrole_session_name = \"a b\"\n",
+            11,
+            "cloud.credentials.role_session_name",
+        ),
+        (
+            "source = \"uri\"\nrole_name = \"r\"\n",
+            11,
+            "cloud.credentials.role_name",
+        ),
+        (
+            "source = \"ecs_ram_role\"\nprofile = \"p\"\n",
+            11,
+            "cloud.credentials.profile",
+        ),
+        ("source = \"static\"\n", 10, "cloud.credentials.source"),
+        (
+            "source = \"oidc\"\naccess_key_id = \"LTAI\"\naccess_key_secret_file = \"/y\"\n",
+            10,
+            "cloud.credentials.source",
+        ),
+        (
+            "assume_role = { role_arn = \"acs:ram::2:role/x\", duration = \"10m\" }\n",
+            10,
+            "cloud.credentials.assume_role.duration",
+        ),
+        (
+            "assume_role = { role_arn = \"acs:ram::2:role/x\", duration = \"13h\" }\n",
+            10,
+            "cloud.credentials.assume_role.duration",
+        ),
+        (
+            "assume_role = { role_arn = \"role/x\" }\n",
+            10,
+            "cloud.credentials.assume_role.role_arn",
+        ),
+        (
+            "assume_role = { session_name = \"x\" }\n",
+            10,
+            "cloud.credentials.assume_role.role_arn",
+        ),
+        (
+            "assume_role = { role_arn = \"acs:ram::2:role/x\", external_id = \"a\" }\n",
+            10,
+            "cloud.credentials.assume_role.external_id",
+        ),
+        (
+            "assume_role = { role_arn = \"acs:ram::2:role/x\", session_name = \"a b\" }\n",
+            10,
+            "cloud.credentials.assume_role.session_name",
+        ),
+        (
+            "imdsv1_fallback = \"yes\"\n",
+            10,
+            "cloud.credentials.imdsv1_fallback",
+        ),
+    ];
+    for (body, line, key) in cases {
+        let text = with_cloud(&format!("[cloud.credentials]\n{body}"));
+        let found = problems(&text);
+        assert!(
+            found.contains(&(*line, key.to_string())),
+            "{body}: {found:?}"
+        );
+    }
+    let sts = problems(&with_cloud("sts_endpoint = \"http://sts.aliyuncs.com\"\n"));
+    assert_eq!(sts, vec![(9, "cloud.sts_endpoint".to_owned())]);
+}

@@ -3,14 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use secrecy::SecretString;
 use toml::Spanned;
 
 use super::TIMEOUT;
 use crate::cloud::client::{Endpoints, parse_endpoint};
-use crate::cloud::{Api, ClientConfig, CredentialsConfig, Service, SignatureVersion};
+use crate::cloud::{Api, ClientConfig, Service, SignatureVersion};
 use crate::config::diagnostics::Check;
-use crate::config::raw::{RawAccount, RawCloud, RawCredentials, RawEndpoints};
+use crate::config::raw::{RawAccount, RawCloud, RawEndpoints};
 use crate::config::{Cloud, RATE};
 
 /// Whether `region` has the shape of a region id: `cn-hangzhou`, `ap-southeast-1`,
@@ -103,9 +102,15 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
         client.ca_file = Some(check.ca_file(ca, "cloud.ca_file"));
     }
     client.endpoints = endpoints(check, &raw.endpoints);
+    let mut credentials = super::credentials::credentials(check, &raw.credentials);
+    credentials.sts_endpoint = raw.sts_endpoint.as_ref().and_then(|s| {
+        parse_endpoint(s.get_ref())
+            .map_err(|e| check.at(s, "cloud.sts_endpoint", e))
+            .ok()
+    });
     Cloud {
         client,
-        credentials: credentials(check, &raw.credentials),
+        credentials,
     }
 }
 
@@ -151,42 +156,4 @@ fn endpoints(check: &mut Check, raw: &RawEndpoints) -> Endpoints {
         }
     }
     endpoints
-}
-
-/// `[cloud.credentials]`: each secret inline or in a file, not both.
-fn credentials(check: &mut Check, c: &RawCredentials) -> CredentialsConfig {
-    for (inline, file, key) in [
-        (
-            c.access_key_secret.as_ref(),
-            &c.access_key_secret_file,
-            "access_key_secret",
-        ),
-        (
-            c.security_token.as_ref(),
-            &c.security_token_file,
-            "security_token",
-        ),
-    ] {
-        if let (Some(inline), Some(_)) = (inline, file) {
-            check.at(
-                inline,
-                format!("cloud.credentials.{key}"),
-                format!("give {key} or {key}_file, not both"),
-            );
-        }
-    }
-    CredentialsConfig {
-        access_key_id: c.access_key_id.clone(),
-        access_key_secret: c
-            .access_key_secret
-            .as_ref()
-            .map(|s| SecretString::from(s.get_ref().clone())),
-        security_token: c
-            .security_token
-            .as_ref()
-            .map(|s| SecretString::from(s.get_ref().clone())),
-        access_key_id_file: c.access_key_id_file.clone(),
-        access_key_secret_file: c.access_key_secret_file.clone(),
-        security_token_file: c.security_token_file.clone(),
-    }
 }

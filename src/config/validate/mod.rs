@@ -26,6 +26,7 @@ use crate::password::{Class, Policy};
 
 mod account;
 mod cloud;
+mod credentials;
 mod daemon;
 mod policy;
 mod render;
