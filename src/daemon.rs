@@ -175,14 +175,50 @@ pub fn client(config: &Config, metrics: &Arc<Metrics>) -> Result<Client, DaemonE
         })))
 }
 
+/// Builds a scheduler from a config's accounts and a rotator, counting in `metrics` and
+/// telling `hook` of every report: the daemon's, or a cluster term's.
+fn scheduler_factory(
+    metrics: Arc<Metrics>,
+    hook: ReportHook,
+) -> impl Fn(&Config, Arc<dyn Rotate>) -> Scheduler + Send + Sync + 'static {
+    move |config: &Config, rotate: Arc<dyn Rotate>| {
+        Scheduler::new(
+            config.accounts.clone(),
+            rotate,
+            Clock::System,
+            config.daemon.max_concurrent,
+        )
+        .with_metrics(metrics.clone())
+        .with_report_hook(hook.clone())
+    }
+}
+
+/// The metrics listener: the caller's, or `daemon.metrics_listen` bound now (none if empty).
+async fn metrics_listener(
+    options: &mut RunOptions,
+    config: &Config,
+) -> Result<Option<TcpListener>, DaemonError> {
+    if let Some(listener) = options.metrics_listener.take() {
+        return Ok(Some(listener));
+    }
+    let Some(addr) = config.daemon.metrics_listen else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| DaemonError::Setup(format!("cannot listen on {addr} for metrics: {e}")))
+}
+
 /// Cluster mode: connects to the store (its URL and key from where the config says),
-/// migrates it, checks the key, and starts holding and taking the lease. Exports the cluster
-/// series of `metrics`.
+/// migrates it, checks the key, starts holding and taking the lease and mirroring the store
+/// to this host. Exports the cluster series of `metrics`.
 async fn start_cluster(
     config: &Config,
     settings: &ClusterConfig,
     sink: &Arc<Sink>,
     metrics: &Arc<Metrics>,
+    hooks: &Arc<Hooks>,
     stop: &CancellationToken,
 ) -> Result<Arc<Cluster>, DaemonError> {
     let (url, key) = crate::cluster::secrets::load(settings)
@@ -203,7 +239,7 @@ async fn start_cluster(
     metrics.cluster.store_up.set(1);
     tokio::spawn(lease.clone().run(shared.pool.clone(), stop.clone()));
     let (mut role, mut up) = (lease.subscribe(), lease.store_up());
-    let (gauges, stop) = (metrics.clone(), stop.clone());
+    let (gauges, stopped) = (metrics.clone(), stop.clone());
     tokio::spawn(async move {
         loop {
             gauges
@@ -215,20 +251,30 @@ async fn start_cluster(
                 .store_up
                 .set(i64::from(*up.borrow_and_update()));
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stopped.cancelled() => return,
                 Ok(()) = role.changed() => {}
                 Ok(()) = up.changed() => {}
             }
         }
     });
     tracing::info!(node = %settings.node_name, lease = ?settings.lease, "cluster store ready");
-    Ok(Arc::new(Cluster::new(
+    let cluster = Arc::new(Cluster::new(
         Arc::new(shared),
         lease,
         config,
         sink.clone(),
         metrics.clone(),
-    )))
+    ));
+    let mirror = Mirror::new(
+        cluster.shared.clone(),
+        sink.clone(),
+        hooks.clone(),
+        metrics.clone(),
+        cluster.accounts.clone(),
+        cluster.lease.clone(),
+    );
+    tokio::spawn(mirror.run(stop.clone()));
+    Ok(cluster)
 }
 
 /// Cluster mode: the rotator of a term, whose client starts no call once the term is over
@@ -382,30 +428,9 @@ impl Daemon {
                 let _ = once_tx.send(());
             }
         });
-        let new_scheduler = {
-            let metrics = metrics.clone();
-            move |config: &Config, rotate: Arc<dyn Rotate>| {
-                Scheduler::new(
-                    config.accounts.clone(),
-                    rotate,
-                    Clock::System,
-                    config.daemon.max_concurrent,
-                )
-                .with_metrics(metrics.clone())
-                .with_report_hook(hook.clone())
-            }
-        };
-
+        let new_scheduler = scheduler_factory(metrics.clone(), hook);
         let stop_servers = CancellationToken::new();
-        let listener = match options.metrics_listener.take() {
-            Some(l) => Some(l),
-            None => match config.daemon.metrics_listen {
-                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                    DaemonError::Setup(format!("cannot listen on {addr} for metrics: {e}"))
-                })?),
-                None => None,
-            },
-        };
+        let listener = metrics_listener(options, &config).await?;
         let (commands, command_rx) = mpsc::channel(64);
         let stop_scheduler = CancellationToken::new();
         let live = Arc::new(Mutex::new(config.clone()));
@@ -421,7 +446,8 @@ impl Daemon {
             }
             StoreConfig::Postgresql(settings) => {
                 let cluster =
-                    start_cluster(&config, settings, &sink, &metrics, &stop_servers).await?;
+                    start_cluster(&config, settings, &sink, &metrics, &hooks, &stop_servers)
+                        .await?;
                 let new_rotator = term_rotator(sink.clone(), metrics.clone(), hooks.clone());
                 let run = cluster.clone().run_terms(
                     live.clone(),
@@ -430,15 +456,6 @@ impl Daemon {
                     Box::new(new_scheduler),
                     new_rotator,
                 );
-                let mirror = Mirror::new(
-                    cluster.shared.clone(),
-                    sink.clone(),
-                    hooks.clone(),
-                    metrics.clone(),
-                    cluster.accounts.clone(),
-                    cluster.lease.clone(),
-                );
-                tokio::spawn(mirror.run(stop_servers.clone()));
                 (tokio::spawn(run), Some(cluster))
             }
         };
