@@ -114,7 +114,7 @@ pub fn cluster_settings<'a>(
 }
 
 /// Opens the store, as `<role>@<node_name>`: its URL and key from where the config says, the
-/// schema migrated and the key checked, all within [`OPEN_TIMEOUT`].
+/// schema migrated and the key checked, all within `OPEN_TIMEOUT`.
 pub async fn open(settings: &ClusterConfig, role: &str) -> Result<Shared, CliError> {
     let (url, key) =
         secrets::load(settings).map_err(|e| CliError::failed(format!("the store: {e}")))?;

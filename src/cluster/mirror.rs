@@ -5,7 +5,7 @@
 //! A round reads every account's sequence number (a cheap query), then the records that
 //! changed since the last round, and writes those locally. A NOTIFY from a leader's commit
 //! starts a round at once; without one, a round runs every [`POLL`], so a lost notification
-//! or connection delays a change by at most that. Every [`FULL_EVERY`], a round compares every
+//! or connection delays a change by at most that. Every `FULL_EVERY` (5 minutes), a round compares every
 //! record with its local file, and puts back one changed or removed by hand.
 
 use std::collections::HashMap;
