@@ -249,14 +249,11 @@ impl Shared {
         version: u64,
         p: &Password,
     ) -> Result<String, SinkError> {
-        let aad = Aad {
-            purpose: "password",
-            account,
-            username,
-            version,
-        };
         self.key
-            .seal(&aad, p.expose().as_bytes())
+            .seal(
+                &password_aad(account, username, version),
+                p.expose().as_bytes(),
+            )
             .map_err(|e| SinkError::Store(format!("cannot seal a password: {e}")))
     }
 
@@ -267,12 +264,7 @@ impl Shared {
         version: u64,
         sealed: &str,
     ) -> Result<Password, SinkError> {
-        let aad = Aad {
-            purpose: "password",
-            account,
-            username,
-            version,
-        };
+        let aad = password_aad(account, username, version);
         let undecryptable = || SinkError::Undecryptable {
             account: account.to_owned(),
         };
@@ -360,6 +352,17 @@ impl Shared {
                 .map(version)
                 .collect::<Result<_, _>>()?,
         })
+    }
+}
+
+/// What a sealed password is bound to: its account, user and version, so that it opens
+/// nowhere else.
+fn password_aad<'a>(account: &'a str, username: &'a str, version: u64) -> Aad<'a> {
+    Aad {
+        purpose: "password",
+        account,
+        username,
+        version,
     }
 }
 

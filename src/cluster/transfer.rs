@@ -104,17 +104,6 @@ impl ImportLine {
     }
 }
 
-/// Whether `name` may be a secret file's name (without `.json`): the rule the config applies
-/// to account names, so nothing can climb out of the directory or hide in it.
-fn file_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// Writes every record of the store that decrypts as `to/<account>.json`. `to` must not
 /// exist: it is created 0700. Records that do not decrypt are listed in
 /// [`Exported::failed`]; the others are still written.
@@ -169,7 +158,7 @@ pub fn write_export(dir: &Path, loaded: Loaded) -> Exported {
         .collect();
     records.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, file) in records {
-        if !file_name_ok(&name) {
+        if !crate::config::valid_name(&name) {
             exported.failed.push((
                 name,
                 "the account's name cannot be a file name; not written".to_owned(),
@@ -241,7 +230,7 @@ pub fn read_file_store(state_dir: &Path) -> Result<Vec<Read>, TransferError> {
     Ok(names
         .into_iter()
         .map(|name| {
-            let read = if file_name_ok(&name) {
+            let read = if crate::config::valid_name(&name) {
                 read_one(&secrets.join(format!("{name}.json")), &name, uid)
             } else {
                 Err("its name cannot be an account's; not imported".to_owned())

@@ -37,6 +37,7 @@ mod raw;
 mod validate;
 
 pub use diagnostics::{ConfigError, Problem};
+pub(crate) use validate::valid_name;
 
 use diagnostics::{Check, type_errors};
 use raw::RawFile;

@@ -145,8 +145,9 @@ struct When {
     retry_after_failure: Duration,
 }
 
-/// Whether a name is safe as a file name and a metrics label.
-fn valid_name(name: &str) -> bool {
+/// Whether an account name is safe as a file name and a metrics label: nothing can climb out
+/// of a directory or hide in it.
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')

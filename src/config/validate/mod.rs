@@ -25,6 +25,7 @@ use super::{MAX_PERIOD, MAX_TIMEOUT};
 use crate::password::{Class, Policy};
 
 mod account;
+pub(crate) use account::valid_name;
 mod cloud;
 mod credentials;
 mod daemon;
