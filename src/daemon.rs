@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use secrecy::ExposeSecret;
 
-use crate::cloud::{Client, CredentialSource};
+use crate::cloud::client::Gate;
+use crate::cloud::{Client, Clients, CredentialSource};
 use crate::cluster::lease::Lease;
 use crate::cluster::mirror::Mirror;
 use crate::cluster::store::{Shared, Term};
 use crate::cluster::{Cluster, NewRotator};
-use crate::config::{ClusterConfig, Config, StoreConfig};
+use crate::config::{Cloud, ClusterConfig, Config, StoreConfig, profile_table};
 use crate::control;
 use crate::hooks::Hooks;
 use crate::metrics::{self, Metrics};
@@ -136,37 +137,66 @@ fn read_holder(file: &mut File) -> Option<Holder> {
     })
 }
 
-/// Builds the client and rotator a config calls for.
+/// Builds the clients and rotator a config calls for.
 pub fn rotator(
     config: &Config,
     sink: Arc<Sink>,
     metrics: Arc<Metrics>,
     hooks: Arc<Hooks>,
 ) -> Result<Rotator, DaemonError> {
-    let client = client(config, &metrics)?;
-    Ok(Rotator::new(Arc::new(client), sink, metrics, &config.accounts).with_hooks(hooks))
+    let clients = clients(config, &metrics, None)?;
+    Ok(Rotator::new(Arc::new(clients), sink, metrics, &config.accounts).with_hooks(hooks))
 }
 
-/// The `profile` label of `[cloud]`'s series, until `[cloud.profiles]` exist.
-pub const DEFAULT_PROFILE: &str = "default";
+/// Builds a client for each profile an account of `config` calls through
+/// ([`profile_client`]), each asking `gate` before every attempt if given. A profile no
+/// account names is not built: its credentials are never looked for.
+pub fn clients(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    gate: Option<Gate>,
+) -> Result<Clients, DaemonError> {
+    let mut clients = Clients::default();
+    let mut temporary = Vec::new();
+    for (profile, cloud) in config.profiles_in_use() {
+        let mut client = profile_client(profile, cloud, metrics).map_err(DaemonError::Setup)?;
+        if client.credentials().is_temporary() {
+            temporary.push(profile);
+        }
+        if let Some(gate) = &gate {
+            client = client.with_gate(gate.clone());
+        }
+        clients = clients.with(profile, client);
+    }
+    metrics.keep_credential_profiles(&temporary);
+    Ok(clients)
+}
 
-/// Builds the OpenAPI client a config calls for, counting its requests in `metrics`.
-pub fn client(config: &Config, metrics: &Arc<Metrics>) -> Result<Client, DaemonError> {
-    let credentials = CredentialSource::discover(&config.cloud.credentials)
-        .map_err(|e| DaemonError::Setup(format!("credentials: {e}")))?;
+/// The client of one profile: the credentials its table names, its settings, counting
+/// requests and credential refreshes in `metrics` (the `profile` label is its name). The
+/// error names the profile's table.
+pub fn profile_client(
+    profile: &str,
+    cloud: &Cloud,
+    metrics: &Arc<Metrics>,
+) -> Result<Client, String> {
+    let table = profile_table(profile);
+    let credentials = CredentialSource::discover(&cloud.credentials)
+        .map_err(|e| format!("{table}.credentials: {e}"))?;
     tracing::info!(
+        profile,
         origin = credentials.origin,
         source = credentials.describe(),
         "credentials found"
     );
     let credentials = if credentials.is_temporary() {
-        credentials.with_observer(metrics.credential_observer(DEFAULT_PROFILE))
+        credentials.with_observer(metrics.credential_observer(profile))
     } else {
         credentials
     };
     let observed = metrics.clone();
-    Ok(Client::new(config.cloud.client.clone(), credentials)
-        .map_err(DaemonError::Setup)?
+    Ok(Client::new(cloud.client.clone(), credentials)
+        .map_err(|e| format!("{table}: {e}"))?
         .with_observer(Arc::new(move |action, code| {
             observed
                 .api_requests
@@ -282,11 +312,10 @@ async fn start_cluster(
 fn term_rotator(sink: Arc<Sink>, metrics: Arc<Metrics>, hooks: Arc<Hooks>) -> NewRotator {
     Box::new(move |config: &Config, term: Arc<Term>, lease: Arc<Lease>| {
         let epoch = term.epoch();
-        let client = client(config, &metrics)
-            .map_err(|e| e.to_string())?
-            .with_gate(Arc::new(move || lease.may_call(epoch)));
+        let gate: Gate = Arc::new(move || lease.may_call(epoch));
+        let clients = clients(config, &metrics, Some(gate)).map_err(|e| e.to_string())?;
         let rotator = Rotator::new(
-            Arc::new(client),
+            Arc::new(clients),
             sink.clone(),
             metrics.clone(),
             &config.accounts,

@@ -204,6 +204,35 @@ impl Metrics {
         })
     }
 
+    /// Forgets the credential series of every profile but `keep`, the profiles whose
+    /// credentials are temporary now: a reload removed the others, or gave them long-lived keys.
+    pub fn keep_credential_profiles(&self, keep: &[&str]) {
+        use prometheus::core::Collector;
+        let profiles = |families: Vec<prometheus::proto::MetricFamily>| -> Vec<String> {
+            families
+                .iter()
+                .flat_map(|f| f.get_metric())
+                .flat_map(|m| m.get_label())
+                .filter(|l| l.name() == "profile")
+                .map(|l| l.value().to_owned())
+                .collect()
+        };
+        for profile in profiles(self.credentials_expiry.collect()) {
+            if !keep.contains(&profile.as_str()) {
+                let _ = self.credentials_expiry.remove_label_values(&[&profile]);
+            }
+        }
+        for profile in profiles(self.credential_refreshes.collect()) {
+            if !keep.contains(&profile.as_str()) {
+                for outcome in ["success", "failure"] {
+                    let _ = self
+                        .credential_refreshes
+                        .remove_label_values(&[&profile, outcome]);
+                }
+            }
+        }
+    }
+
     /// Exports cluster mode's series.
     pub fn enable_cluster(&self) {
         if self.cluster.enabled.swap(true, Ordering::Relaxed) {

@@ -143,7 +143,10 @@ impl Rig {
         )
         .unwrap();
         let rotator = Rotator::new(
-            Arc::new(common::client(&server, pwrotd::cloud::SignatureVersion::V1)),
+            Arc::new(pwrotd::cloud::Clients::default().with(
+                pwrotd::config::DEFAULT_PROFILE,
+                common::client(&server, pwrotd::cloud::SignatureVersion::V1),
+            )),
             Arc::new(Sink::open(state.path()).unwrap()),
             Metrics::new(),
             &config.accounts,

@@ -305,7 +305,10 @@ fn state_dir() -> tempfile::TempDir {
 
 fn rotator(server: &SimServer, state: &Path, config: &Config) -> Rotator {
     Rotator::new(
-        Arc::new(common::client(server, pwrotd::cloud::SignatureVersion::V1)),
+        Arc::new(pwrotd::cloud::Clients::default().with(
+            pwrotd::config::DEFAULT_PROFILE,
+            common::client(server, pwrotd::cloud::SignatureVersion::V1),
+        )),
         Arc::new(Sink::open(state).unwrap()),
         Metrics::new(),
         &config.accounts,

@@ -20,6 +20,7 @@ mod databases;
 mod field;
 mod hostile;
 mod policy;
+mod profiles;
 mod regions;
 mod reliability;
 mod signing;

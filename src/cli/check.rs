@@ -2,11 +2,12 @@
 //! start for a reason it could know (docs/configuration.md#checking-a-config). With `--remote`
 //! it then proves the config against the cloud ([`super::remote`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
 use super::{CliError, CliResult, load};
-use crate::config::{Schedule, StoreConfig, Strategy};
+use crate::config::{DEFAULT_PROFILE, Schedule, StoreConfig, Strategy, profile_table};
 use crate::{scheduler, sink};
 
 /// Checks the config at `path` and prints the plan; with `remote`, asks the cloud whether each
@@ -35,14 +36,31 @@ pub fn check(path: &Path, remote: bool) -> CliResult {
         config.cloud.client.signature,
         config.daemon.state_dir.display(),
     );
-    // What the chain resolves to, from the environment and local files: nothing is fetched.
-    match crate::cloud::CredentialSource::discover(&config.cloud.credentials) {
-        Ok(source) => say!("  credentials (profile default): {}", source.describe()),
-        Err(e) => {
-            return Err(CliError::usage(format!(
-                "{}: cloud.credentials: {e}",
-                path.display()
-            )));
+    // What each profile's credentials resolve to, from the environment and local files:
+    // nothing is fetched. Only the profiles some account names are looked at, as at start.
+    let mut sources = BTreeMap::new();
+    for (profile, cloud) in config.profiles_in_use() {
+        let source = crate::cloud::CredentialSource::discover(&cloud.credentials).map_err(|e| {
+            CliError::usage(format!(
+                "{}: {}.credentials: {e}",
+                path.display(),
+                profile_table(profile)
+            ))
+        })?;
+        if profile != DEFAULT_PROFILE {
+            say!(
+                "  profile {profile}: region {} ({} network), signature {:?}",
+                cloud.client.region_id,
+                cloud.client.network,
+                cloud.client.signature
+            );
+        }
+        say!("  credentials (profile {profile}): {}", source.describe());
+        sources.insert(profile, source.summary());
+    }
+    for profile in config.profiles.keys() {
+        if !sources.contains_key(profile.as_str()) {
+            say!("  profile {profile}: no account names it; its credentials are not looked for");
         }
     }
     if let StoreConfig::Postgresql(cluster) = &config.store {
@@ -91,7 +109,13 @@ pub fn check(path: &Path, remote: bool) -> CliResult {
         let endpoint = config
             .endpoint(a)
             .map_or_else(|e| e, |url| url.as_str().trim_end_matches('/').to_owned());
-        say!("  {:<24} region {}, endpoint {endpoint}", "", a.region_id);
+        say!(
+            "  {:<24} profile {}, region {}, endpoint {endpoint}, credentials from {}",
+            "",
+            a.profile,
+            a.region_id,
+            sources.get(a.profile.as_str()).map_or("?", String::as_str),
+        );
     }
     if remote {
         return super::remote::check_remote(&config);

@@ -8,8 +8,12 @@
 //! `Available` and not locked, and its type fits the API. It never calls anything else, and it
 //! prints no secret: the cloud's messages are scrubbed by the client.
 
-use crate::cloud::{Api, Client, CloudError, CredentialSource, DescribeAccounts, Service};
+use std::collections::BTreeMap;
+
+use crate::cloud::{Api, Client, CloudError, DescribeAccounts, Service};
 use crate::config::{Account, Config, Strategy};
+use crate::daemon::profile_client;
+use crate::metrics::Metrics;
 
 use super::{CliError, CliResult, runtime};
 
@@ -23,6 +27,27 @@ struct Verdict {
     problems: Vec<String>,
 }
 
+impl Verdict {
+    /// Where `account` calls: its profile, where its credentials come from, its region.
+    fn new(account: &Account, origin: &str) -> Verdict {
+        Verdict {
+            name: account.name.clone(),
+            found: vec![format!(
+                "profile {}, credentials from {origin}, region {}",
+                account.profile, account.region_id
+            )],
+            problems: Vec::new(),
+        }
+    }
+
+    /// Not asked: `account`'s profile has no client, for `why`.
+    fn refused(account: &Account, why: String) -> Verdict {
+        let mut verdict = Verdict::new(account, "nowhere");
+        verdict.problems.push(why);
+        verdict
+    }
+}
+
 /// One database user, as `DescribeAccounts` lists it.
 struct Facts {
     status: String,
@@ -31,20 +56,26 @@ struct Facts {
     account_type: String,
 }
 
-/// Runs the remote check for every account of `config`: exit 0 when every one is ready, 1
-/// naming each that is not.
+/// Runs the remote check for every account of `config`, each through its profile's client:
+/// exit 0 when every one is ready, 1 naming each that is not. A profile whose credentials
+/// cannot be found makes its accounts not ready; the others are still asked about.
 pub fn check_remote(config: &Config) -> CliResult {
-    let credentials = CredentialSource::discover(&config.cloud.credentials)
-        .map_err(|e| CliError::failed(format!("credentials: {e}")))?;
-    let origin = credentials.origin;
-    let client = Client::new(config.cloud.client.clone(), credentials)
-        .map_err(|e| CliError::failed(format!("cannot build the OpenAPI client: {e}")))?;
+    let metrics = Metrics::new();
+    let mut clients = BTreeMap::new();
+    for (profile, cloud) in config.profiles_in_use() {
+        clients.insert(profile, profile_client(profile, cloud, &metrics));
+    }
     say!();
-    say!("remote check (DescribeAccounts, read-only), credentials from {origin}:");
+    say!("remote check (DescribeAccounts, read-only):");
     let verdicts = runtime()?.block_on(async {
         let mut verdicts = Vec::new();
         for account in &config.accounts {
-            verdicts.push(probe(&client, account).await);
+            let verdict = match clients.get(account.profile.as_str()) {
+                Some(Ok(client)) => probe(client, account).await,
+                Some(Err(e)) => Verdict::refused(account, e.clone()),
+                None => Verdict::refused(account, "no client for its profile".to_owned()),
+            };
+            verdicts.push(verdict);
         }
         verdicts
     });
@@ -93,11 +124,7 @@ async fn probe(client: &Client, account: &Account) -> Verdict {
         Service::Rds => "instance",
     };
     let region = &account.region_id;
-    let mut verdict = Verdict {
-        name: account.name.clone(),
-        found: Vec::new(),
-        problems: Vec::new(),
-    };
+    let mut verdict = Verdict::new(account, &client.credentials().summary());
     for (user, role) in users(account) {
         let op = DescribeAccounts {
             service,

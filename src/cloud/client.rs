@@ -277,6 +277,11 @@ impl Client {
         &self.config
     }
 
+    /// Where its credentials come from.
+    pub fn credentials(&self) -> &CredentialSource {
+        &self.credentials
+    }
+
     /// Calls `op` in the default region (`[cloud] region_id`); see [`Client::call_in`].
     pub async fn call(&self, op: &dyn Operation) -> Result<Reply, CloudError> {
         self.call_in(&self.config.region_id, op).await

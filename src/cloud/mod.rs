@@ -4,6 +4,7 @@
 //! Every byte pwrotd sends to the cloud leaves through [`Client::call`].
 
 pub mod client;
+pub mod clients;
 pub mod credentials;
 pub mod endpoints;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod ops;
 pub mod sign;
 
 pub use client::{Client, ClientConfig, Endpoints, Reply, SignatureVersion};
+pub use clients::Clients;
 pub use credentials::{
     AssumeRoleConfig, CredentialSource, Credentials, CredentialsConfig, OidcConfig, SourceKind,
 };

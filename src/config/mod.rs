@@ -21,6 +21,7 @@
 //!
 //! This file holds the validated, public types and [`Config::load`] and [`Config::parse`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,7 +52,10 @@ use validate::{
 pub struct Config {
     pub path: PathBuf,
     pub daemon: Daemon,
+    /// `[cloud]`: the profile of the accounts that name none, [`DEFAULT_PROFILE`].
     pub cloud: Cloud,
+    /// `[cloud.profiles.NAME]`, each with what it does not set taken from `[cloud]`.
+    pub profiles: BTreeMap<String, Cloud>,
     /// Shared with the scheduler and the rotations, never copied.
     pub accounts: Vec<Arc<Account>>,
     /// `[store]`: where the source of truth is kept.
@@ -140,7 +144,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[cloud]`.
+/// The name `[cloud]` goes by as a profile: an account that names no `profile` has it, and
+/// the `profile` label of its series says it. No `[cloud.profiles]` table may take it.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// The table of the profile `name`: `cloud`, or `cloud.profiles.NAME`.
+pub fn profile_table(name: &str) -> String {
+    if name == DEFAULT_PROFILE {
+        "cloud".to_owned()
+    } else {
+        format!("cloud.profiles.{name}")
+    }
+}
+
+/// `[cloud]`, or one of `[cloud.profiles]`: where and how an account's calls go.
 #[derive(Debug, Clone)]
 pub struct Cloud {
     pub client: ClientConfig,
@@ -209,8 +226,12 @@ pub struct Account {
     /// The database user whose password rotates.
     pub account_name: String,
     /// The region of the cluster or instance: every call for this account carries it as
-    /// `RegionId` and goes to the service's endpoint there. `[cloud] region_id` by default.
+    /// `RegionId` and goes to the service's endpoint there. The profile's `region_id` by
+    /// default.
     pub region_id: String,
+    /// The profile its calls go through: a name of `[cloud.profiles]`, or [`DEFAULT_PROFILE`]
+    /// for `[cloud]`. Its credentials sign them, its client settings and endpoints serve them.
+    pub profile: String,
     pub password_type: Option<String>,
     pub grants: Vec<Grant>,
     pub schedule: Schedule,
@@ -314,7 +335,10 @@ impl Config {
         };
         let src = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let config = Config::parse(&src, path)?;
-        if config.cloud.credentials.has_inline_secret() {
+        if let Some(table) = config
+            .tables()
+            .find(|(_, c)| c.credentials.has_inline_secret())
+        {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path)
                 .map_err(|e| fail(format!("cannot stat: {e}")))?
@@ -322,8 +346,9 @@ impl Config {
                 .mode();
             if mode & 0o077 != 0 {
                 return Err(fail(format!(
-                    "cloud.credentials: the file holds a secret inline but its mode is {:04o}, \
+                    "{}.credentials: the file holds a secret inline but its mode is {:04o}, \
                      readable beyond its owner; run chmod 600 on it, or use access_key_secret_file",
+                    profile_table(table.0),
                     mode & 0o7777
                 )));
             }
@@ -349,17 +374,22 @@ impl Config {
             }
         };
         let daemon = validate_daemon(&mut check, &raw.daemon);
-        let cloud = validate_cloud(&mut check, &raw.cloud);
+        let (cloud, profiles) = validate_cloud(&mut check, &raw.cloud);
         let defaults = validate_defaults(&mut check, &raw.defaults);
         let accounts = validate_accounts(
             &mut check,
             &raw.accounts,
             &defaults,
             &daemon.state_dir,
-            &cloud.client,
+            (&cloud, &profiles),
         );
-        validate_default_region(&mut check, &raw.cloud, &cloud.client, &raw.accounts);
-        let store = validate_store(&mut check, raw.store.as_ref(), cloud.client.timeout);
+        validate_default_region(&mut check, &raw.cloud, &cloud, &profiles, &raw.accounts);
+        let longest = std::iter::once(&cloud)
+            .chain(profiles.values())
+            .map(|c| c.client.timeout)
+            .max()
+            .unwrap_or(cloud.client.timeout);
+        let store = validate_store(&mut check, raw.store.as_ref(), longest);
         if !check.problems.is_empty() {
             return Err(fail(check.problems));
         }
@@ -369,17 +399,50 @@ impl Config {
             path: path.to_owned(),
             daemon,
             cloud,
+            profiles,
             accounts,
             store,
             warnings,
         })
     }
 
-    /// Where `account`'s calls go: its service's endpoint in its region.
+    /// Where `account`'s calls go: its service's endpoint in its region, as its profile has it.
     pub fn endpoint(&self, account: &Account) -> Result<url::Url, String> {
-        self.cloud
+        self.cloud_of(account)
             .client
             .endpoint(account.api.service(), &account.region_id)
+    }
+
+    /// The profile named `name`: `[cloud]` for [`DEFAULT_PROFILE`].
+    pub fn profile(&self, name: &str) -> Option<&Cloud> {
+        if name == DEFAULT_PROFILE {
+            Some(&self.cloud)
+        } else {
+            self.profiles.get(name)
+        }
+    }
+
+    /// The profile `account` calls through. Validation refused an account naming a profile the
+    /// file does not have, so this is never `[cloud]` in its place.
+    pub fn cloud_of(&self, account: &Account) -> &Cloud {
+        self.profile(&account.profile).unwrap_or(&self.cloud)
+    }
+
+    /// The profiles some account calls through, each once by name: `[cloud]` (as
+    /// [`DEFAULT_PROFILE`]) first if any account uses it, then the rest by name. Only these
+    /// have their credentials looked for and a client built.
+    pub fn profiles_in_use(&self) -> Vec<(&str, &Cloud)> {
+        let used: std::collections::BTreeSet<&str> =
+            self.accounts.iter().map(|a| a.profile.as_str()).collect();
+        self.tables()
+            .filter(|(name, _)| used.contains(name))
+            .collect()
+    }
+
+    /// `[cloud]` as [`DEFAULT_PROFILE`], then every profile by name.
+    fn tables(&self) -> impl Iterator<Item = (&str, &Cloud)> {
+        std::iter::once((DEFAULT_PROFILE, &self.cloud))
+            .chain(self.profiles.iter().map(|(name, c)| (name.as_str(), c)))
     }
 
     pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
@@ -390,9 +453,13 @@ impl Config {
     /// this is left before its lease runs out, so that every attempt it sent has ended before
     /// another replica may take over. One attempt's timeout (`cloud.timeout`), plus a second.
     /// A login that verifies changes nothing, so its timeout is no part of it
-    /// (docs/cluster.md#one-writer).
+    /// (docs/cluster.md#one-writer). With profiles, the longest of their timeouts.
     pub fn lease_margin(&self) -> Duration {
-        self.cloud.client.timeout + MARGIN_SLACK
+        self.tables()
+            .map(|(_, c)| c.client.timeout)
+            .max()
+            .unwrap_or(self.cloud.client.timeout)
+            + MARGIN_SLACK
     }
 }
 

@@ -69,7 +69,10 @@ pub(super) struct RawCloud {
     pub(super) ca_file: Option<Spanned<String>>,
     pub(super) sts_endpoint: Option<Spanned<String>>,
     pub(super) endpoints: RawEndpoints,
-    pub(super) credentials: RawCredentials,
+    pub(super) credentials: Option<RawCredentials>,
+    /// `[cloud.profiles.NAME]`: the same keys, each falling back to `[cloud]`'s. A profile
+    /// that holds `profiles` of its own is refused by validation.
+    pub(super) profiles: std::collections::BTreeMap<String, Spanned<RawCloud>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,6 +170,7 @@ pub(super) struct RawAccount {
     pub(super) instance_id: Option<Spanned<String>>,
     pub(super) account_name: Option<Spanned<String>>,
     pub(super) region_id: Option<Spanned<String>>,
+    pub(super) profile: Option<Spanned<String>>,
     pub(super) password_type: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) grants: Vec<Spanned<RawGrant>>,

@@ -1167,3 +1167,264 @@ fn credential_problems_name_line_and_key() {
     let sts = problems(&with_cloud("sts_endpoint = \"http://sts.aliyuncs.com\"\n"));
     assert_eq!(sts, vec![(9, "cloud.sts_endpoint".to_owned())]);
 }
+
+/// Two profiles on top of `[cloud]`: one in another region and cloud account through a role,
+/// one that only changes the network. What a profile leaves out is `[cloud]`'s.
+const PROFILES: &str = r#"[cloud]
+region_id = "cn-hangzhou"
+timeout = "7s"
+max_attempts = 3
+requests_per_second = 4
+sts_endpoint = "http://127.0.0.1:9000"
+[cloud.endpoints]
+polardb = "http://127.0.0.1:18080"
+[cloud.credentials]
+source = "static"
+access_key_id_file = "/etc/pwrotd/id"
+access_key_secret_file = "/etc/pwrotd/secret"
+
+[cloud.profiles.sg-prod]
+region_id = "ap-southeast-1"
+timeout = "20s"
+[cloud.profiles.sg-prod.endpoints]
+rds = "http://127.0.0.1:18081"
+[cloud.profiles.sg-prod.credentials]
+source = "ecs_ram_role"
+assume_role = { role_arn = "acs:ram::2222222222222222:role/pwrotd" }
+
+[cloud.profiles.hz-vpc]
+network = "vpc"
+
+[[account]]
+name = "hz"
+api = "ResetAccount"
+cluster_id = "pc-1"
+account_name = "root"
+
+[[account]]
+name = "sg"
+profile = "sg-prod"
+api = "ResetAccountPassword"
+instance_id = "rm-1"
+account_name = "u"
+
+[[account]]
+name = "sg-polardb-in-jakarta"
+profile = "sg-prod"
+region_id = "ap-southeast-5"
+api = "ModifyAccountPassword"
+cluster_id = "pc-2"
+account_name = "app"
+
+[[account]]
+name = "vpc"
+profile = "hz-vpc"
+api = "ResetAccountPassword"
+instance_id = "rm-2"
+account_name = "u"
+"#;
+
+#[test]
+fn profiles_take_what_they_leave_out_from_cloud() {
+    let c = Config::parse(PROFILES, Path::new("t.toml")).unwrap();
+    let (hz, sg, jk, vpc) = (
+        c.account("hz").unwrap(),
+        c.account("sg").unwrap(),
+        c.account("sg-polardb-in-jakarta").unwrap(),
+        c.account("vpc").unwrap(),
+    );
+    assert_eq!(
+        (hz.profile.as_str(), hz.region_id.as_str()),
+        (DEFAULT_PROFILE, "cn-hangzhou")
+    );
+    assert_eq!(
+        (sg.profile.as_str(), sg.region_id.as_str()),
+        ("sg-prod", "ap-southeast-1")
+    );
+    assert_eq!(
+        (jk.profile.as_str(), jk.region_id.as_str()),
+        ("sg-prod", "ap-southeast-5")
+    );
+    assert_eq!(
+        (vpc.profile.as_str(), vpc.region_id.as_str()),
+        ("hz-vpc", "cn-hangzhou")
+    );
+
+    let sg_prod = &c.profiles["sg-prod"];
+    assert_eq!(sg_prod.client.timeout, Duration::from_secs(20));
+    assert_eq!(sg_prod.client.max_attempts, 3);
+    assert!((sg_prod.client.requests_per_second - 4.0).abs() < f64::EPSILON);
+    // Its own credentials, whole: nothing of [cloud.credentials] in them...
+    assert_eq!(
+        sg_prod.credentials.source,
+        crate::cloud::SourceKind::EcsRamRole
+    );
+    assert!(sg_prod.credentials.access_key_id_file.is_none());
+    assert!(sg_prod.credentials.assume_role.is_some());
+    // ...but [cloud]'s sts_endpoint, a key of [cloud], and each endpoint it does not set.
+    assert_eq!(
+        sg_prod
+            .credentials
+            .sts_endpoint
+            .as_ref()
+            .map(url::Url::as_str),
+        Some("http://127.0.0.1:9000/")
+    );
+    assert_eq!(c.endpoint(sg).unwrap().as_str(), "http://127.0.0.1:18081/");
+    assert_eq!(c.endpoint(jk).unwrap().as_str(), "http://127.0.0.1:18080/");
+    // A profile with no credentials table signs with [cloud]'s.
+    let hz_vpc = &c.profiles["hz-vpc"];
+    assert_eq!(hz_vpc.credentials.source, crate::cloud::SourceKind::Static);
+    assert_eq!(
+        c.endpoint(vpc).unwrap().as_str(),
+        "https://rds-vpc.cn-hangzhou.aliyuncs.com/"
+    );
+    assert_eq!(c.cloud.client.timeout, Duration::from_secs(7));
+    // The lease margin covers the slowest profile's attempt.
+    assert_eq!(c.lease_margin(), Duration::from_secs(21));
+    let used: Vec<&str> = c.profiles_in_use().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(used, ["default", "hz-vpc", "sg-prod"]);
+    // "default" names [cloud] too.
+    let named = PROFILES.replace("name = \"hz\"\n", "name = \"hz\"\nprofile = \"default\"\n");
+    let c = Config::parse(&named, Path::new("t.toml")).unwrap();
+    assert_eq!(c.account("hz").unwrap().profile, DEFAULT_PROFILE);
+}
+
+#[test]
+fn profile_problems_name_line_and_key() {
+    // An account naming a profile the file does not have.
+    let unknown = PROFILES.replace("profile = \"hz-vpc\"", "profile = \"hz-vcp\"");
+    let err = Config::parse(&unknown, Path::new("t.toml")).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    let p = &err.problems[0];
+    assert_eq!((p.line, p.key.as_str()), (49, "account \"vpc\".profile"));
+    assert!(
+        p.message.contains("no profile \"hz-vcp\"") && p.message.contains("hz-vpc, sg-prod"),
+        "{}",
+        p.message
+    );
+    let none = "[cloud]\nregion_id = \"cn-hangzhou\"\n[[account]]\nname = \"a\"\napi = \"ResetAccount\"\ncluster_id = \"pc\"\naccount_name = \"r\"\nprofile = \"x\"\n";
+    let err = Config::parse(none, Path::new("t.toml")).unwrap_err();
+    assert!(
+        err.problems[0].message.contains("has no [cloud.profiles]"),
+        "{err}"
+    );
+    // Each key of a profile is checked as [cloud]'s is, and named under the profile.
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "timeout = \"20s\"",
+            "timeout = \"forever\"",
+            16,
+            "cloud.profiles.sg-prod.timeout",
+        ),
+        (
+            "region_id = \"ap-southeast-1\"",
+            "region_id = \"Singapore\"",
+            15,
+            "cloud.profiles.sg-prod.region_id",
+        ),
+        (
+            "network = \"vpc\"",
+            "network = \"intranet\"",
+            24,
+            "cloud.profiles.hz-vpc.network",
+        ),
+        (
+            "rds = \"http://127.0.0.1:18081\"",
+            "rds = \"http://10.0.0.1:80\"",
+            18,
+            "cloud.profiles.sg-prod.endpoints.rds",
+        ),
+        (
+            "assume_role = { role_arn = \"acs:ram::2222222222222222:role/pwrotd\" }",
+            "assume_role = { role_arn = \"acs:ram::2222222222222222:role/pwrotd\", duration = \"1m\" }",
+            21,
+            "cloud.profiles.sg-prod.credentials.assume_role.duration",
+        ),
+        (
+            "source = \"ecs_ram_role\"",
+            "source = \"ecs_ram_role\"\nuri = \"http://127.0.0.1:1/\"",
+            21,
+            "cloud.profiles.sg-prod.credentials.uri",
+        ),
+        (
+            "[cloud.profiles.hz-vpc]",
+            "[cloud.profiles.default]",
+            23,
+            "cloud.profiles.default",
+        ),
+        (
+            "[cloud.profiles.hz-vpc]",
+            "[cloud.profiles.\"hz vpc\"]",
+            23,
+            "cloud.profiles.hz vpc",
+        ),
+        (
+            "network = \"vpc\"",
+            "network = \"vpc\"\n[cloud.profiles.hz-vpc.profiles.x]",
+            23,
+            "cloud.profiles.hz-vpc.profiles",
+        ),
+        (
+            "network = \"vpc\"",
+            "network = \"vpc\"\nregoin_id = \"x\"",
+            25,
+            "cloud.profiles.hz-vpc.regoin_id",
+        ),
+        (
+            "timeout = \"20s\"",
+            "timeout = 20",
+            16,
+            "cloud.profiles.sg-prod.timeout",
+        ),
+    ];
+    for (from, to, line, key) in cases {
+        assert!(PROFILES.contains(from), "{from}");
+        let text = PROFILES.replacen(from, to, 1);
+        let found = problems(&text);
+        assert!(found.contains(&(*line, key.to_string())), "{to}: {found:?}");
+    }
+    // A profile's region with no endpoint for a service its accounts call there: said on the
+    // profile's region_id, once.
+    let nowhere = PROFILES
+        .replace(
+            "region_id = \"ap-southeast-1\"",
+            "region_id = \"mars-north-1\"",
+        )
+        .replace("rds = \"http://127.0.0.1:18081\"\n", "");
+    assert_eq!(
+        problems(&nowhere),
+        [(15, "cloud.profiles.sg-prod.region_id".to_owned())]
+    );
+    // A profile that inherits [cloud]'s region is checked there, and reported on cloud.region_id.
+    let inherited = PROFILES
+        .replacen(
+            "region_id = \"cn-hangzhou\"",
+            "region_id = \"mars-north-1\"",
+            1,
+        )
+        .replacen(
+            "name = \"hz\"\n",
+            "name = \"hz\"\nregion_id = \"cn-hangzhou\"\n",
+            1,
+        );
+    assert_eq!(problems(&inherited), [(2, "cloud.region_id".to_owned())]);
+}
+
+#[test]
+fn an_inline_secret_in_a_profile_needs_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let text = PROFILES.replace(
+        "source = \"ecs_ram_role\"\n",
+        "source = \"static\"\naccess_key_id = \"LTAI5t\"\naccess_key_secret = \"s3cr3t-value\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("cloud.profiles.sg-prod.credentials"), "{err}");
+    assert!(!err.contains("s3cr3t-value"), "{err}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Config::load(&path).is_ok());
+}

@@ -155,8 +155,11 @@ impl<'a> Attempt<'a> {
                 &self.pending.client_token,
                 self.account.password_type.as_deref(),
             );
-            let region = &self.account.region_id;
-            let error = match self.rotator.client.call_in(region, &op).await {
+            let sent = match self.rotator.clients.get(&self.account.profile, &op) {
+                Ok(client) => client.call_in(&self.account.region_id, &op).await,
+                Err(error) => Err(error),
+            };
+            let error = match sent {
                 Ok(reply) => {
                     self.audit.attempts += reply.attempts;
                     self.audit.request_id = Some(reply.request_id.clone());

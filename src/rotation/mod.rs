@@ -12,7 +12,7 @@ mod attempt;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::cloud::{Client, CloudError, GrantAccountPrivilege};
+use crate::cloud::{Clients, CloudError, GrantAccountPrivilege};
 use crate::config::Account;
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
@@ -96,7 +96,8 @@ impl Report {
 
 /// Performs rotations. Shared by the daemon's tasks and the in-process `rotate` command.
 pub struct Rotator {
-    pub client: Arc<Client>,
+    /// A client for each profile the accounts call through.
+    pub clients: Arc<Clients>,
     /// Where the protocol writes passwords down.
     pub store: Arc<dyn Store>,
     /// This host's state directory: its render files are written from here.
@@ -124,13 +125,13 @@ fn push_part(message: &mut String, part: &str) {
 
 impl Rotator {
     pub fn new(
-        client: Arc<Client>,
+        clients: Arc<Clients>,
         sink: Arc<Sink>,
         metrics: Arc<Metrics>,
         accounts: &[Arc<Account>],
     ) -> Rotator {
         Rotator {
-            client,
+            clients,
             store: Arc::new(FileStore::new(sink.clone(), accounts)),
             sink,
             metrics,
@@ -356,7 +357,8 @@ impl Rotator {
     /// Brings `user`'s privileges in line with the account's `grants` (GrantAccountPrivilege).
     async fn grant(&self, account: &Account, user: &str) -> Result<(), CloudError> {
         let grant = GrantAccountPrivilege::new(&account.resource_id, user, &account.grants);
-        self.client
+        self.clients
+            .get(&account.profile, &grant)?
             .call_in(&account.region_id, &grant)
             .await
             .map(drop)

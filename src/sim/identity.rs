@@ -528,6 +528,21 @@ impl super::Sim {
     pub fn issued_credentials(&self) -> Vec<IssuedCredentials> {
         self.identity().issued()
     }
+
+    /// The secret and the security token of every temporary credential not yet forgotten:
+    /// what a test looks for in pwrotd's output, files and metrics, to find none.
+    pub fn issued_secrets(&self) -> Vec<SecretString> {
+        let identity = self.identity();
+        identity
+            .keys
+            .values()
+            .filter_map(|k| {
+                let (token, _, _) = k.temporary.as_ref()?;
+                Some([k.secret.clone(), token.clone()])
+            })
+            .flatten()
+            .collect()
+    }
 }
 
 /// `t` rounded down to a whole second: what a `YYYY-MM-DDThh:mm:ssZ` text can say.

@@ -454,6 +454,10 @@ pub struct Stats {
     /// `AssumeRoleWithOIDC AuthenticationFail.OIDCToken.Expired`, `metadata.token OK`,
     /// `metadata.credentials OK`, `uri Garbage`.
     pub credentials: BTreeMap<String, u64>,
+    /// API requests whose signature was accepted, by who signed them and the `RegionId` they
+    /// carry: `acs:ram::<uid>:user/<name> cn-hangzhou`, `acs:ram::<uid>:role/<role>
+    /// ap-southeast-1` (a role session is named by its role).
+    pub by_caller: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -894,6 +898,8 @@ impl Sim {
             Ok(call) => call,
             Err(refused) => return refused,
         };
+        let caller = format!("{} {}", call.principal.arn(), call.param("RegionId"));
+        *self.lock().stats.by_caller.entry(caller).or_default() += 1;
         let fault = self.draw_fault();
         let latency = self.lock().rates.latency;
         if let Some(refused) = self.refuse_before_apply(&call, fault) {

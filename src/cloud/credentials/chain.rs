@@ -176,7 +176,7 @@ fn named(
 ) -> Result<(String, Node), CredentialError> {
     match kind {
         SourceKind::Chain | SourceKind::Static => match static_keys::from_config(config)? {
-            Some(keys) => Ok(("keys in [cloud.credentials]".into(), Node::Static(keys))),
+            Some(keys) => Ok(("keys in the config".into(), Node::Static(keys))),
             None => Err(CredentialError::Incomplete(
                 "source = \"static\" needs access_key_id(_file) and access_key_secret(_file)"
                     .into(),
@@ -246,7 +246,7 @@ fn chain(
     shared: &Arc<Shared>,
 ) -> Result<(&'static str, String, Node), CredentialError> {
     if let Some(keys) = static_keys::from_config(config)? {
-        let what = "chain: static keys in [cloud.credentials]".into();
+        let what = "chain: static keys in the config".into();
         return Ok(("config", what, Node::Static(keys)));
     }
     if let Some(keys) = static_keys::systemd(env)? {

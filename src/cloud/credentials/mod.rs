@@ -360,6 +360,16 @@ impl CredentialSource {
         &self.description
     }
 
+    /// What `check` says of an account's credentials: where they come from, and
+    /// `+ assume_role` when a role is assumed with them: `ecs_ram_role + assume_role`.
+    pub fn summary(&self) -> String {
+        if self.node.kind() == "assume_role" {
+            format!("{} + assume_role", self.origin)
+        } else {
+            self.origin.to_owned()
+        }
+    }
+
     /// Whether the credentials are temporary ones that this source refreshes.
     pub fn is_temporary(&self) -> bool {
         self.node.is_refreshed()

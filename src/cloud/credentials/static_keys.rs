@@ -83,7 +83,7 @@ pub(crate) fn from_config(
     let secret = pick(&config.access_key_secret, &config.access_key_secret_file);
     let (Some(id), Some(secret)) = (id, secret) else {
         return Err(CredentialError::Incomplete(
-            "[cloud.credentials] must give both the AccessKey id and the secret \
+            "the credentials table must give both the AccessKey id and the secret \
              (access_key_id or access_key_id_file, access_key_secret or access_key_secret_file)"
                 .into(),
         ));

@@ -4,7 +4,7 @@
 //! identity (`name`, `api`, `cluster_id` or `instance_id`, `account_name`, `region_id`, `password_type`),
 //! grants, schedule, password policy, render files, strategy, verify and `on_change`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +18,15 @@ use super::schedule::{
 };
 use super::verify::validate_verify;
 use super::{Label, PERIOD, policy::policy, required};
-use crate::cloud::{Api, ClientConfig, Grant, Privilege, Service};
+use crate::cloud::{Api, Grant, Privilege, Service};
 use crate::config::diagnostics::Check;
 use crate::config::raw::{RawAccount, StrategyName};
-use crate::config::{Account, Render, Strategy};
+use crate::config::{Account, Cloud, DEFAULT_PROFILE, Render, Strategy};
 use crate::password::Policy;
 use crate::verify::Verify;
+
+/// `[cloud]` and `[cloud.profiles]`, validated: what an account's `profile` may name.
+pub(in crate::config) type Profiles<'a> = (&'a Cloud, &'a BTreeMap<String, Cloud>);
 
 /// Every `[[account]]` entry, each checked with `[defaults]` applied; no two may share a name
 /// or rotate the same database user. Render files keep out of `state_dir` (empty when it was
@@ -33,14 +36,14 @@ pub(in crate::config) fn validate_accounts(
     raw: &[Spanned<RawAccount>],
     defaults: &Defaults,
     state_dir: &Path,
-    client: &ClientConfig,
+    profiles: Profiles<'_>,
 ) -> Vec<Arc<Account>> {
     let mut accounts = Vec::new();
     let mut names = HashSet::new();
     let mut targets = HashSet::new();
     let mut renders = Renders::new(state_dir);
     for (i, account) in raw.iter().enumerate() {
-        let Some(a) = validate_account(check, i, account, defaults, &mut renders, client) else {
+        let Some(a) = validate_account(check, i, account, defaults, &mut renders, profiles) else {
             continue;
         };
         if !names.insert(a.name.clone()) {
@@ -81,7 +84,7 @@ fn validate_account(
     raw: &Spanned<RawAccount>,
     defaults: &Defaults,
     renders: &mut Renders,
-    client: &ClientConfig,
+    profiles: Profiles<'_>,
 ) -> Option<Account> {
     let before = check.problems.len();
     let entry = Entry::new(check, index, raw);
@@ -94,7 +97,8 @@ fn validate_account(
         &entry.key("account_name"),
         entry.line,
     );
-    let region_id = entry.region_id(check, api, client);
+    let (profile, cloud) = entry.profile(check, profiles);
+    let region_id = entry.region_id(check, api, cloud);
     let password_type = entry.password_type(check, api);
     let grants = entry.grants(check, api);
     let when = entry.schedule(check, defaults);
@@ -114,6 +118,7 @@ fn validate_account(
         resource_id,
         account_name,
         region_id,
+        profile,
         password_type,
         grants,
         schedule: when.timing?.schedule,
@@ -240,9 +245,42 @@ impl Entry<'_> {
         }
     }
 
-    /// `region_id`, or `[cloud] region_id`. A region of its own needs an endpoint for the
-    /// account's service: a default one, or one `[cloud.endpoints]` names.
-    fn region_id(&self, check: &mut Check, api: Option<Api>, client: &ClientConfig) -> String {
+    /// `profile`: `[cloud]` when not given (or given as `"default"`), else a table of
+    /// `[cloud.profiles]`. An unknown name is refused, naming the profiles there are; the
+    /// account is then checked against `[cloud]`.
+    fn profile<'p>(
+        &self,
+        check: &mut Check,
+        (cloud, profiles): Profiles<'p>,
+    ) -> (String, &'p Cloud) {
+        let Some(value) = &self.raw.profile else {
+            return (DEFAULT_PROFILE.to_owned(), cloud);
+        };
+        let name = value.get_ref();
+        if name == DEFAULT_PROFILE {
+            return (name.clone(), cloud);
+        }
+        if let Some(profile) = profiles.get(name) {
+            return (name.clone(), profile);
+        }
+        let known = if profiles.is_empty() {
+            "the file has no [cloud.profiles]".to_owned()
+        } else {
+            let names: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            format!("the profiles are {}", names.join(", "))
+        };
+        check.at(
+            value,
+            self.key("profile"),
+            format!("no profile {name:?}: [cloud.profiles.{name}] is not in the file ({known})"),
+        );
+        (DEFAULT_PROFILE.to_owned(), cloud)
+    }
+
+    /// `region_id`, or its profile's. A region of its own needs an endpoint for the account's
+    /// service: a default one, or one the profile's `endpoints` names.
+    fn region_id(&self, check: &mut Check, api: Option<Api>, cloud: &Cloud) -> String {
+        let client = &cloud.client;
         let Some(value) = &self.raw.region_id else {
             return client.region_id.clone();
         };

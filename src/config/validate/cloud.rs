@@ -1,16 +1,23 @@
-//! `[cloud]`: the client's settings, the region and network, the endpoints and the
-//! credentials; and the check that every region an account calls in has an endpoint.
+//! `[cloud]` and `[cloud.profiles.NAME]`: the client's settings, the region and network, the
+//! endpoints and the credentials; and the check that every region an account calls in has an
+//! endpoint.
+//!
+//! A profile takes the keys of `[cloud]`, and each key it does not set is `[cloud]`'s
+//! (`endpoints.polardb` and `endpoints.rds` each on its own). Its `credentials` are whole: a
+//! profile with a `credentials` table of its own takes nothing from `[cloud.credentials]`, one
+//! without uses them as they are (docs/configuration.md#profiles).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
 use super::TIMEOUT;
+use super::account::valid_name;
 use crate::cloud::client::{Endpoints, parse_endpoint};
-use crate::cloud::{Api, ClientConfig, Service, SignatureVersion};
+use crate::cloud::{Api, ClientConfig, CredentialsConfig, Service, SignatureVersion};
 use crate::config::diagnostics::Check;
 use crate::config::raw::{RawAccount, RawCloud, RawEndpoints};
-use crate::config::{Cloud, RATE};
+use crate::config::{Cloud, DEFAULT_PROFILE, RATE};
 
 /// Whether `region` has the shape of a region id: `cn-hangzhou`, `ap-southeast-1`,
 /// `cn-shanghai-finance-1`.
@@ -48,47 +55,98 @@ pub(in crate::config) fn region_id(
     }
 }
 
-/// `[cloud]`: `region_id` is required; the rest have defaults.
-pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cloud {
-    let mut client = ClientConfig::default();
-    match &raw.region_id {
-        Some(r) => {
-            if let Some(region) = region_id(check, r, "cloud.region_id") {
-                client.region_id = region;
-            }
-        }
-        None => check.push(
+/// `[cloud]`, with `region_id` required, and each `[cloud.profiles.NAME]` on top of it.
+pub(in crate::config) fn validate_cloud(
+    check: &mut Check,
+    raw: &RawCloud,
+) -> (Cloud, BTreeMap<String, Cloud>) {
+    let base = Cloud {
+        client: ClientConfig::default(),
+        credentials: CredentialsConfig::default(),
+    };
+    if raw.region_id.is_none() {
+        check.push(
             0,
             "cloud.region_id",
             "is required, for example \"cn-hangzhou\"",
-        ),
+        );
+    }
+    let cloud = settings(check, raw, &base, "cloud");
+    let mut profiles = BTreeMap::new();
+    for (name, profile) in &raw.profiles {
+        let table = format!("cloud.profiles.{name}");
+        if !valid_name(name) || name == DEFAULT_PROFILE {
+            check.at(
+                profile,
+                table.clone(),
+                if name == DEFAULT_PROFILE {
+                    "\"default\" is [cloud] itself (the profile of accounts that name none): \
+                     give this profile another name"
+                        .to_owned()
+                } else {
+                    format!(
+                        "{name:?} is not a profile name: 1 to 128 of A-Z a-z 0-9 . _ -, not \
+                         starting with a dot"
+                    )
+                },
+            );
+        }
+        if !profile.get_ref().profiles.is_empty() {
+            check.at(
+                profile,
+                format!("{table}.profiles"),
+                "profiles do not nest: declare each as [cloud.profiles.NAME]",
+            );
+        }
+        profiles.insert(
+            name.clone(),
+            settings(check, profile.get_ref(), &cloud, &table),
+        );
+    }
+    (cloud, profiles)
+}
+
+/// The keys of one table (`[cloud]` or a profile, named `table` in problems) on top of `base`:
+/// what the table does not set is `base`'s.
+fn settings(check: &mut Check, raw: &RawCloud, base: &Cloud, table: &str) -> Cloud {
+    let key = |k: &str| format!("{table}.{k}");
+    let mut client = base.client.clone();
+    if let Some(r) = &raw.region_id
+        && let Some(region) = region_id(check, r, &key("region_id"))
+    {
+        client.region_id = region;
     }
     if let Some(n) = &raw.network
-        && let Some(network) = check.one_of(n.get_ref(), n, "cloud.network")
+        && let Some(network) = check.one_of(n.get_ref(), n, key("network"))
     {
         client.network = network;
     }
-    client.signature = raw
-        .signature
-        .as_ref()
-        .and_then(|s| check.one_of(s.get_ref(), s, "cloud.signature"))
-        .map_or(SignatureVersion::V1, SignatureVersion::from);
+    if let Some(s) = &raw.signature
+        && let Some(signature) = check.one_of(s.get_ref(), s, key("signature"))
+    {
+        client.signature = SignatureVersion::from(signature);
+    }
     client.timeout = check.duration_or(
         &raw.timeout,
-        "cloud.timeout",
+        &key("timeout"),
         false,
         TIMEOUT,
         client.timeout,
     );
-    client.connect_timeout = client.connect_timeout.min(client.timeout);
-    client.max_attempts = check.count(&raw.max_attempts, "cloud.max_attempts", 1..=100, 5) as u32;
+    client.connect_timeout = ClientConfig::default().connect_timeout.min(client.timeout);
+    client.max_attempts = check.count(
+        &raw.max_attempts,
+        &key("max_attempts"),
+        1..=100,
+        i64::from(client.max_attempts),
+    ) as u32;
     if let Some(rps) = &raw.requests_per_second {
         if RATE.contains(rps.get_ref()) {
             client.requests_per_second = *rps.get_ref();
         } else {
             check.at(
                 rps,
-                "cloud.requests_per_second",
+                key("requests_per_second"),
                 format!(
                     "{} is out of range {}..={} (calls a second to each service)",
                     rps.get_ref(),
@@ -99,52 +157,89 @@ pub(in crate::config) fn validate_cloud(check: &mut Check, raw: &RawCloud) -> Cl
         }
     }
     if let Some(ca) = &raw.ca_file {
-        client.ca_file = Some(check.ca_file(ca, "cloud.ca_file"));
+        client.ca_file = Some(check.ca_file(ca, &key("ca_file")));
     }
-    client.endpoints = endpoints(check, &raw.endpoints);
-    let mut credentials = super::credentials::credentials(check, &raw.credentials);
-    credentials.sts_endpoint = raw.sts_endpoint.as_ref().and_then(|s| {
-        parse_endpoint(s.get_ref())
-            .map_err(|e| check.at(s, "cloud.sts_endpoint", e))
-            .ok()
-    });
+    endpoints(check, &raw.endpoints, &mut client.endpoints, table);
+    let mut credentials = match &raw.credentials {
+        Some(c) => super::credentials::credentials(check, c, &key("credentials")),
+        None => base.credentials.clone(),
+    };
+    credentials.sts_endpoint = match &raw.sts_endpoint {
+        Some(s) => parse_endpoint(s.get_ref())
+            .map_err(|e| check.at(s, key("sts_endpoint"), e))
+            .ok(),
+        None => base.credentials.sts_endpoint.clone(),
+    };
     Cloud {
         client,
         credentials,
     }
 }
 
-/// The accounts that call in `[cloud] region_id` (they set no `region_id` of their own) need
-/// an endpoint there for their service: when the region has no default one and the config
-/// names none, the problem is reported on `cloud.region_id`, once for each service.
-/// An account's own `region_id` is checked with the account.
+/// The accounts that call in their profile's `region_id` (they set no `region_id` of their
+/// own) need an endpoint there for their service: when the region has no default one and the
+/// config names none, the problem is reported on the `region_id` that chose the region (the
+/// profile's, or `cloud.region_id`), once for each profile and service. An account's own
+/// `region_id` is checked with the account.
 pub(in crate::config) fn validate_default_region(
     check: &mut Check,
     raw: &RawCloud,
-    client: &ClientConfig,
+    cloud: &Cloud,
+    profiles: &BTreeMap<String, Cloud>,
     accounts: &[Spanned<RawAccount>],
 ) {
-    let Some(value) = &raw.region_id else { return };
-    if value.get_ref() != &client.region_id {
-        return; // refused, and reported
+    let mut used: BTreeSet<(String, Service)> = BTreeSet::new();
+    for a in accounts.iter().map(Spanned::get_ref) {
+        if a.region_id.is_some() {
+            continue;
+        }
+        let Some(api) = a
+            .api
+            .as_ref()
+            .and_then(|api| api.get_ref().parse::<Api>().ok())
+        else {
+            continue;
+        };
+        let profile = a
+            .profile
+            .as_ref()
+            .map_or(DEFAULT_PROFILE, |p| p.get_ref().as_str());
+        used.insert((profile.to_owned(), api.service()));
     }
-    let services: BTreeSet<Service> = accounts
-        .iter()
-        .map(Spanned::get_ref)
-        .filter(|a| a.region_id.is_none())
-        .filter_map(|a| a.api.as_ref()?.get_ref().parse::<Api>().ok())
-        .map(Api::service)
-        .collect();
-    for service in services {
-        if let Err(e) = client.endpoint(service, &client.region_id) {
-            check.at(value, "cloud.region_id", e);
+    for (profile, service) in used {
+        let (settings, table) = if profile == DEFAULT_PROFILE {
+            (cloud, raw)
+        } else {
+            match (profiles.get(&profile), raw.profiles.get(&profile)) {
+                (Some(settings), Some(table)) => (settings, table.get_ref()),
+                _ => continue, // an unknown profile, reported with the account
+            }
+        };
+        // The region was refused, and reported, where it was written.
+        let (value, key) = match &table.region_id {
+            Some(value) if profile != DEFAULT_PROFILE => {
+                (value, format!("cloud.profiles.{profile}.region_id"))
+            }
+            _ => match &raw.region_id {
+                Some(value) => (value, "cloud.region_id".to_owned()),
+                None => continue,
+            },
+        };
+        if value.get_ref() != &settings.client.region_id {
+            continue;
+        }
+        if let Err(e) = settings
+            .client
+            .endpoint(service, &settings.client.region_id)
+        {
+            check.at(value, key, e);
         }
     }
 }
 
-/// `[cloud.endpoints]`: the URLs given, which replace each service's defaults.
-fn endpoints(check: &mut Check, raw: &RawEndpoints) -> Endpoints {
-    let mut endpoints = Endpoints::default();
+/// `endpoints`: the URLs given, which replace each service's defaults (and `[cloud]`'s, in a
+/// profile).
+fn endpoints(check: &mut Check, raw: &RawEndpoints, endpoints: &mut Endpoints, table: &str) {
     for (service, value) in [(Service::PolarDb, &raw.polardb), (Service::Rds, &raw.rds)] {
         let Some(value) = value else { continue };
         match parse_endpoint(value.get_ref()) {
@@ -152,8 +247,7 @@ fn endpoints(check: &mut Check, raw: &RawEndpoints) -> Endpoints {
                 Service::PolarDb => endpoints.polardb = Some(url),
                 Service::Rds => endpoints.rds = Some(url),
             },
-            Err(e) => check.at(value, format!("cloud.endpoints.{}", service.name()), e),
+            Err(e) => check.at(value, format!("{table}.endpoints.{}", service.name()), e),
         }
     }
-    endpoints
 }

@@ -15,24 +15,23 @@ use crate::cloud::{CredentialsConfig, SourceKind};
 use crate::config::diagnostics::Check;
 use crate::config::raw::{RawAssumeRole, RawCredentials};
 
-const KEY: &str = "cloud.credentials";
-
-/// `[cloud.credentials]`, validated; `sts_endpoint` is filled in by the caller.
-pub(super) fn credentials(check: &mut Check, c: &RawCredentials) -> CredentialsConfig {
+/// `[cloud.credentials]` (or a profile's, named `table` in problems), validated;
+/// `sts_endpoint` is filled in by the caller.
+pub(super) fn credentials(check: &mut Check, c: &RawCredentials, table: &str) -> CredentialsConfig {
     let source = c
         .source
         .as_ref()
-        .and_then(|s| check.one_of(s.get_ref(), s, format!("{KEY}.source")))
+        .and_then(|s| check.one_of(s.get_ref(), s, format!("{table}.source")))
         .map_or(SourceKind::Chain, SourceKind::from);
-    both_forms(check, c);
-    foreign_keys(check, c, source);
+    both_forms(check, c, table);
+    foreign_keys(check, c, source, table);
     if source == SourceKind::Static
         && !(c.access_key_id.is_some() || c.access_key_id_file.is_some())
     {
         let line = c.source.as_ref().map_or(0, |s| check.line(s.span().start));
         check.push(
             line,
-            format!("{KEY}.source"),
+            format!("{table}.source"),
             "\"static\" needs access_key_id (or access_key_id_file) and access_key_secret (or \
              access_key_secret_file)",
         );
@@ -40,7 +39,7 @@ pub(super) fn credentials(check: &mut Check, c: &RawCredentials) -> CredentialsC
     let text = |v: &Option<Spanned<String>>, key: &str, check: &mut Check| {
         v.as_ref().and_then(|v| {
             if v.get_ref().trim().is_empty() {
-                check.at(v, format!("{KEY}.{key}"), "must not be empty");
+                check.at(v, format!("{table}.{key}"), "must not be empty");
                 None
             } else {
                 Some(v.get_ref().clone())
@@ -64,25 +63,28 @@ pub(super) fn credentials(check: &mut Check, c: &RawCredentials) -> CredentialsC
         role_name: text(&c.role_name, "role_name", check),
         metadata_endpoint: c.metadata_endpoint.as_ref().and_then(|m| {
             check_metadata_endpoint(m.get_ref(), false)
-                .map_err(|e| check.at(m, format!("{KEY}.metadata_endpoint"), e))
+                .map_err(|e| check.at(m, format!("{table}.metadata_endpoint"), e))
                 .ok()
         }),
         imdsv1_fallback: c.imdsv1_fallback.as_ref().is_some_and(|b| *b.get_ref()),
-        oidc: oidc(check, c),
+        oidc: oidc(check, c, table),
         profile: text(&c.profile, "profile", check),
-        file: c.file.as_ref().and_then(|f| absolute(check, f, "file")),
+        file: c
+            .file
+            .as_ref()
+            .and_then(|f| absolute(check, f, table, "file")),
         uri: c.uri.as_ref().and_then(|u| {
             check_metadata_endpoint(u.get_ref(), true)
-                .map_err(|e| check.at(u, format!("{KEY}.uri"), e))
+                .map_err(|e| check.at(u, format!("{table}.uri"), e))
                 .ok()
         }),
-        assume_role: c.assume_role.as_ref().map(|a| assume_role(check, a)),
+        assume_role: c.assume_role.as_ref().map(|a| assume_role(check, a, table)),
         sts_endpoint: None,
     }
 }
 
 /// Each secret inline or in a file, not both.
-fn both_forms(check: &mut Check, c: &RawCredentials) {
+fn both_forms(check: &mut Check, c: &RawCredentials, table: &str) {
     for (inline, file, key) in [
         (
             c.access_key_secret.as_ref(),
@@ -98,7 +100,7 @@ fn both_forms(check: &mut Check, c: &RawCredentials) {
         if let (Some(inline), Some(_)) = (inline, file) {
             check.at(
                 inline,
-                format!("{KEY}.{key}"),
+                format!("{table}.{key}"),
                 format!("give {key} or {key}_file, not both"),
             );
         }
@@ -109,7 +111,7 @@ fn both_forms(check: &mut Check, c: &RawCredentials) {
 type KeyOf<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [SourceKind]);
 
 /// Keys of another source than the one chosen: refused, naming the source they belong to.
-fn foreign_keys(check: &mut Check, c: &RawCredentials, source: SourceKind) {
+fn foreign_keys(check: &mut Check, c: &RawCredentials, source: SourceKind, table: &str) {
     use SourceKind::*;
     let spans: [KeyOf<'_>; 10] = [
         (
@@ -157,7 +159,7 @@ fn foreign_keys(check: &mut Check, c: &RawCredentials, source: SourceKind) {
             let line = check.line(span.start);
             check.push(
                 line,
-                format!("{KEY}.{key}"),
+                format!("{table}.{key}"),
                 format!(
                     "belongs to source = {:?}, but the source is {:?}",
                     owners[0].name(),
@@ -176,7 +178,7 @@ fn foreign_keys(check: &mut Check, c: &RawCredentials, source: SourceKind) {
         let line = c.source.as_ref().map_or(0, |s| check.line(s.span().start));
         check.push(
             line,
-            format!("{KEY}.source"),
+            format!("{table}.source"),
             format!(
                 "static keys (access_key_id...) are given, but the source is {:?}; use \
                  source = \"static\", or assume_role to use them for a role",
@@ -187,10 +189,10 @@ fn foreign_keys(check: &mut Check, c: &RawCredentials, source: SourceKind) {
 }
 
 /// `source = "oidc"`'s keys, checked for their shape.
-fn oidc(check: &mut Check, c: &RawCredentials) -> OidcConfig {
+fn oidc(check: &mut Check, c: &RawCredentials, table: &str) -> OidcConfig {
     let role_arn = c.role_arn.as_ref().and_then(|r| {
         check_role_arn(r.get_ref())
-            .map_err(|e| check.at(r, format!("{KEY}.role_arn"), e))
+            .map_err(|e| check.at(r, format!("{table}.role_arn"), e))
             .ok()
             .map(|()| r.get_ref().clone())
     });
@@ -207,7 +209,7 @@ fn oidc(check: &mut Check, c: &RawCredentials) -> OidcConfig {
         } else {
             check.at(
                 p,
-                format!("{KEY}.oidc_provider_arn"),
+                format!("{table}.oidc_provider_arn"),
                 format!(
                     "{:?} is not an OIDC provider ARN like \
                      \"acs:ram::1234567890123456:oidc-provider/ack-rrsa\"",
@@ -223,17 +225,17 @@ fn oidc(check: &mut Check, c: &RawCredentials) -> OidcConfig {
         oidc_token_file: c
             .oidc_token_file
             .as_ref()
-            .and_then(|f| absolute(check, f, "oidc_token_file")),
+            .and_then(|f| absolute(check, f, table, "oidc_token_file")),
         role_session_name: c
             .role_session_name
             .as_ref()
-            .and_then(|s| session_name(check, s, &format!("{KEY}.role_session_name"))),
+            .and_then(|s| session_name(check, s, &format!("{table}.role_session_name"))),
     }
 }
 
 /// `assume_role = { ... }`: `role_arn` required; the rest have defaults.
-fn assume_role(check: &mut Check, a: &Spanned<RawAssumeRole>) -> AssumeRoleConfig {
-    let key = |k: &str| format!("{KEY}.assume_role.{k}");
+fn assume_role(check: &mut Check, a: &Spanned<RawAssumeRole>, table: &str) -> AssumeRoleConfig {
+    let key = |k: &str| format!("{table}.assume_role.{k}");
     let raw = a.get_ref();
     let role_arn = match &raw.role_arn {
         Some(r) => {
@@ -317,14 +319,14 @@ fn session_name(check: &mut Check, s: &Spanned<String>, key: &str) -> Option<Str
 }
 
 /// An absolute path.
-fn absolute(check: &mut Check, v: &Spanned<String>, key: &str) -> Option<PathBuf> {
+fn absolute(check: &mut Check, v: &Spanned<String>, table: &str, key: &str) -> Option<PathBuf> {
     let path = PathBuf::from(v.get_ref());
     if path.is_absolute() {
         Some(path)
     } else {
         check.at(
             v,
-            format!("{KEY}.{key}"),
+            format!("{table}.{key}"),
             format!("{:?} must be an absolute path", v.get_ref()),
         );
         None
