@@ -608,3 +608,120 @@ async fn check_names_each_profile_and_check_remote_asks_through_it() {
         "{stderr}"
     );
 }
+
+/// Reloads move accounts between profiles: an account moved off a removed profile rotates
+/// through `[cloud]` at once, the removed profile's credential series are gone from
+/// `/metrics`; a reload naming a profile whose credentials cannot be found fails and keeps the
+/// running config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_accounts_between_profiles() {
+    let estate = Estate::new("30d").await;
+    let log = estate.dir.path().join("daemon.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut daemon = estate
+        .command(&["run"])
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let metrics = estate.metrics_url();
+    let uri_series = "pwrotd_credential_refreshes_total{outcome=\"success\",profile=\"uri\"}";
+    let scraped = scrape_until(&metrics, |text| {
+        sample(text, uri_series).is_some_and(|n| n >= 1.0)
+            && sample(text, "pwrotd_pending_rotations").is_some_and(|n| n == 0.0)
+            && PLACES.iter().all(|(_, _, service, resource, user, _, _)| {
+                estate.changes(*service, resource, user) == 1
+            })
+    })
+    .await;
+    assert!(sample(&scraped, uri_series).is_some(), "{scraped}");
+
+    // sz-uri through [cloud]: the uri profile goes.
+    let config = std::fs::read_to_string(&estate.config).unwrap();
+    let moved = config
+        .replacen(
+            "[cloud.profiles.uri.credentials]\nsource = \"uri\"\n",
+            "",
+            1,
+        )
+        .replacen(
+            &format!(
+                "uri = \"{}/_creds/app\"\n",
+                estate.server.url().as_str().trim_end_matches('/')
+            ),
+            "",
+            1,
+        )
+        .replacen("profile = \"uri\"\n", "", 1);
+    assert_ne!(moved, config);
+    std::fs::write(&estate.config, &moved).unwrap();
+    signal(&daemon, "HUP");
+    let scraped = scrape_until(&metrics, |text| {
+        sample(text, "pwrotd_config_reloads_total{outcome=\"success\"}") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&scraped, "pwrotd_config_reloads_total{outcome=\"success\"}"),
+        Some(1.0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(!scraped.contains("profile=\"uri\""), "{scraped}");
+    assert!(scraped.contains("profile=\"sg-prod\""), "{scraped}");
+    let output = estate.pwrotd(&["rotate", "--account", "sz-uri"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(estate.changes(Service::PolarDb, "pc-sz0001", "app"), 2);
+    let callers = estate.server.sim.stats().by_caller;
+    assert!(
+        callers.contains_key("acs:ram::1234567890123456:user/pwrotd-sim cn-shenzhen"),
+        "{callers:?}"
+    );
+
+    // hz-orders through a CLI profile whose file is gone: the reload fails, nothing changes.
+    let broken = moved
+        .replacen(
+            "name = \"hz-orders\"\n",
+            "name = \"hz-orders\"\nprofile = \"cli\"\n",
+            1,
+        )
+        .replace("aliyun.json", "missing.json");
+    std::fs::write(&estate.config, &broken).unwrap();
+    signal(&daemon, "HUP");
+    let scraped = scrape_until(&metrics, |text| {
+        sample(text, "pwrotd_config_reloads_total{outcome=\"failure\"}") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&scraped, "pwrotd_config_reloads_total{outcome=\"failure\"}"),
+        Some(1.0)
+    );
+    // The daemon rotates hz-orders as its running config says: through [cloud].
+    let output = estate.pwrotd(&["rotate", "--account", "hz-orders"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(estate.changes(Service::PolarDb, "pc-hz0001", "app"), 2);
+    let callers = estate.server.sim.stats().by_caller;
+    assert!(
+        !callers.contains_key("acs:ram::1234567890123456:role/pwrotd cn-hangzhou"),
+        "{callers:?}"
+    );
+
+    signal(&daemon, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), daemon.wait())
+        .await
+        .expect("the daemon stops")
+        .unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{logged}");
+    assert!(
+        logged.contains("cloud.profiles.cli.credentials") && logged.contains("missing.json"),
+        "the failed reload names the profile and the file: {logged}"
+    );
+}
