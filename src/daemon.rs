@@ -144,37 +144,73 @@ pub fn rotator(
     metrics: Arc<Metrics>,
     hooks: Arc<Hooks>,
 ) -> Result<Rotator, DaemonError> {
-    let clients = clients(config, &metrics, None)?;
+    let clients = clients(config, &metrics, None, Unbuilt::Fail)?;
     Ok(Rotator::new(Arc::new(clients), sink, metrics, &config.accounts).with_hooks(hooks))
+}
+
+/// What [`clients`] does with a profile whose client cannot be built (its credentials cannot
+/// be found, its CA file cannot be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unbuilt {
+    /// Fails: at start, at a reload (which then keeps the running config), for `rotate`.
+    Fail,
+    /// Logs it and goes on without it: that profile's accounts fail their calls, unsent, and
+    /// the others rotate. A cluster term, which starts long after the config was checked.
+    Skip,
 }
 
 /// Builds a client for each profile an account of `config` calls through
 /// ([`profile_client`]), each asking `gate` before every attempt if given. A profile no
-/// account names is not built: its credentials are never looked for.
+/// account names is not built: its credentials are never looked for. Only once every client is
+/// built are the credential series of `metrics` set up, for the profiles whose credentials are
+/// temporary, and the others' forgotten.
 pub fn clients(
     config: &Config,
     metrics: &Arc<Metrics>,
     gate: Option<Gate>,
+    unbuilt: Unbuilt,
 ) -> Result<Clients, DaemonError> {
-    let mut clients = Clients::default();
-    let mut temporary = Vec::new();
+    let mut built = Vec::new();
     for (profile, cloud) in config.profiles_in_use() {
-        let mut client = profile_client(profile, cloud, metrics).map_err(DaemonError::Setup)?;
-        if client.credentials().is_temporary() {
-            temporary.push(profile);
+        match (profile_client(profile, cloud, metrics), unbuilt) {
+            (Ok(client), _) => built.push((profile, Ok(client))),
+            (Err(e), Unbuilt::Fail) => return Err(DaemonError::Setup(e)),
+            (Err(e), Unbuilt::Skip) => {
+                tracing::error!(profile, "{e}; its accounts cannot rotate");
+                built.push((profile, Err(e)));
+            }
         }
-        if let Some(gate) = &gate {
-            client = client.with_gate(gate.clone());
-        }
-        clients = clients.with(profile, client);
     }
+    let temporary: Vec<&str> = built
+        .iter()
+        .filter(|(_, c)| c.as_ref().is_ok_and(|c| c.credentials().is_temporary()))
+        .map(|(profile, _)| *profile)
+        .collect();
     metrics.keep_credential_profiles(&temporary);
+    let mut clients = Clients::default();
+    for (profile, client) in built {
+        clients = match client {
+            Ok(client) => {
+                if client.credentials().is_temporary() {
+                    client
+                        .credentials()
+                        .observe(metrics.credential_observer(profile));
+                }
+                let client = match &gate {
+                    Some(gate) => client.with_gate(gate.clone()),
+                    None => client,
+                };
+                clients.with(profile, client)
+            }
+            Err(e) => clients.without(profile, e),
+        };
+    }
     Ok(clients)
 }
 
 /// The client of one profile: the credentials its table names, its settings, counting
-/// requests and credential refreshes in `metrics` (the `profile` label is its name). The
-/// error names the profile's table.
+/// requests in `metrics`. Its credential refreshes are reported once [`clients`] has built
+/// every profile's. The error names the profile's table.
 pub fn profile_client(
     profile: &str,
     cloud: &Cloud,
@@ -189,11 +225,6 @@ pub fn profile_client(
         source = credentials.describe(),
         "credentials found"
     );
-    let credentials = if credentials.is_temporary() {
-        credentials.with_observer(metrics.credential_observer(profile))
-    } else {
-        credentials
-    };
     let observed = metrics.clone();
     Ok(Client::new(cloud.client.clone(), credentials)
         .map_err(|e| format!("{table}: {e}"))?
@@ -313,7 +344,8 @@ fn term_rotator(sink: Arc<Sink>, metrics: Arc<Metrics>, hooks: Arc<Hooks>) -> Ne
     Box::new(move |config: &Config, term: Arc<Term>, lease: Arc<Lease>| {
         let epoch = term.epoch();
         let gate: Gate = Arc::new(move || lease.may_call(epoch));
-        let clients = clients(config, &metrics, Some(gate)).map_err(|e| e.to_string())?;
+        let clients =
+            clients(config, &metrics, Some(gate), Unbuilt::Skip).map_err(|e| e.to_string())?;
         let rotator = Rotator::new(
             Arc::new(clients),
             sink.clone(),
@@ -648,25 +680,37 @@ async fn reload(
     live: &Mutex<Config>,
 ) -> Config {
     let result = Config::load(&old.path).and_then(|new| {
-        if new.store != old.store {
-            return Err(crate::config::ConfigError {
+        let refuse = |key: &str, message: String| {
+            Err(crate::config::ConfigError {
                 path: new.path.clone(),
                 problems: vec![crate::config::Problem {
                     line: 0,
-                    key: "store".into(),
-                    message: "cannot change while running; restart pwrotd".into(),
+                    key: key.into(),
+                    message,
                 }],
-            });
+            })
+        };
+        let restart = "cannot change while running; restart pwrotd";
+        if new.store != old.store {
+            return refuse("store", restart.into());
         }
         if new.daemon.state_dir != old.daemon.state_dir {
-            return Err(crate::config::ConfigError {
-                path: new.path.clone(),
-                problems: vec![crate::config::Problem {
-                    line: 0,
-                    key: "daemon.state_dir".into(),
-                    message: "cannot change while running; restart pwrotd".into(),
-                }],
-            });
+            return refuse("daemon.state_dir", restart.into());
+        }
+        // The lease keeps the margin it started with: a longer timeout would let an attempt
+        // outlive the lease, a shorter one end the hold on a released lease too early.
+        if matches!(new.store, StoreConfig::Postgresql(_))
+            && new.lease_margin() != old.lease_margin()
+        {
+            return refuse(
+                "cloud.timeout",
+                format!(
+                    "in cluster mode the longest timeout of [cloud] and its profiles sets the \
+                     lease margin ({} running, {} in the file), which {restart}",
+                    humantime::format_duration(old.lease_margin()),
+                    humantime::format_duration(new.lease_margin()),
+                ),
+            );
         }
         Ok(new)
     });

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub credential_refreshes: IntCounterVec,
     /// When the temporary credentials requests are signed with expire, by profile.
     pub credentials_expiry: prometheus::GaugeVec,
+    /// The profiles whose credential series are exported: those of the running config whose
+    /// credentials are temporary. An observer of another (a client a reload replaced, still
+    /// refreshing until it is dropped) records nothing.
+    credential_profiles: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Whether the scheduler runs: `/healthz` answers 200 only while it does.
     pub healthy: AtomicBool,
     /// When the scheduler's loop last went round, in seconds since `started` (a monotonic
@@ -133,6 +137,7 @@ impl Metrics {
                 &["profile"],
             )
             .expect("a valid metric"),
+            credential_profiles: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             healthy: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
             started: std::time::Instant::now(),
@@ -189,8 +194,19 @@ impl Metrics {
             self.credential_refreshes
                 .with_label_values(&[profile, outcome]);
         }
+        self.credential_profiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(profile.to_owned());
         let (metrics, profile) = (self.clone(), profile.to_owned());
         Arc::new(move |outcome, expiry| {
+            let live = metrics
+                .credential_profiles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !live.contains(&profile) {
+                return;
+            }
             metrics
                 .credential_refreshes
                 .with_label_values(&[profile.as_str(), outcome])
@@ -206,31 +222,21 @@ impl Metrics {
 
     /// Forgets the credential series of every profile but `keep`, the profiles whose
     /// credentials are temporary now: a reload removed the others, or gave them long-lived keys.
+    /// From now on only observers of `keep` record.
     pub fn keep_credential_profiles(&self, keep: &[&str]) {
-        use prometheus::core::Collector;
-        let profiles = |families: Vec<prometheus::proto::MetricFamily>| -> Vec<String> {
-            families
-                .iter()
-                .flat_map(|f| f.get_metric())
-                .flat_map(|m| m.get_label())
-                .filter(|l| l.name() == "profile")
-                .map(|l| l.value().to_owned())
-                .collect()
-        };
-        for profile in profiles(self.credentials_expiry.collect()) {
-            if !keep.contains(&profile.as_str()) {
-                let _ = self.credentials_expiry.remove_label_values(&[&profile]);
+        let mut live = self
+            .credential_profiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for profile in live.iter().filter(|p| !keep.contains(&p.as_str())) {
+            let _ = self.credentials_expiry.remove_label_values(&[profile]);
+            for outcome in ["success", "failure"] {
+                let _ = self
+                    .credential_refreshes
+                    .remove_label_values(&[profile, outcome]);
             }
         }
-        for profile in profiles(self.credential_refreshes.collect()) {
-            if !keep.contains(&profile.as_str()) {
-                for outcome in ["success", "failure"] {
-                    let _ = self
-                        .credential_refreshes
-                        .remove_label_values(&[&profile, outcome]);
-                }
-            }
-        }
+        *live = keep.iter().map(|p| (*p).to_owned()).collect();
     }
 
     /// Exports cluster mode's series.

@@ -106,7 +106,7 @@ impl Replica {
         self.child.as_ref().and_then(Child::id).expect("running") as i32
     }
 
-    fn signal(&self, signal: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal");
     }
 

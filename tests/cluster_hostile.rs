@@ -238,3 +238,42 @@ async fn a_forwarded_rotation_is_not_lost_when_the_store_is_slow() {
     );
     fleet.stop_all().await;
 }
+
+/// Profiles review, finding 1: the lease margin is the longest `timeout` of `[cloud]` and its
+/// profiles, fixed when the lease starts. A reload that added a profile with a longer timeout
+/// built its client at once, and the leader then started attempts that could outlive its
+/// lease. Such a reload is refused (the running config stays); one that keeps the margin is
+/// taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_may_not_change_the_lease_margin() {
+    let Some(admin) = admin_url() else { return };
+    let mut fleet = Fleet::new(&admin, 1, quiet).await;
+    fleet.replicas[0].start(&[]);
+    fleet.leader(Duration::from_secs(20)).await;
+    let replica = &fleet.replicas[0];
+    let base = std::fs::read_to_string(&replica.config).unwrap();
+    let reloads = |outcome: &str| format!("pwrotd_config_reloads_total{{outcome=\"{outcome}\"}}");
+    for (timeout, outcome) in [("3s", "failure"), ("1s", "success")] {
+        let text = format!("{base}\n[cloud.profiles.slow]\ntimeout = \"{timeout}\"\n");
+        std::fs::write(&replica.config, text).unwrap();
+        replica.signal(nix::sys::signal::Signal::SIGHUP);
+        let mut seen = None;
+        for _ in 0..100 {
+            seen = replica.metric(&reloads(outcome)).await;
+            if seen == Some(1.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, Some(1.0), "{timeout}: {}", replica.log());
+    }
+    assert!(
+        replica
+            .log()
+            .contains("sets the lease margin (2s running, 4s in the file)"),
+        "{}",
+        replica.log()
+    );
+    assert!(replica.leads().await);
+    fleet.stop_all().await;
+}

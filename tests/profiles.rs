@@ -205,8 +205,8 @@ impl Estate {
     }
 
     /// The config: `[cloud]` signs with the environment's keys in Hangzhou, and a profile for
-    /// each other source and place. Every endpoint is the simulator's, so that only the
-    /// `RegionId` tells the regions apart.
+    /// each other source and place. Every endpoint is the simulator's (a profile names its
+    /// own), so that only the `RegionId` tells the regions apart.
     fn text(dir: &Path, server: &SimServer, every: &str) -> String {
         let state = dir.join("state");
         std::fs::create_dir(&state).unwrap();
@@ -263,6 +263,9 @@ rds = "{base}"
 
 [cloud.profiles.sg-prod]
 region_id = "ap-southeast-1"
+[cloud.profiles.sg-prod.endpoints]
+polardb = "{base}"
+rds = "{base}"
 [cloud.profiles.sg-prod.credentials]
 source = "static"
 access_key_id = "{KEY_ID}"
@@ -271,22 +274,34 @@ assume_role = {{ role_arn = "{CROSS_ROLE}", session_name = "pwrotd-sg", external
 
 [cloud.profiles.ecs]
 region_id = "cn-shanghai"
+[cloud.profiles.ecs.endpoints]
+polardb = "{base}"
+rds = "{base}"
 [cloud.profiles.ecs.credentials]
 source = "ecs_ram_role"
 metadata_endpoint = "{base}"
 
 [cloud.profiles.rrsa]
 region_id = "cn-beijing"
+[cloud.profiles.rrsa.endpoints]
+polardb = "{base}"
+rds = "{base}"
 [cloud.profiles.rrsa.credentials]
 source = "oidc"
 role_arn = "{OIDC_ROLE}"
 oidc_provider_arn = "{PROVIDER}"
 oidc_token_file = "{token}"
 
+[cloud.profiles.uri.endpoints]
+polardb = "{base}"
+rds = "{base}"
 [cloud.profiles.uri.credentials]
 source = "uri"
 uri = "{base}/_creds/app"
 
+[cloud.profiles.cli.endpoints]
+polardb = "{base}"
+rds = "{base}"
 [cloud.profiles.cli.credentials]
 source = "cli_profile"
 file = "{cli}"
@@ -593,6 +608,31 @@ async fn check_names_each_profile_and_check_remote_asks_through_it() {
         "{stderr}"
     );
 
+    // The CLI profile's file gone: `check` refuses (exit 2, naming the profile's table);
+    // `check --remote` says hk-cli is not ready, and still asks about the others.
+    let text = std::fs::read_to_string(&estate.config)
+        .unwrap()
+        .replace("aliyun.json", "missing.json");
+    std::fs::write(&estate.config, text).unwrap();
+    let output = estate.pwrotd(&["check"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cloud.profiles.cli.credentials") && stderr.contains("missing.json"),
+        "{stderr}"
+    );
+    let output = estate.pwrotd(&["check", "--remote"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("4 of 7 accounts ready"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{:<24} NOT READY: cloud.profiles.cli.credentials",
+            "hk-cli"
+        )) && stdout.contains("missing.json"),
+        "{stdout}"
+    );
+
     // An unknown profile is a config error: exit 2, its line and key.
     let text = std::fs::read_to_string(&estate.config).unwrap().replacen(
         "profile = \"cli\"",
@@ -636,7 +676,7 @@ async fn a_reload_moves_accounts_between_profiles() {
     .await;
     assert!(sample(&scraped, uri_series).is_some(), "{scraped}");
 
-    // sz-uri through [cloud]: the uri profile goes.
+    // sz-uri through [cloud]: no account uses the uri profile any more.
     let config = std::fs::read_to_string(&estate.config).unwrap();
     let moved = config
         .replacen(
@@ -724,4 +764,57 @@ async fn a_reload_moves_accounts_between_profiles() {
         logged.contains("cloud.profiles.cli.credentials") && logged.contains("missing.json"),
         "the failed reload names the profile and the file: {logged}"
     );
+}
+
+/// A cluster term builds its clients long after the config was checked: a profile whose
+/// credentials are gone by then stops only its own accounts (their calls fail unsent, with code
+/// `Credentials`), where a start or a reload fails whole, naming the profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_without_credentials_stops_only_its_own_accounts_in_a_term() {
+    use pwrotd::cloud::DescribeAccounts;
+    use pwrotd::daemon::{Unbuilt, clients};
+    let estate = Estate::new("30d").await;
+    let secret = estate.dir.path().join("ak-secret");
+    let text = format!(
+        "{}\n[cloud.credentials]\nsource = \"static\"\naccess_key_id = \"{KEY_ID}\"\naccess_key_secret_file = \"{}\"\n",
+        std::fs::read_to_string(&estate.config).unwrap(),
+        secret.display()
+    )
+    .replace("aliyun.json", "missing.json");
+    let config = Config::parse(&text, &estate.config).unwrap();
+    let metrics = pwrotd::metrics::Metrics::new();
+    let error = clients(&config, &metrics, None, Unbuilt::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cloud.profiles.cli.credentials") && error.contains("missing.json"),
+        "{error}"
+    );
+    // Nothing of a failed build shows in /metrics.
+    assert!(
+        !metrics.render().contains("profile="),
+        "{}",
+        metrics.render()
+    );
+
+    let clients = clients(&config, &metrics, None, Unbuilt::Skip).unwrap();
+    let describe = |service, resource: &str| DescribeAccounts {
+        service,
+        resource_id: resource.to_owned(),
+        account_name: "app".to_owned(),
+    };
+    let hk = describe(Service::Rds, "rm-hk0001");
+    let Err(refused) = clients.get("cli", &hk) else {
+        panic!("a client for cli")
+    };
+    assert_eq!(refused.code(), "Credentials");
+    assert!(!refused.may_have_applied());
+    assert!(refused.to_string().contains("missing.json"), "{refused}");
+    let hz = describe(Service::PolarDb, "pc-hz0001");
+    let client = clients.get("default", &hz).unwrap();
+    client.query("cn-hangzhou", &hz).await.unwrap();
+    let sg = describe(Service::PolarDb, "pc-sg0001");
+    let client = clients.get("sg-prod", &sg).unwrap();
+    client.query("ap-southeast-1", &sg).await.unwrap();
+    assert_eq!(estate.server.sim.stats().requests, 2);
 }

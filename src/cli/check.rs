@@ -40,13 +40,22 @@ pub fn check(path: &Path, remote: bool) -> CliResult {
     // nothing is fetched. Only the profiles some account names are looked at, as at start.
     let mut sources = BTreeMap::new();
     for (profile, cloud) in config.profiles_in_use() {
-        let source = crate::cloud::CredentialSource::discover(&cloud.credentials).map_err(|e| {
-            CliError::usage(format!(
-                "{}: {}.credentials: {e}",
-                path.display(),
-                profile_table(profile)
-            ))
-        })?;
+        let source = match crate::cloud::CredentialSource::discover(&cloud.credentials) {
+            Ok(source) => source,
+            // With --remote, the profile's accounts are not ready, and the others are asked.
+            Err(e) if remote => {
+                say!("  credentials (profile {profile}): none: {e}");
+                sources.insert(profile, "nowhere".to_owned());
+                continue;
+            }
+            Err(e) => {
+                return Err(CliError::usage(format!(
+                    "{}: {}.credentials: {e}",
+                    path.display(),
+                    profile_table(profile)
+                )));
+            }
+        };
         if profile != DEFAULT_PROFILE {
             say!(
                 "  profile {profile}: region {} ({} network), signature {:?}",

@@ -159,7 +159,7 @@ impl ClientConfig {
             endpoints::default_endpoint(service, region, self.network).ok_or_else(|| {
                 format!(
                     "{region:?} is not a region with a known {} endpoint (known: {}); set \
-                 [cloud.endpoints] {} explicitly",
+                     endpoints.{} explicitly, in [cloud.endpoints] or the profile's",
                     service.name(),
                     endpoints::some_regions(),
                     service.name()

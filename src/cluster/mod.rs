@@ -238,11 +238,13 @@ impl Cluster {
                     break Err(format!("the term's scheduler ended: {}", if result.is_err() { "it panicked" } else { "unexpectedly" }));
                 }
                 Some(command) = commands.recv() => match command {
-                    Command::Reload { accounts, .. } => {
-                        *self.accounts.lock().unwrap_or_else(|p| p.into_inner()) = mirror::accounts(&accounts);
+                    // The accounts and the clients of one config, the running one: a second
+                    // reload may have replaced the config this command came with.
+                    Command::Reload { .. } => {
                         let current = config.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        *self.accounts.lock().unwrap_or_else(|p| p.into_inner()) = mirror::accounts(&current.accounts);
                         match new_rotator(&current, term.clone(), self.lease.clone()) {
-                            Ok(rotate) => { let _ = tx.send(Command::Reload { accounts, rotate }).await; }
+                            Ok(rotate) => { let _ = tx.send(Command::Reload { accounts: current.accounts.clone(), rotate }).await; }
                             Err(e) => tracing::error!("reload: {e}"),
                         }
                     }

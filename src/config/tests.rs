@@ -1261,7 +1261,7 @@ fn profiles_take_what_they_leave_out_from_cloud() {
     );
     assert!(sg_prod.credentials.access_key_id_file.is_none());
     assert!(sg_prod.credentials.assume_role.is_some());
-    // ...but [cloud]'s sts_endpoint, a key of [cloud], and each endpoint it does not set.
+    // ...but [cloud]'s sts_endpoint, a key of [cloud].
     assert_eq!(
         sg_prod
             .credentials
@@ -1270,8 +1270,14 @@ fn profiles_take_what_they_leave_out_from_cloud() {
             .map(url::Url::as_str),
         Some("http://127.0.0.1:9000/")
     );
+    // Its endpoints are its own: [cloud]'s explicit PolarDB endpoint does not follow it to
+    // another region; the defaults for the region do.
     assert_eq!(c.endpoint(sg).unwrap().as_str(), "http://127.0.0.1:18081/");
-    assert_eq!(c.endpoint(jk).unwrap().as_str(), "http://127.0.0.1:18080/");
+    assert_eq!(
+        c.endpoint(jk).unwrap().as_str(),
+        "https://polardb.ap-southeast-5.aliyuncs.com/"
+    );
+    assert_eq!(c.endpoint(hz).unwrap().as_str(), "http://127.0.0.1:18080/");
     // A profile with no credentials table signs with [cloud]'s.
     let hz_vpc = &c.profiles["hz-vpc"];
     assert_eq!(hz_vpc.credentials.source, crate::cloud::SourceKind::Static);

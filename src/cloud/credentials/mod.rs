@@ -233,7 +233,7 @@ impl CredentialsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     #[error(
-        "no credentials found: set [cloud.credentials], provide the systemd credentials \
+        "no credentials found: set the credentials table's source or keys, provide the systemd credentials \
          {SYSTEMD_ACCESS_KEY_ID} and {SYSTEMD_ACCESS_KEY_SECRET}, set {ENV_ACCESS_KEY_ID} and \
          {ENV_ACCESS_KEY_SECRET}, the OIDC variables, a CLI profile, run on ECS with a RAM role, \
          or set {ENV_CREDENTIALS_URI}"
@@ -350,8 +350,14 @@ impl CredentialSource {
 
     /// Reports refreshes to `observer` (set once; later calls are ignored).
     pub fn with_observer(self, observer: RefreshObserver) -> CredentialSource {
-        let _ = self.shared.observer.set(observer);
+        self.observe(observer);
         self
+    }
+
+    /// Reports refreshes to `observer`, here and in every clone of this source (set once;
+    /// later calls are ignored).
+    pub fn observe(&self, observer: RefreshObserver) {
+        let _ = self.shared.observer.set(observer);
     }
 
     /// What `pwrotd check` prints: the source and where it reads from, e.g.

@@ -2,10 +2,12 @@
 //! endpoints and the credentials; and the check that every region an account calls in has an
 //! endpoint.
 //!
-//! A profile takes the keys of `[cloud]`, and each key it does not set is `[cloud]`'s
-//! (`endpoints.polardb` and `endpoints.rds` each on its own). Its `credentials` are whole: a
-//! profile with a `credentials` table of its own takes nothing from `[cloud.credentials]`, one
-//! without uses them as they are (docs/configuration.md#profiles).
+//! A profile takes the keys of `[cloud]`, and each key it does not set is `[cloud]`'s, but for
+//! two tables. Its `credentials` are whole: a profile with a `credentials` table of its own
+//! takes nothing from `[cloud.credentials]`, one without uses them as they are. Its `endpoints`
+//! are its own: an explicit endpoint serves every region, so one inherited from `[cloud]` would
+//! send a profile in another region or network to `[cloud]`'s place
+//! (docs/configuration.md#profiles).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -159,7 +161,7 @@ fn settings(check: &mut Check, raw: &RawCloud, base: &Cloud, table: &str) -> Clo
     if let Some(ca) = &raw.ca_file {
         client.ca_file = Some(check.ca_file(ca, &key("ca_file")));
     }
-    endpoints(check, &raw.endpoints, &mut client.endpoints, table);
+    client.endpoints = endpoints(check, &raw.endpoints, table);
     let mut credentials = match &raw.credentials {
         Some(c) => super::credentials::credentials(check, c, &key("credentials")),
         None => base.credentials.clone(),
@@ -237,9 +239,9 @@ pub(in crate::config) fn validate_default_region(
     }
 }
 
-/// `endpoints`: the URLs given, which replace each service's defaults (and `[cloud]`'s, in a
-/// profile).
-fn endpoints(check: &mut Check, raw: &RawEndpoints, endpoints: &mut Endpoints, table: &str) {
+/// `endpoints`: the URLs given, which replace each service's defaults.
+fn endpoints(check: &mut Check, raw: &RawEndpoints, table: &str) -> Endpoints {
+    let mut endpoints = Endpoints::default();
     for (service, value) in [(Service::PolarDb, &raw.polardb), (Service::Rds, &raw.rds)] {
         let Some(value) = value else { continue };
         match parse_endpoint(value.get_ref()) {
@@ -250,4 +252,5 @@ fn endpoints(check: &mut Check, raw: &RawEndpoints, endpoints: &mut Endpoints, t
             Err(e) => check.at(value, format!("{table}.endpoints.{}", service.name()), e),
         }
     }
+    endpoints
 }
