@@ -16,17 +16,17 @@ use pwrotd::sim::{OidcProviderSpec, PRIMARY_UID, RoleSpec, SimServer, unsigned_o
 
 use crate::common::{self, ACCOUNTS, KEY_ID, SECRET};
 
-const ROLE: &str = "acs:ram::1234567890123456:role/pwrotd";
-const OIDC_ROLE: &str = "acs:ram::1234567890123456:role/pwrotd-rrsa";
-const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
-const ISSUER: &str = "https://oidc-ack.cn-hangzhou.aliyuncs.com/cafe";
+pub(crate) const ROLE: &str = "acs:ram::1234567890123456:role/pwrotd";
+pub(crate) const OIDC_ROLE: &str = "acs:ram::1234567890123456:role/pwrotd-rrsa";
+pub(crate) const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
+pub(crate) const ISSUER: &str = "https://oidc-ack.cn-hangzhou.aliyuncs.com/cafe";
 /// How long every temporary credential lives.
-const LIFETIME: Duration = Duration::from_secs(6);
+pub(crate) const LIFETIME: Duration = Duration::from_secs(6);
 
 /// A simulator whose temporary credentials live [`LIFETIME`], with a role the primary
 /// account may assume (also the ECS instance's and the credentials URI `app`'s), and a role
 /// for the OIDC provider.
-async fn start() -> SimServer {
+pub(crate) async fn start() -> SimServer {
     let server = common::start_sim().await;
     let sim = &server.sim;
     sim.add_role(RoleSpec::from_arn(ROLE).unwrap().trust_account(PRIMARY_UID));

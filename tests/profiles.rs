@@ -12,26 +12,18 @@ use std::time::{Duration, SystemTime};
 
 use pwrotd::cloud::Service;
 use pwrotd::config::Config;
-use pwrotd::sim::{OidcProviderSpec, PRIMARY_UID, RoleSpec, SimServer, unsigned_oidc_token};
+use pwrotd::sim::{PRIMARY_UID, RoleSpec, SimServer, unsigned_oidc_token};
 use secrecy::ExposeSecret;
 use tokio::process::Command;
 
-use crate::common::{self, KEY_ID, SECRET};
+use crate::common::{KEY_ID, SECRET};
+use crate::credentials::{ISSUER, LIFETIME, OIDC_ROLE, PROVIDER, ROLE};
 use crate::daemon::{get, scrape_until, signal};
 
 /// The other cloud account, which the `sg-prod` profile reaches through a role.
 const SECOND_UID: &str = "2222222222222222";
 /// A role in the other account that the primary account's RAM user may assume.
 const CROSS_ROLE: &str = "acs:ram::2222222222222222:role/pwrotd";
-/// A role in the primary account: the ECS instance's, the credentials URI's and the CLI
-/// profile's.
-const ROLE: &str = "acs:ram::1234567890123456:role/pwrotd";
-const OIDC_ROLE: &str = "acs:ram::1234567890123456:role/pwrotd-rrsa";
-const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa";
-const ISSUER: &str = "https://oidc-ack.cn-hangzhou.aliyuncs.com/cafe";
-/// How long every temporary credential lives.
-const LIFETIME: Duration = Duration::from_secs(6);
-
 /// Each account: its name, profile, service, resource, user, region and owning cloud account.
 const PLACES: [(&str, &str, Service, &str, &str, &str, &str); 7] = [
     (
@@ -100,8 +92,8 @@ const PLACES: [(&str, &str, Service, &str, &str, &str, &str); 7] = [
 ];
 
 /// The accounts of [`PLACES`]; `sg-orders` has grants, so GrantAccountPrivilege goes through
-/// the role too. Only `sg-prod` and the profiles of `hz-orders`' neighbours set a region: the
-/// others' accounts set their own.
+/// the role too. The `sg-prod`, `ecs` and `rrsa` profiles set their region; `sz-uri` and
+/// `hk-cli` set their own, over their profiles' (`[cloud]`'s).
 const ACCOUNTS: &str = r#"
 [[account]]
 name = "hz-orders"
@@ -166,7 +158,8 @@ struct Estate {
 impl Estate {
     async fn new(every: &str) -> Estate {
         let dir = tempfile::tempdir().unwrap();
-        let server = common::start_sim().await;
+        // The roles, the OIDC provider, the ECS role, the credentials URI and the lifetime.
+        let server = crate::credentials::start().await;
         let text = Estate::text(dir.path(), &server, every);
         let config = dir.path().join("pwrotd.toml");
         std::fs::write(&config, &text).unwrap();
@@ -182,21 +175,6 @@ impl Estate {
                 .unwrap()
                 .trust_account(PRIMARY_UID),
         );
-        sim.add_role(RoleSpec::from_arn(ROLE).unwrap().trust_account(PRIMARY_UID));
-        sim.add_role(
-            RoleSpec::from_arn(OIDC_ROLE)
-                .unwrap()
-                .trust_oidc_provider(PROVIDER),
-        );
-        sim.add_oidc_provider(OidcProviderSpec::new(
-            PRIMARY_UID,
-            "ack-rrsa",
-            ISSUER,
-            ["sts.aliyuncs.com"],
-        ));
-        sim.set_ecs_role(Some(ROLE));
-        sim.add_credentials_uri("app", ROLE);
-        sim.set_credential_lifetime(Some(LIFETIME));
         Estate {
             dir,
             server,
@@ -768,7 +746,8 @@ async fn a_reload_moves_accounts_between_profiles() {
 
 /// A cluster term builds its clients long after the config was checked: a profile whose
 /// credentials are gone by then stops only its own accounts (their calls fail unsent, with code
-/// `Credentials`), where a start or a reload fails whole, naming the profile.
+/// `Credentials`), where a start or a reload fails whole, naming the profile. Each profile's
+/// client has its own rate limiter for each service and region.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_without_credentials_stops_only_its_own_accounts_in_a_term() {
     use pwrotd::cloud::DescribeAccounts;
@@ -816,5 +795,16 @@ async fn a_profile_without_credentials_stops_only_its_own_accounts_in_a_term() {
     let sg = describe(Service::PolarDb, "pc-sg0001");
     let client = clients.get("sg-prod", &sg).unwrap();
     client.query("ap-southeast-1", &sg).await.unwrap();
-    assert_eq!(estate.server.sim.stats().requests, 2);
+    // The uri profile calls in cn-hangzhou too, as the primary account's role: the same
+    // service and region as [cloud], through a rate limiter of its own.
+    let uri = clients.get("uri", &hz).unwrap();
+    uri.query("cn-hangzhou", &hz).await.unwrap();
+    assert_eq!(estate.server.sim.stats().requests, 3);
+    for profile in ["default", "sg-prod", "uri"] {
+        assert_eq!(
+            clients.get(profile, &hz).unwrap().lanes_in_use(),
+            1,
+            "{profile}"
+        );
+    }
 }
