@@ -70,8 +70,9 @@ pub(super) struct RawCloud {
     pub(super) sts_endpoint: Option<Spanned<String>>,
     pub(super) endpoints: RawEndpoints,
     pub(super) credentials: Option<RawCredentials>,
-    /// `[cloud.profiles.NAME]`: the same keys, each falling back to `[cloud]`'s. A profile
-    /// that holds `profiles` of its own is refused by validation.
+    /// `[cloud.profiles.NAME]`: the same keys, each falling back to `[cloud]`'s but for
+    /// `credentials` (whole) and `endpoints` (never). A profile that holds `profiles` of its
+    /// own is refused by validation.
     pub(super) profiles: std::collections::BTreeMap<String, Spanned<RawCloud>>,
 }
 

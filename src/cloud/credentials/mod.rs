@@ -233,10 +233,10 @@ impl CredentialsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     #[error(
-        "no credentials found: set the credentials table's source or keys, provide the systemd credentials \
-         {SYSTEMD_ACCESS_KEY_ID} and {SYSTEMD_ACCESS_KEY_SECRET}, set {ENV_ACCESS_KEY_ID} and \
-         {ENV_ACCESS_KEY_SECRET}, the OIDC variables, a CLI profile, run on ECS with a RAM role, \
-         or set {ENV_CREDENTIALS_URI}"
+        "no credentials found: set the credentials table's source or keys, provide the \
+         systemd credentials {SYSTEMD_ACCESS_KEY_ID} and {SYSTEMD_ACCESS_KEY_SECRET}, set \
+         {ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}, the OIDC variables, a CLI profile, run \
+         on ECS with a RAM role, or set {ENV_CREDENTIALS_URI}"
     )]
     NotFound,
     #[error("{0}")]
