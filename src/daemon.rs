@@ -144,66 +144,45 @@ pub fn rotator(
     metrics: Arc<Metrics>,
     hooks: Arc<Hooks>,
 ) -> Result<Rotator, DaemonError> {
-    let clients = clients(config, &metrics, None, Unbuilt::Fail)?;
+    let clients = clients(config, &metrics, None)?;
     Ok(Rotator::new(Arc::new(clients), sink, metrics, &config.accounts).with_hooks(hooks))
-}
-
-/// What [`clients`] does with a profile whose client cannot be built (its credentials cannot
-/// be found, its CA file cannot be read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unbuilt {
-    /// Fails: at start, at a reload (which then keeps the running config), for `rotate`.
-    Fail,
-    /// Logs it and goes on without it: that profile's accounts fail their calls, unsent, and
-    /// the others rotate. A cluster term, which starts long after the config was checked.
-    Skip,
 }
 
 /// Builds a client for each profile an account of `config` calls through
 /// ([`profile_client`]), each asking `gate` before every attempt if given. A profile no
-/// account names is not built: its credentials are never looked for. Only once every client is
-/// built are the credential series of `metrics` set up, for the profiles whose credentials are
-/// temporary, and the others' forgotten.
+/// account names is not built: its credentials are never looked for. One that cannot be built
+/// fails the whole: the start, a reload (which keeps the running config), or in cluster mode
+/// the term, so that a replica missing a file steps aside for one that has it. Only once every
+/// client is built are the credential series of `metrics` set up, for the profiles whose
+/// credentials are temporary, and the others' forgotten.
 pub fn clients(
     config: &Config,
     metrics: &Arc<Metrics>,
     gate: Option<Gate>,
-    unbuilt: Unbuilt,
 ) -> Result<Clients, DaemonError> {
     let mut built = Vec::new();
     for (profile, cloud) in config.profiles_in_use() {
-        match (profile_client(profile, cloud, metrics), unbuilt) {
-            (Ok(client), _) => built.push((profile, Ok(client))),
-            (Err(e), Unbuilt::Fail) => return Err(DaemonError::Setup(e)),
-            (Err(e), Unbuilt::Skip) => {
-                tracing::error!(profile, "{e}; its accounts cannot rotate");
-                built.push((profile, Err(e)));
-            }
-        }
+        let client = profile_client(profile, cloud, metrics).map_err(DaemonError::Setup)?;
+        built.push((profile, client));
     }
     let temporary: Vec<&str> = built
         .iter()
-        .filter(|(_, c)| c.as_ref().is_ok_and(|c| c.credentials().is_temporary()))
+        .filter(|(_, c)| c.credentials().is_temporary())
         .map(|(profile, _)| *profile)
         .collect();
     metrics.keep_credential_profiles(&temporary);
     let mut clients = Clients::default();
     for (profile, client) in built {
-        clients = match client {
-            Ok(client) => {
-                if client.credentials().is_temporary() {
-                    client
-                        .credentials()
-                        .observe(metrics.credential_observer(profile));
-                }
-                let client = match &gate {
-                    Some(gate) => client.with_gate(gate.clone()),
-                    None => client,
-                };
-                clients.with(profile, client)
-            }
-            Err(e) => clients.without(profile, e),
+        if client.credentials().is_temporary() {
+            client
+                .credentials()
+                .observe(metrics.credential_observer(profile));
+        }
+        let client = match &gate {
+            Some(gate) => client.with_gate(gate.clone()),
+            None => client,
         };
+        clients = clients.with(profile, client);
     }
     Ok(clients)
 }
@@ -344,8 +323,7 @@ fn term_rotator(sink: Arc<Sink>, metrics: Arc<Metrics>, hooks: Arc<Hooks>) -> Ne
     Box::new(move |config: &Config, term: Arc<Term>, lease: Arc<Lease>| {
         let epoch = term.epoch();
         let gate: Gate = Arc::new(move || lease.may_call(epoch));
-        let clients =
-            clients(config, &metrics, Some(gate), Unbuilt::Skip).map_err(|e| e.to_string())?;
+        let clients = clients(config, &metrics, Some(gate)).map_err(|e| e.to_string())?;
         let rotator = Rotator::new(
             Arc::new(clients),
             sink.clone(),

@@ -744,27 +744,25 @@ async fn a_reload_moves_accounts_between_profiles() {
     );
 }
 
-/// A cluster term builds its clients long after the config was checked: a profile whose
-/// credentials are gone by then stops only its own accounts (their calls fail unsent, with code
-/// `Credentials`), where a start or a reload fails whole, naming the profile. Each profile's
-/// client has its own rate limiter for each service and region.
+/// Each profile's client: one whose credentials cannot be found fails the build, naming the
+/// profile, before any credential series exists (a start, a reload, a cluster term: the
+/// replica then steps aside, `cluster_hostile::a_replica_that_cannot_lead_gives_the_lease_up`).
+/// Built, each profile's client has its own rate limiter for each service and region.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_profile_without_credentials_stops_only_its_own_accounts_in_a_term() {
+async fn each_profile_has_its_own_client_and_a_missing_one_fails_the_build() {
     use pwrotd::cloud::DescribeAccounts;
-    use pwrotd::daemon::{Unbuilt, clients};
+    use pwrotd::daemon::clients;
     let estate = Estate::new("30d").await;
     let secret = estate.dir.path().join("ak-secret");
     let text = format!(
         "{}\n[cloud.credentials]\nsource = \"static\"\naccess_key_id = \"{KEY_ID}\"\naccess_key_secret_file = \"{}\"\n",
         std::fs::read_to_string(&estate.config).unwrap(),
         secret.display()
-    )
-    .replace("aliyun.json", "missing.json");
-    let config = Config::parse(&text, &estate.config).unwrap();
+    );
+    let broken = text.replace("aliyun.json", "missing.json");
+    let config = Config::parse(&broken, &estate.config).unwrap();
     let metrics = pwrotd::metrics::Metrics::new();
-    let error = clients(&config, &metrics, None, Unbuilt::Fail)
-        .unwrap_err()
-        .to_string();
+    let error = clients(&config, &metrics, None).unwrap_err().to_string();
     assert!(
         error.contains("cloud.profiles.cli.credentials") && error.contains("missing.json"),
         "{error}"
@@ -776,19 +774,13 @@ async fn a_profile_without_credentials_stops_only_its_own_accounts_in_a_term() {
         metrics.render()
     );
 
-    let clients = clients(&config, &metrics, None, Unbuilt::Skip).unwrap();
+    let config = Config::parse(&text, &estate.config).unwrap();
+    let clients = clients(&config, &metrics, None).unwrap();
     let describe = |service, resource: &str| DescribeAccounts {
         service,
         resource_id: resource.to_owned(),
         account_name: "app".to_owned(),
     };
-    let hk = describe(Service::Rds, "rm-hk0001");
-    let Err(refused) = clients.get("cli", &hk) else {
-        panic!("a client for cli")
-    };
-    assert_eq!(refused.code(), "Credentials");
-    assert!(!refused.may_have_applied());
-    assert!(refused.to_string().contains("missing.json"), "{refused}");
     let hz = describe(Service::PolarDb, "pc-hz0001");
     let client = clients.get("default", &hz).unwrap();
     client.query("cn-hangzhou", &hz).await.unwrap();
@@ -800,6 +792,12 @@ async fn a_profile_without_credentials_stops_only_its_own_accounts_in_a_term() {
     let uri = clients.get("uri", &hz).unwrap();
     uri.query("cn-hangzhou", &hz).await.unwrap();
     assert_eq!(estate.server.sim.stats().requests, 3);
+    // No profile of that name: refused, unsent.
+    let Err(refused) = clients.get("nope", &hz) else {
+        panic!("a client for a profile that does not exist")
+    };
+    assert_eq!(refused.code(), "Credentials");
+    assert!(!refused.may_have_applied());
     for profile in ["default", "sg-prod", "uri"] {
         assert_eq!(
             clients.get(profile, &hz).unwrap().lanes_in_use(),
