@@ -77,7 +77,8 @@ pub(in crate::config) fn validate_cloud(
     let mut profiles = BTreeMap::new();
     for (name, profile) in &raw.profiles {
         let table = format!("cloud.profiles.{name}");
-        if !valid_name(name) || name == DEFAULT_PROFILE {
+        let named = valid_name(name) && name != DEFAULT_PROFILE;
+        if !named {
             check.at(
                 profile,
                 table.clone(),
@@ -100,10 +101,11 @@ pub(in crate::config) fn validate_cloud(
                 "profiles do not nest: declare each as [cloud.profiles.NAME]",
             );
         }
-        profiles.insert(
-            name.clone(),
-            settings(check, profile.get_ref(), &cloud, &table),
-        );
+        // Its keys are checked all the same; an account cannot name it.
+        let settings = settings(check, profile.get_ref(), &cloud, &table);
+        if named {
+            profiles.insert(name.clone(), settings);
+        }
     }
     (cloud, profiles)
 }
