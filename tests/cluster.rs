@@ -258,29 +258,59 @@ impl Fleet {
             .collect()
     }
 
-    /// The invariant: each account's live password is the store's current or pending.
+    /// The invariant: each account's live password is the store's current or pending. A
+    /// leader may be rotating while this looks, and no read of the store and the simulator
+    /// together is atomic: the store is read before and after the databases, and the live
+    /// password must be known to one of the two reads (a pending password is written before
+    /// it is sent, so a live password the store never held is in neither). Returns the
+    /// accounts pending in the first read.
     pub(crate) async fn check_invariant(&self, when: &str) -> usize {
-        let records = self.records().await;
-        let mut pending = 0;
-        for (name, service, resource, user) in ACCOUNTS {
-            let live = self.env.live(service, resource, user);
-            let record = records.get(name);
-            if record.is_some_and(|r| r.pending.is_some()) {
-                pending += 1;
-            }
-            let known: Vec<&str> = record
+        let before = self.records().await;
+        let lives: Vec<Option<String>> = ACCOUNTS
+            .iter()
+            .map(|(_, service, resource, user)| self.env.live(*service, resource, user))
+            .collect();
+        let after = self.records().await;
+        let known = |records: &HashMap<String, SecretFile>, name: &str| -> Vec<String> {
+            records
+                .get(name)
                 .iter()
                 .flat_map(|r| {
                     r.current
                         .iter()
-                        .map(|c| c.password.expose())
-                        .chain(r.pending.iter().map(|p| p.password.expose()))
+                        .map(|c| c.password.expose().to_owned())
+                        .chain(r.pending.iter().map(|p| p.password.expose().to_owned()))
                 })
-                .collect();
+                .collect()
+        };
+        // Versions only, never a password, in the message.
+        let versions = |records: &HashMap<String, SecretFile>, name: &str, live: &str| {
+            records.get(name).map(|r| {
+                let previous: Vec<u64> = r
+                    .previous
+                    .iter()
+                    .filter(|v| v.password.expose() == live)
+                    .map(|v| v.version)
+                    .collect();
+                format!(
+                    "current {:?}, pending {:?}, previous holding the live password {previous:?}",
+                    r.current.as_ref().map(|c| c.version),
+                    r.pending.as_ref().map(|p| p.version)
+                )
+            })
+        };
+        let mut pending = 0;
+        for ((name, _, _, _), live) in ACCOUNTS.iter().zip(&lives) {
+            if before.get(*name).is_some_and(|r| r.pending.is_some()) {
+                pending += 1;
+            }
             if let Some(live) = live {
                 assert!(
-                    known.contains(&live.as_str()),
-                    "{when}: {name}'s live password is neither the store's current nor its pending"
+                    known(&before, name).contains(live) || known(&after, name).contains(live),
+                    "{when}: {name}'s live password is neither the store's current nor its \
+                     pending (before: {:?}; after: {:?})",
+                    versions(&before, name, live),
+                    versions(&after, name, live),
                 );
             }
         }

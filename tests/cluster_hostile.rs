@@ -158,6 +158,15 @@ async fn a_replica_that_cannot_lead_gives_the_lease_up() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // It steps aside, saying why (the profile's table and the file): it does not lead
+    // without its credentials.
+    eventually(Duration::from_secs(15), "replica 1 steps aside", || {
+        let log = fleet.replicas[1].log();
+        log.contains("cannot lead: cloud.credentials:")
+            && log.contains("ak-secret")
+            && log.contains("stepping aside")
+    })
+    .await;
     // Replica 0, healthy, comes back and is asked for a rotation.
     fleet.replicas[0].start(&[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
