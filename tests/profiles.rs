@@ -16,6 +16,7 @@ use pwrotd::sim::{PRIMARY_UID, RoleSpec, SimServer, unsigned_oidc_token};
 use secrecy::ExposeSecret;
 use tokio::process::Command;
 
+use crate::cluster::free_port;
 use crate::common::{KEY_ID, SECRET};
 use crate::credentials::{ISSUER, LIFETIME, OIDC_ROLE, PROVIDER, ROLE};
 use crate::daemon::{get, scrape_until, signal};
@@ -341,11 +342,6 @@ file = "{cli}"
         let path = self.state().join("secrets").join(format!("{account}.json"));
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Every file under `dir`, as text.
