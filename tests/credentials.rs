@@ -205,14 +205,11 @@ async fn static_keys_with_assume_role_for_three_lifetimes() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_profile_chained_role_for_three_lifetimes() {
-    let server = start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.json");
-    // ChainableRamRoleArn on top of an AK profile; the STS endpoint is the config's.
+/// A CLI config file whose current profile `rot` is ChainableRamRoleArn ([`ROLE`]) on top of
+/// the AK profile `ak`; the STS endpoint is the pwrotd config's.
+pub(crate) fn write_chained_cli_profile(file: &Path) {
     std::fs::write(
-        &file,
+        file,
         serde_json::json!({
             "current": "rot",
             "profiles": [
@@ -224,6 +221,14 @@ async fn cli_profile_chained_role_for_three_lifetimes() {
         .to_string(),
     )
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_profile_chained_role_for_three_lifetimes() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    write_chained_cli_profile(&file);
     run(
         &server,
         &format!("source = \"cli_profile\"\nfile = \"{}\"", file.display()),

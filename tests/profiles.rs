@@ -18,7 +18,7 @@ use tokio::process::Command;
 
 use crate::cluster::free_port;
 use crate::common::{KEY_ID, SECRET};
-use crate::credentials::{ISSUER, LIFETIME, OIDC_ROLE, PROVIDER, ROLE};
+use crate::credentials::{ISSUER, LIFETIME, OIDC_ROLE, PROVIDER};
 use crate::daemon::{get, scrape_until, signal};
 
 /// The other cloud account, which the `sg-prod` profile reaches through a role.
@@ -205,19 +205,7 @@ impl Estate {
         )
         .unwrap();
         let cli = dir.join("aliyun.json");
-        std::fs::write(
-            &cli,
-            serde_json::json!({
-                "current": "rot",
-                "profiles": [
-                    {"name": "ak", "mode": "AK", "access_key_id": KEY_ID, "access_key_secret": SECRET},
-                    {"name": "rot", "mode": "ChainableRamRoleArn", "source_profile": "ak",
-                     "ram_role_arn": ROLE, "expired_seconds": 900}
-                ]
-            })
-            .to_string(),
-        )
-        .unwrap();
+        crate::credentials::write_chained_cli_profile(&cli);
         let url = server.url();
         let base = url.as_str().trim_end_matches('/');
         format!(

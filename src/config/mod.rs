@@ -384,11 +384,7 @@ impl Config {
             (&cloud, &profiles),
         );
         validate_default_region(&mut check, &raw.cloud, &cloud, &profiles, &raw.accounts);
-        let longest = std::iter::once(&cloud)
-            .chain(profiles.values())
-            .map(|c| c.client.timeout)
-            .max()
-            .unwrap_or(cloud.client.timeout);
+        let longest = longest_timeout(std::iter::once(&cloud).chain(profiles.values()));
         let store = validate_store(&mut check, raw.store.as_ref(), longest);
         if !check.problems.is_empty() {
             return Err(fail(check.problems));
@@ -455,12 +451,13 @@ impl Config {
     /// A login that verifies changes nothing, so its timeout is no part of it
     /// (docs/cluster.md#one-writer). With profiles, the longest of their timeouts.
     pub fn lease_margin(&self) -> Duration {
-        self.tables()
-            .map(|(_, c)| c.client.timeout)
-            .max()
-            .unwrap_or(self.cloud.client.timeout)
-            + MARGIN_SLACK
+        longest_timeout(self.tables().map(|(_, c)| c)) + MARGIN_SLACK
     }
+}
+
+/// The longest `timeout` of `[cloud]` and its profiles: how long one attempt may take.
+fn longest_timeout<'a>(tables: impl Iterator<Item = &'a Cloud>) -> Duration {
+    tables.map(|c| c.client.timeout).max().unwrap_or_default()
 }
 
 /// `path` as the file system has it today: its longest existing ancestor with every symbolic

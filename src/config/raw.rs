@@ -92,7 +92,7 @@ pub(super) struct RawCredentials {
     pub(super) access_key_id_file: Option<PathBuf>,
     pub(super) access_key_secret_file: Option<PathBuf>,
     pub(super) security_token_file: Option<PathBuf>,
-    pub(super) source: Option<Spanned<OneOf<SourceName>>>,
+    pub(super) source: Option<Spanned<OneOf<SourceKind>>>,
     pub(super) role_name: Option<Spanned<String>>,
     pub(super) metadata_endpoint: Option<Spanned<String>>,
     pub(super) imdsv1_fallback: Option<Spanned<bool>>,
@@ -114,31 +114,6 @@ pub(super) struct RawAssumeRole {
     pub(super) session_name: Option<Spanned<String>>,
     pub(super) external_id: Option<Spanned<String>>,
     pub(super) duration: Option<Spanned<String>>,
-}
-
-/// `cloud.credentials.source`, as written: [`SourceKind`] lives with the credentials.
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum SourceName {
-    Chain,
-    Static,
-    EcsRamRole,
-    Oidc,
-    CliProfile,
-    Uri,
-}
-
-impl From<SourceName> for SourceKind {
-    fn from(s: SourceName) -> SourceKind {
-        match s {
-            SourceName::Chain => SourceKind::Chain,
-            SourceName::Static => SourceKind::Static,
-            SourceName::EcsRamRole => SourceKind::EcsRamRole,
-            SourceName::Oidc => SourceKind::Oidc,
-            SourceName::CliProfile => SourceKind::CliProfile,
-            SourceName::Uri => SourceKind::Uri,
-        }
-    }
 }
 
 /// The keys `[defaults]` and `[[account]]` share.

@@ -113,7 +113,9 @@ impl fmt::Debug for Credentials {
 }
 
 /// `[cloud.credentials] source`: which source to use; `chain` tries them in the SDKs' order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Read from the config as its [`SourceKind::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     #[default]
     Chain,

@@ -22,7 +22,7 @@ pub(super) fn credentials(check: &mut Check, c: &RawCredentials, table: &str) ->
         .source
         .as_ref()
         .and_then(|s| check.one_of(s.get_ref(), s, format!("{table}.source")))
-        .map_or(SourceKind::Chain, SourceKind::from);
+        .unwrap_or_default();
     both_forms(check, c, table);
     foreign_keys(check, c, source, table);
     if source == SourceKind::Static
