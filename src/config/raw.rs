@@ -62,7 +62,7 @@ pub(super) enum StoreKind {
 pub(super) struct RawCloud {
     pub(super) region_id: Option<Spanned<String>>,
     pub(super) network: Option<Spanned<OneOf<Network>>>,
-    pub(super) signature: Option<Spanned<OneOf<Signature>>>,
+    pub(super) signature: Option<Spanned<OneOf<SignatureVersion>>>,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) max_attempts: Option<Spanned<i64>>,
     pub(super) requests_per_second: Option<Spanned<f64>>,
@@ -260,23 +260,6 @@ impl fmt::Display for Unlisted {
 }
 
 impl std::error::Error for Unlisted {}
-
-/// `cloud.signature`, as written: [`SignatureVersion`] lives with the client.
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum Signature {
-    V1,
-    V3,
-}
-
-impl From<Signature> for SignatureVersion {
-    fn from(s: Signature) -> SignatureVersion {
-        match s {
-            Signature::V1 => SignatureVersion::V1,
-            Signature::V3 => SignatureVersion::V3,
-        }
-    }
-}
 
 /// `strategy`, as written; validation pairs it with `clone_account_name` into a
 /// [`Strategy`](super::Strategy).

@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::TIMEOUT;
 use super::account::valid_name;
 use crate::cloud::client::{Endpoints, parse_endpoint};
-use crate::cloud::{Api, ClientConfig, CredentialsConfig, Service, SignatureVersion};
+use crate::cloud::{Api, ClientConfig, CredentialsConfig, Service};
 use crate::config::diagnostics::Check;
 use crate::config::raw::{RawAccount, RawCloud, RawEndpoints};
 use crate::config::{Cloud, DEFAULT_PROFILE, RATE};
@@ -128,7 +128,7 @@ fn settings(check: &mut Check, raw: &RawCloud, base: &Cloud, table: &str) -> Clo
     if let Some(s) = &raw.signature
         && let Some(signature) = check.one_of(s.get_ref(), s, key("signature"))
     {
-        client.signature = SignatureVersion::from(signature);
+        client.signature = signature;
     }
     client.timeout = check.duration_or(
         &raw.timeout,
